@@ -1,0 +1,74 @@
+"""The backend interface every model provider implements.
+
+Two calls, batch-first and synchronous at the stage boundary:
+
+- ``generate(conversations, config)`` returns one :class:`Completion` per conversation, in
+  order. Backends keep as many requests in flight as they can; stages hand them whole
+  batches.
+- ``choice_logprobs(conversation, choices)`` returns, for each candidate string, the
+  log-probability that the assistant's reply continues with it. If the conversation ends
+  with an assistant message, that message is a prefix the choices continue; otherwise the
+  choices start a new assistant turn. One scoring pass, no generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.records import Conversation, canonical_json
+
+
+class GenerationConfig(BaseModel):
+    """Sampling settings, recorded in every manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    seed: int = Field(
+        default=0,
+        description="base seed; backends derive one per conversation with request_seed() so a "
+        "result does not depend on which batch the conversation was sent in",
+    )
+    stop: tuple[str, ...] = ()
+
+
+class Completion(BaseModel):
+    """One generated reply and what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="prompt tokens served from the cache")
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model behind Charter's two calls. ``name`` is ``provider/model``."""
+
+    name: str
+
+    def generate(
+        self, conversations: Sequence[Conversation], config: GenerationConfig
+    ) -> list[Completion]: ...
+
+    def choice_logprobs(
+        self, conversation: Conversation, choices: Sequence[str]
+    ) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+def request_seed(seed: int, conversation: Conversation) -> int:
+    """A per-conversation seed: the same conversation and base seed always get the same one."""
+    payload = canonical_json([seed, [m.model_dump() for m in conversation]])
+    return int.from_bytes(hashlib.sha256(payload.encode("utf-8")).digest()[:4], "big")

@@ -1,0 +1,318 @@
+"""Prompt sets: read prompts from JSONL, CSV or hh-rlhf transcripts, streaming.
+
+Accepted rows:
+
+- JSONL ``{"prompt": "..."}`` — one user turn;
+- JSONL ``{"messages": [{"role": ..., "content": ...}, ...]}`` (OpenAI/TRL chat format),
+  ending with a user turn; earlier turns are context;
+- JSONL ``{"chosen": "\\n\\nHuman: … \\n\\nAssistant: …"}`` (Anthropic hh-rlhf): **every human
+  turn becomes one prompt**, with the turns before it as context;
+- CSV with a prompt column (``prompt`` unless ``prompt_column`` names another).
+
+A bad row is reported with its file and line; ``on_bad_row="skip"`` logs and skips it.
+Bundled sets are addressable by name: ``demo-redteam``, ``demo-helpful``, ``demo-hh``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from charter.errors import CharterError
+from charter.records import Message, Prompt, Role
+
+log = logging.getLogger(__name__)
+
+Format = Literal["auto", "jsonl", "csv", "hh"]
+OnBadRow = Literal["error", "skip"]
+
+MAX_LINE_BYTES = 8 * 1024 * 1024
+ROLES = ("system", "user", "assistant")
+# hh-rlhf turn markers. Split only on these, never on a bare ": " inside a turn.
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+class BadRow(Exception):
+    """A row that cannot become a prompt; ``str()`` says why."""
+
+
+@dataclass
+class ReadStats:
+    """What reading a prompt set saw: rows, prompts made, and rows skipped (with reasons)."""
+
+    rows: int = 0
+    prompts: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PromptSet:
+    """Prompt files as one re-readable stream (stages read it twice: count, then run)."""
+
+    sources: list[str]
+    fmt: Format = "auto"
+    prompt_column: str | None = None
+    on_bad_row: OnBadRow = "error"
+    limit: int | None = None
+    stats: ReadStats = field(default_factory=ReadStats)
+
+    def __post_init__(self) -> None:
+        self.paths = [resolve_prompts(s) for s in self.sources]
+
+    def __call__(self) -> Iterator[Prompt]:
+        """A fresh pass over the prompts; ``stats`` describes the latest pass."""
+        self.stats = ReadStats()
+        count = 0
+        for path in self.paths:
+            for prompt in load_prompts(path, fmt=self.fmt, prompt_column=self.prompt_column,
+                                       on_bad_row=self.on_bad_row, stats=self.stats):  # fmt: skip
+                if self.limit is not None and count >= self.limit:
+                    return
+                count += 1
+                yield prompt
+
+    def inputs(self) -> list[dict[str, str]]:
+        """Name and sha256 of every file, for the manifest."""
+        from charter.runs import file_sha256
+
+        return [{"name": p.name, "sha256": file_sha256(p), "format": self.fmt} for p in self.paths]
+
+
+def bundled_prompt_sets() -> list[str]:
+    folder = resources.files("charter") / "data"
+    return sorted(
+        p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl")
+    )
+
+
+def resolve_prompts(source: str | Path) -> Path:
+    """A prompt-set path: an existing file, or the file of a bundled set's name."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if str(source) in bundled_prompt_sets():
+        return Path(str(resources.files("charter") / "data" / f"{source}.jsonl"))
+    raise CharterError(
+        f"no prompt file or bundled prompt set named '{source}'; "
+        f"bundled: {', '.join(bundled_prompt_sets())}"
+    )
+
+
+def load_prompts(
+    source: str | Path,
+    *,
+    fmt: Format = "auto",
+    prompt_column: str | None = None,
+    on_bad_row: OnBadRow = "error",
+    stats: ReadStats | None = None,
+) -> Iterator[Prompt]:
+    """Stream the prompts of one file (see the module docstring for the formats)."""
+    path = resolve_prompts(source)
+    stats = stats if stats is not None else ReadStats()
+    kind = _detect(path) if fmt == "auto" else fmt
+    if kind == "csv":
+        rows = _csv_rows(path, prompt_column or "prompt", explicit=prompt_column is not None)
+    elif prompt_column is not None:
+        raise CharterError(f"--prompt-column only applies to CSV files, and {path} is not one")
+    else:
+        rows = _jsonl_rows(path, hh=kind == "hh")
+    for line, result in rows:
+        stats.rows += 1
+        if isinstance(result, BadRow):
+            if on_bad_row == "error":
+                raise CharterError(
+                    f"{path}:{line}: {result}; fix the row or pass --on-bad-row skip"
+                )
+            stats.skipped.append(f"{path}:{line}: {result}")
+            log.warning("skipped %s:%d: %s", path, line, result)
+            continue
+        for prompt in result:
+            stats.prompts += 1
+            yield prompt
+
+
+def _detect(path: Path) -> Format:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if suffixes and suffixes[-1] in (".csv", ".tsv"):
+        return "csv"
+    return "jsonl"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    try:
+        if path.suffix.lower() == ".gz":
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return path.open("rb")
+    except OSError as err:
+        raise CharterError(f"{path}: cannot read ({err.strerror})") from None
+
+
+Row = tuple[int, "list[Prompt] | BadRow"]
+
+
+def _jsonl_rows(path: Path, *, hh: bool) -> Iterator[Row]:
+    with _open_binary(path) as f:
+        for number, raw in _lines(f, path):
+            if raw is None:
+                yield number, BadRow(f"line longer than {MAX_LINE_BYTES} bytes")
+                continue
+            if not raw.strip():
+                continue  # blank lines carry nothing; not worth an error
+            try:
+                text = raw.decode("utf-8")
+                row = json.loads(text)
+            except UnicodeDecodeError:
+                yield number, BadRow("not UTF-8 text")
+                continue
+            except (json.JSONDecodeError, RecursionError) as err:
+                yield number, BadRow(f"invalid JSON ({getattr(err, 'msg', 'nested too deeply')})")
+                continue
+            try:
+                yield number, _prompts_from_row(row, f"{path}:{number}", hh=hh)
+            except BadRow as bad:
+                yield number, bad
+
+
+def _lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines; ``None`` for a line too long to hold (its rest is skipped)."""
+    number = 0
+    try:
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+                continue
+            yield number, raw
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise CharterError(f"{path}:{number + 1}: cannot read ({err})") from None
+
+
+def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
+    if not isinstance(row, dict):
+        raise BadRow(f"expected a JSON object, got {type(row).__name__}")
+    if hh or ("messages" not in row and "prompt" not in row and "chosen" in row):
+        transcript = row.get("chosen", row.get("prompt", row.get("transcript")))
+        if not isinstance(transcript, str):
+            raise BadRow("hh-rlhf rows need a 'chosen' transcript string")
+        return prompts_from_transcript(transcript, source)
+    if "messages" in row:
+        return [Prompt.from_messages(_messages(row["messages"], "messages"), source)]
+    if "prompt" in row:
+        prompt = row["prompt"]
+        if isinstance(prompt, list):  # TRL conversational prompt
+            return [Prompt.from_messages(_messages(prompt, "prompt"), source)]
+        if not isinstance(prompt, str):
+            raise BadRow(
+                f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}"
+            )
+        if prompt.startswith(("\n\nHuman:", "Human:")):
+            return prompts_from_transcript(prompt, source)
+        if not prompt.strip():
+            raise BadRow("'prompt' is empty")
+        return [Prompt.from_messages([Message(role="user", content=prompt)], source)]
+    raise BadRow(
+        f"no 'prompt', 'messages' or 'chosen' field (found: {', '.join(sorted(row)) or 'none'})"
+    )
+
+
+def _messages(value: Any, name: str) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise BadRow(f"'{name}' must be a non-empty list of {{role, content}} objects")
+    messages = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise BadRow(f"{name}[{i}] must be an object with 'role' and 'content'")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            raise BadRow(f"{name}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise BadRow(f"{name}[{i}].content must be a string")
+        messages.append(Message.model_validate({"role": role, "content": content}))
+    if messages[-1].role != "user":
+        raise BadRow(f"the last of '{name}' must be a user turn (the prompt to answer)")
+    if not messages[-1].content.strip():
+        raise BadRow(f"the last of '{name}' is an empty user turn")
+    return messages
+
+
+def parse_transcript(text: str) -> list[Message]:
+    """Turns of an hh-rlhf transcript (``\\n\\nHuman: … \\n\\nAssistant: …``)."""
+    if text.startswith(("Human:", "Assistant:")):
+        text = "\n\n" + text
+    parts = _TURN.split(text)
+    if parts[0].strip():
+        raise BadRow("transcript must start with '\\n\\nHuman: '")
+    turns = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        role: Role = "user" if speaker == "Human" else "assistant"
+        turns.append(Message(role=role, content=content.strip()))
+    if not turns or turns[0].role != "user":
+        raise BadRow("transcript has no 'Human:' turn at its start")
+    return turns
+
+
+def prompts_from_transcript(text: str, source: str) -> list[Prompt]:
+    """One prompt per human turn, each with every earlier turn as context."""
+    turns = parse_transcript(text)
+    prompts: list[Prompt] = []
+    for i, turn in enumerate(turns):
+        if turn.role != "user":
+            continue
+        if not turn.content:
+            raise BadRow(f"human turn {len(prompts) + 1} is empty")
+        prompts.append(Prompt.from_messages(turns[: i + 1], f"{source}#turn{len(prompts) + 1}"))
+    return prompts
+
+
+def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
+    csv.field_size_limit(MAX_LINE_BYTES)
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        reader = csv.reader(text, delimiter="\t" if ".tsv" in path.suffixes else ",")
+        try:
+            header = next(reader, None)
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise CharterError(f"{path}:1: cannot read the CSV header ({err})") from None
+        if header is None:
+            return
+        if column not in header:
+            hint = "" if explicit else "; name the prompt column with --prompt-column"
+            raise CharterError(
+                f"{path}:1: no column '{column}' (columns: {', '.join(header)}){hint}"
+            )
+        index = header.index(column)
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                yield line, BadRow("not UTF-8 text")
+                return  # the decoder cannot resynchronise; stop at the first bad byte
+            except csv.Error as err:
+                yield line, BadRow(f"malformed CSV ({err})")
+                continue
+            yield line, _csv_prompt(cells, index, column, f"{path}:{line}")
+
+
+def _csv_prompt(cells: list[str], index: int, column: str, source: str) -> list[Prompt] | BadRow:
+    if not cells:
+        return []
+    if index >= len(cells) or not cells[index].strip():
+        return BadRow(f"column '{column}' is empty")
+    return [Prompt.from_messages([Message(role="user", content=cells[index])], source)]

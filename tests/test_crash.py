@@ -52,9 +52,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             command(prompts, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         traces = out / "traces.jsonl"
+        # Kill only after this session wrote something, so every kill cuts a real run short.
+        target = max(fraction * full_size, (traces.stat().st_size if traces.exists() else 0) + 1)
         deadline = time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline:
-            if traces.exists() and traces.stat().st_size >= fraction * full_size:
+            if traces.exists() and traces.stat().st_size >= target:
                 process.send_signal(signal.SIGKILL)
                 kills += 1
                 break

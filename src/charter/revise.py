@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -199,63 +199,61 @@ def revise(
     constitution: Constitution,
     backend: Backend,
     config: ReviseConfig,
+    on_calls: Callable[[int], object] | None = None,
 ) -> Iterator[Trace]:
-    """Run SL-CAI over ``prompts``, yielding one :class:`Trace` per prompt, in order."""
+    """Run SL-CAI over ``prompts``, yielding one :class:`Trace` per prompt, in order.
+
+    ``on_calls(n)`` is told each time ``n`` model calls finish (skipped revisions count as
+    finished), for progress bars: a prompt takes ``1 + 2 * rounds`` calls.
+    """
     prefix = fewshot_prefix(constitution)
+    caller = _Caller(backend, config.seed, on_calls or (lambda n: None))
     for batch in _batched(prompts, config.batch_size):
-        yield from _revise_batch(batch, prefix, constitution, backend, config)
-
-
-def _revise_batch(
-    batch: list[Prompt],
-    prefix: list[Message],
-    constitution: Constitution,
-    backend: Backend,
-    config: ReviseConfig,
-) -> Iterator[Trace]:
-    work = [
-        _Work(p, draw_principles(constitution, config.seed, p.id, config.rounds)) for p in batch
-    ]
-    answers = _generate(
-        backend, [w.prompt.messages for w in work], config.answer, config.seed, work
-    )
-    for w, text in zip(work, answers, strict=True):
-        w.initial = w.answer = clean_reply(text)
-    for index in range(config.rounds):
-        calls = [
-            critique_conversation(prefix, w.prompt.messages, w.answer, w.principles[index])
-            for w in work
+        work = [
+            _Work(p, draw_principles(constitution, config.seed, p.id, config.rounds)) for p in batch
         ]
-        critiques = _generate(backend, calls, config.critique, config.seed, work)
-        pending = []
-        for w, call, text in zip(work, calls, critiques, strict=True):
-            critique = clean_reply(text)
-            if config.skip_unneeded and finds_nothing(critique):
-                w.steps.append(_step(index, w, critique, None, "skipped"))
-            else:
-                pending.append(
-                    (w, revision_conversation(call, critique, w.principles[index]), critique)
-                )
-        revisions = _generate(
-            backend,
-            [c for _, c, _ in pending],
-            config.revision,
-            config.seed,
-            [w for w, _, _ in pending],
-        )
-        for (w, _, critique), text in zip(pending, revisions, strict=True):
-            revision = clean_reply(text)
-            if says_no_change(revision, w.answer):
-                w.steps.append(_step(index, w, critique, revision, "no_change"))
-            else:
-                w.answer = revision
-                w.steps.append(_step(index, w, critique, revision, "revised"))
-    for w in work:
-        yield Trace(
-            id=w.prompt.id, messages=w.prompt.messages, initial=w.initial, steps=tuple(w.steps),
-            final=w.answer, model=backend.name, seed=config.seed,
-            constitution_sha256=constitution.sha256, usage=w.usage, source=w.prompt.source,
-        )  # fmt: skip
+        answers = caller.generate([w.prompt.messages for w in work], config.answer, work)
+        for w, text in zip(work, answers, strict=True):
+            w.initial = w.answer = clean_reply(text)
+        for index in range(config.rounds):
+            _revise_round(work, index, prefix, caller, config)
+        for w in work:
+            yield Trace(
+                id=w.prompt.id, messages=w.prompt.messages, initial=w.initial,
+                steps=tuple(w.steps), final=w.answer, model=backend.name, seed=config.seed,
+                constitution_sha256=constitution.sha256, usage=w.usage, source=w.prompt.source,
+            )  # fmt: skip
+
+
+def _revise_round(
+    work: list[_Work], index: int, prefix: list[Message], caller: _Caller, config: ReviseConfig
+) -> None:
+    """One critique→revision round for every prompt of a batch."""
+    calls = [
+        critique_conversation(prefix, w.prompt.messages, w.answer, w.principles[index])
+        for w in work
+    ]
+    critiques = caller.generate(calls, config.critique, work)
+    pending = []
+    for w, call, text in zip(work, calls, critiques, strict=True):
+        critique = clean_reply(text)
+        if config.skip_unneeded and finds_nothing(critique):
+            w.steps.append(_step(index, w, critique, None, "skipped"))
+        else:
+            pending.append(
+                (w, revision_conversation(call, critique, w.principles[index]), critique)
+            )
+    caller.on_calls(len(work) - len(pending))
+    revisions = caller.generate(
+        [c for _, c, _ in pending], config.revision, [w for w, _, _ in pending]
+    )
+    for (w, _, critique), text in zip(pending, revisions, strict=True):
+        revision = clean_reply(text)
+        if says_no_change(revision, w.answer):
+            w.steps.append(_step(index, w, critique, revision, "no_change"))
+        else:
+            w.answer = revision
+            w.steps.append(_step(index, w, critique, revision, "revised"))
 
 
 def _step(index: int, w: _Work, critique: str, revision: str | None, outcome: str) -> TraceStep:
@@ -265,29 +263,37 @@ def _step(index: int, w: _Work, critique: str, revision: str | None, outcome: st
     )  # fmt: skip
 
 
-def _generate(
-    backend: Backend,
-    conversations: Sequence[Sequence[Message]],
-    config: GenerationConfig,
-    seed: int,
-    work: Sequence[_Work],
-) -> list[str]:
-    if not conversations:
-        return []
-    completions: list[Completion] = backend.generate(
-        conversations, config.model_copy(update={"seed": seed})
-    )
-    if len(completions) != len(conversations):
-        raise CharterError(
-            f"backend {backend.name} returned {len(completions)} completions for "
-            f"{len(conversations)} conversations"
+@dataclass
+class _Caller:
+    """Sends a batch to the backend, checks the reply count, books usage and progress."""
+
+    backend: Backend
+    seed: int
+    on_calls: Callable[[int], object]
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        config: GenerationConfig,
+        work: Sequence[_Work],
+    ) -> list[str]:
+        if not conversations:
+            return []
+        completions: list[Completion] = self.backend.generate(
+            conversations, config.model_copy(update={"seed": self.seed})
         )
-    for w, c in zip(work, completions, strict=True):
-        w.usage += Usage(
-            calls=1, prompt_tokens=c.prompt_tokens, cached_tokens=c.cached_tokens,
-            completion_tokens=c.completion_tokens,
-        )  # fmt: skip
-    return [c.text for c in completions]
+        if len(completions) != len(conversations):
+            raise CharterError(
+                f"backend {self.backend.name} returned {len(completions)} completions for "
+                f"{len(conversations)} conversations"
+            )
+        for w, c in zip(work, completions, strict=True):
+            w.usage += Usage(
+                calls=1, prompt_tokens=c.prompt_tokens, cached_tokens=c.cached_tokens,
+                completion_tokens=c.completion_tokens,
+            )  # fmt: skip
+        self.on_calls(len(conversations))
+        return [c.text for c in completions]
 
 
 T = TypeVar("T")

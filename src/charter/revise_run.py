@@ -172,11 +172,15 @@ def _revise_pending(
                 seen.add(prompt.id)
                 yield prompt
 
-    bar = tqdm(total=summary.prompts, initial=len(done), unit="prompt", desc="revise",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    per_prompt = 1 + 2 * config.rounds
+    bar = tqdm(total=summary.prompts * per_prompt, initial=len(done) * per_prompt, unit="call",
+               desc="revise", disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     last_save = time.monotonic()
     with bar, JsonlAppender(run.path / TRACES) as traces, JsonlAppender(run.path / SFT) as sft:
-        for trace in revise(pending(), constitution=constitution, backend=backend, config=config):
+        for trace in revise(
+            pending(), constitution=constitution, backend=backend, config=config,
+            on_calls=bar.update,
+        ):  # fmt: skip
             traces.write(trace)
             for row in sft_rows(trace, config.train_on):
                 if row.id not in sft_ids:  # present only if an earlier session got this far
@@ -184,9 +188,9 @@ def _revise_pending(
                     sft_ids.add(row.id)
             summary.sft_rows = len(sft_ids)
             summary.add(trace)
-            bar.update(1)
+            tokens = summary.usage.prompt_tokens + summary.usage.completion_tokens
             bar.set_postfix(
-                tokens=summary.usage.prompt_tokens + summary.usage.completion_tokens, refresh=False
+                prompts=f"{summary.traces}/{summary.prompts}", tokens=tokens, refresh=False
             )
             if time.monotonic() - last_save > MANIFEST_EVERY_S:
                 traces.sync()

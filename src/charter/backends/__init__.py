@@ -2,6 +2,11 @@
 
 The one registry in Charter. Each provider maps to ``"module:Class"`` and is imported only
 when used, so heavy libraries never load at start-up.
+
+- ``fake/NAME`` — deterministic stand-in that ships with Charter (tests, dry plumbing);
+- ``local/smollm2-135m`` (the default) or ``local/PATH.gguf`` — llama.cpp in-process;
+- ``openai/NAME`` — any OpenAI-compatible server (``--base-url``);
+- ``hf/PATH`` — a local transformers checkpoint (or GGUF file, dequantised).
 """
 
 from __future__ import annotations
@@ -9,22 +14,44 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from charter import DEFAULT_MODEL
 from charter.backends.base import Backend, Completion, GenerationConfig, request_seed
 from charter.errors import CharterError
 
-__all__ = ["BACKENDS", "Backend", "Completion", "GenerationConfig", "load_backend", "request_seed"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODEL",
+    "Backend",
+    "Completion",
+    "GenerationConfig",
+    "load_backend",
+    "request_seed",
+]
 
 BACKENDS: dict[str, str] = {
     "fake": "charter.backends.fake:FakeBackend",
+    "local": "charter.backends.local:LocalBackend",
+    "openai": "charter.backends.openai:OpenAIBackend",
+    "hf": "charter.backends.hf:HFBackend",
 }
 
 
-def load_backend(name: str, **options: Any) -> Backend:
-    """Build the backend for ``provider/model``; ``options`` go to its constructor."""
+def load_backend(
+    name: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    concurrency: int | None = None,
+) -> Backend:
+    """Build the backend for ``provider/model``.
+
+    ``base_url`` and ``api_key`` apply to ``openai/…`` only; ``concurrency`` is the number of
+    requests in flight (server slots for ``local/…``, batch size for ``hf/…``).
+    """
     provider, sep, model = name.partition("/")
     if not sep or not model:
         raise CharterError(
-            f"model '{name}' is not of the form provider/model (e.g. fake/echo); "
+            f"model '{name}' is not of the form provider/model (e.g. {DEFAULT_MODEL}); "
             f"providers: {', '.join(sorted(BACKENDS))}"
         )
     if provider not in BACKENDS:
@@ -32,6 +59,17 @@ def load_backend(name: str, **options: Any) -> Backend:
             f"unknown model provider '{provider}' in '{name}'; "
             f"known providers: {', '.join(sorted(BACKENDS))}"
         )
+    if provider != "openai" and (base_url or api_key):
+        raise CharterError(f"--base-url and --api-key apply to openai/… models, not '{name}'")
+    options: dict[str, Any] = {}
+    if provider == "openai":
+        options = {"base_url": base_url, "api_key": api_key}
+        if concurrency:
+            options["concurrency"] = concurrency
+    elif provider == "local" and concurrency:
+        options["parallel"] = concurrency
+    elif provider == "hf" and concurrency:
+        options["batch_size"] = concurrency
     module_name, _, class_name = BACKENDS[provider].partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(model, **options)

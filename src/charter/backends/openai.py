@@ -93,7 +93,7 @@ class OpenAIBackend:
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return str(self._client.base_url).rstrip("/")
 
     # --- the Backend interface -------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""SIGKILL ``charter revise`` mid-run, resume: exactly the rows of an uninterrupted run."""
+"""SIGKILL ``charter revise`` / ``label`` mid-run, resume: exactly an uninterrupted run's rows."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import write_jsonl
 
 from charter.runs import repair_jsonl
@@ -17,9 +18,17 @@ from charter.runs import repair_jsonl
 N_PROMPTS = 240
 
 
-def command(prompts: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "charter", "revise", "--model", "fake/echo", "--prompts",
-            str(prompts), "--rounds", "4", "--batch-size", "4", "--train-on", "all",
+STAGES = {
+    "revise": (["revise", "--model", "fake/echo", "--rounds", "4", "--train-on", "all"],
+               "traces.jsonl", ("traces.jsonl", "sft.jsonl")),
+    "label": (["label", "--policy", "fake/echo", "--labeller", "fake/echo", "--samples", "3"],
+              "labels.jsonl", ("samples.jsonl", "labels.jsonl", "prefs.jsonl")),
+}  # fmt: skip
+
+
+def command(prompts: Path, out: Path, stage: str = "revise") -> list[str]:
+    args = STAGES[stage][0]
+    return [sys.executable, "-m", "charter", *args, "--prompts", str(prompts), "--batch-size", "4",
             "--out", str(out)]  # fmt: skip
 
 
@@ -32,26 +41,28 @@ def rows_by_id(path: Path) -> dict[str, bytes]:
     return dict(zip(ids, lines, strict=True))
 
 
-def finish(prompts: Path, out: Path) -> None:
-    subprocess.run(command(prompts, out), check=True, capture_output=True, timeout=120)
+def finish(prompts: Path, out: Path, stage: str = "revise") -> None:
+    subprocess.run(command(prompts, out, stage), check=True, capture_output=True, timeout=120)
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path, stage: str) -> None:
+    _, progress_file, outputs = STAGES[stage]
     prompts = write_jsonl(
         tmp_path / "p.jsonl", [{"prompt": f"request {i}"} for i in range(N_PROMPTS)]
     )
     reference = tmp_path / "reference"
-    finish(prompts, reference)
-    full_size = (reference / "traces.jsonl").stat().st_size
+    finish(prompts, reference, stage)
+    full_size = (reference / progress_file).stat().st_size
 
     out = tmp_path / "killed"
     rng = random.Random(20261123)
     kills = 0
     for fraction in sorted(rng.uniform(0.02, 0.9) for _ in range(6)):
         process = subprocess.Popen(
-            command(prompts, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command(prompts, out, stage), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        traces = out / "traces.jsonl"
+        traces = out / progress_file
         # Kill only after this session wrote something, so every kill cuts a real run short.
         target = max(fraction * full_size, (traces.stat().st_size if traces.exists() else 0) + 1)
         deadline = time.monotonic() + 60
@@ -63,13 +74,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             time.sleep(0.002)
         process.wait(timeout=60)
     assert kills >= 3  # most attempts were really cut short
-    finish(prompts, out)
+    finish(prompts, out, stage)
 
-    for name in ("traces.jsonl", "sft.jsonl"):
+    for name in outputs:
         assert rows_by_id(out / name) == rows_by_id(reference / name), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["sessions"] >= kills + 1
-    assert manifest["counts"]["traces"] == N_PROMPTS
 
 
 def test_torn_lines_and_missing_sft_rows_are_repaired(tmp_path: Path) -> None:

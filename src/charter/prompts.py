@@ -21,10 +21,10 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 from charter import bundled
 from charter.errors import CharterError
@@ -114,6 +114,19 @@ def load_prompts(
         raise CharterError(f"--prompt-column only applies to CSV files, and {path} is not one")
     else:
         rows = _jsonl_rows(path, hh=kind == "hh")
+    for result in good_rows(rows, path, on_bad_row, stats):
+        for prompt in result:
+            stats.prompts += 1
+            yield prompt
+
+
+R = TypeVar("R")
+
+
+def good_rows(
+    rows: Iterable[tuple[int, R | BadRow]], path: Path, on_bad_row: OnBadRow, stats: ReadStats
+) -> Iterator[R]:
+    """The rows that parsed; a bad one stops with its line (or, with "skip", is counted)."""
     for line, result in rows:
         stats.rows += 1
         if isinstance(result, BadRow):
@@ -124,9 +137,7 @@ def load_prompts(
             stats.skipped.append(f"{path}:{line}: {result}")
             log.warning("skipped %s:%d: %s", path, line, result)
             continue
-        for prompt in result:
-            stats.prompts += 1
-            yield prompt
+        yield result
 
 
 def _detect(path: Path) -> Format:
@@ -136,7 +147,7 @@ def _detect(path: Path) -> Format:
     return "jsonl"
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> IO[bytes]:
     try:
         if path.suffix.lower() == ".gz":
             return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -149,8 +160,20 @@ Row = tuple[int, "list[Prompt] | BadRow"]
 
 
 def _jsonl_rows(path: Path, *, hh: bool) -> Iterator[Row]:
-    with _open_binary(path) as f:
-        for number, raw in _lines(f, path):
+    for number, row in read_json_rows(path):
+        if isinstance(row, BadRow):
+            yield number, row
+            continue
+        try:
+            yield number, _prompts_from_row(row, f"{path}:{number}", hh=hh)
+        except BadRow as bad:
+            yield number, bad
+
+
+def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """Numbered JSON values of a JSONL file (``.gz`` too); a :class:`BadRow` where one fails."""
+    with open_binary(path) as f:
+        for number, raw in read_lines(f, path):
             if raw is None:
                 yield number, BadRow(f"line longer than {MAX_LINE_BYTES} bytes")
                 continue
@@ -165,13 +188,10 @@ def _jsonl_rows(path: Path, *, hh: bool) -> Iterator[Row]:
             except (json.JSONDecodeError, RecursionError) as err:
                 yield number, BadRow(f"invalid JSON ({getattr(err, 'msg', 'nested too deeply')})")
                 continue
-            try:
-                yield number, _prompts_from_row(row, f"{path}:{number}", hh=hh)
-            except BadRow as bad:
-                yield number, bad
+            yield number, row
 
 
-def _lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
+def read_lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
     """Numbered lines; ``None`` for a line too long to hold (its rest is skipped)."""
     number = 0
     try:
@@ -199,11 +219,11 @@ def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
             raise BadRow("hh-rlhf rows need a 'chosen' transcript string")
         return prompts_from_transcript(transcript, source)
     if "messages" in row:
-        return [Prompt.from_messages(_messages(row["messages"], "messages"), source)]
+        return [Prompt.from_messages(parse_messages(row["messages"], "messages"), source)]
     if "prompt" in row:
         prompt = row["prompt"]
         if isinstance(prompt, list):  # TRL conversational prompt
-            return [Prompt.from_messages(_messages(prompt, "prompt"), source)]
+            return [Prompt.from_messages(parse_messages(prompt, "prompt"), source)]
         if not isinstance(prompt, str):
             raise BadRow(
                 f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}"
@@ -218,7 +238,8 @@ def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
     )
 
 
-def _messages(value: Any, name: str) -> list[Message]:
+def parse_messages(value: Any, name: str, *, last: Role = "user") -> list[Message]:
+    """Validate a list of chat messages whose final turn is from ``last``."""
     if not isinstance(value, list) or not value:
         raise BadRow(f"'{name}' must be a non-empty list of {{role, content}} objects")
     messages = []
@@ -231,9 +252,10 @@ def _messages(value: Any, name: str) -> list[Message]:
         if not isinstance(content, str):
             raise BadRow(f"{name}[{i}].content must be a string")
         messages.append(Message.model_validate({"role": role, "content": content}))
-    if messages[-1].role != "user":
-        raise BadRow(f"the last of '{name}' must be a user turn (the prompt to answer)")
-    if not messages[-1].content.strip():
+    if messages[-1].role != last:
+        what = "a user turn (the prompt to answer)" if last == "user" else f"an {last} turn"
+        raise BadRow(f"the last of '{name}' must be {what}")
+    if last == "user" and not messages[-1].content.strip():
         raise BadRow(f"the last of '{name}' is an empty user turn")
     return messages
 
@@ -269,7 +291,7 @@ def prompts_from_transcript(text: str, source: str) -> list[Prompt]:
 
 def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
     csv.field_size_limit(MAX_LINE_BYTES)
-    with _open_binary(path) as raw:
+    with open_binary(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         reader = csv.reader(text, delimiter="\t" if ".tsv" in path.suffixes else ",")
         try:

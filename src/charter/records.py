@@ -120,3 +120,86 @@ class SFTRow(Record):
     model: str
     seed: int
     constitution_sha256: str
+
+
+class PreferencePair(Record):
+    """Two candidate replies to one conversation, to be compared by the labeller."""
+
+    id: str
+    prompt: tuple[Message, ...]
+    responses: tuple[str, str]
+    source: str | None = None
+
+    @classmethod
+    def make(
+        cls, prompt: Sequence[Message], first: str, second: str, source: str | None = None
+    ) -> PreferencePair:
+        data = {"prompt": [m.model_dump() for m in prompt], "responses": [first, second]}
+        return cls(
+            id=content_id(data), prompt=tuple(prompt), responses=(first, second), source=source
+        )
+
+
+class Vote(Record):
+    """One principle's verdict on a pair: P(responses[0] is better) in each order shown."""
+
+    principle_ids: tuple[str, ...]
+    p_shown_first: float = Field(description="P(responses[0] better) when shown as (A)")
+    p_shown_second: float | None = Field(
+        default=None, description="P(responses[0] better) when shown as (B); None without swap"
+    )
+    reasoning: tuple[str, ...] = Field(default=(), description="chain-of-thought, per order")
+
+    @property
+    def p(self) -> float:
+        """P(responses[0] better): the mean of the orders this vote was scored in."""
+        if self.p_shown_second is None:
+            return self.p_shown_first
+        return (self.p_shown_first + self.p_shown_second) / 2
+
+
+LabelMode = Literal["soft", "cot", "simple"]
+
+
+class Label(Record):
+    """The labeller's verdict on one pair (``labels.jsonl``); ``id`` is the pair's id."""
+
+    id: str
+    prompt: tuple[Message, ...]
+    responses: tuple[str, str]
+    p_first: float = Field(description="soft label: P(responses[0] is the better reply)")
+    votes: tuple[Vote, ...]
+    labeller: str
+    mode: LabelMode
+    seed: int
+    constitution_sha256: str
+    source: str | None = None
+
+
+class PreferenceRow(Record):
+    """A preference row in TRL's conversational format plus provenance (``prefs.jsonl``)."""
+
+    id: str
+    prompt: tuple[Message, ...]
+    chosen: tuple[Message, ...]
+    rejected: tuple[Message, ...]
+    p_chosen: float = Field(description="soft label in [0.5, 1]: P(chosen is better)")
+    p_chosen_first: float | None = Field(description="P(chosen better) when chosen was (A)")
+    p_chosen_second: float | None = Field(description="P(chosen better) when chosen was (B)")
+    principle_ids: tuple[str, ...]
+    labeller: str
+    mode: LabelMode
+    seed: int
+    constitution_sha256: str
+
+
+class Samples(Record):
+    """A policy's sampled answers to one prompt (``samples.jsonl``); ``id`` is the prompt's."""
+
+    id: str
+    messages: tuple[Message, ...]
+    answers: tuple[str, ...]
+    model: str
+    seed: int
+    usage: Usage
+    source: str | None = None

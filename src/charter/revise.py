@@ -24,13 +24,14 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, Completion, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
+from charter.iterate import batched
 from charter.records import (
     Message,
     Prompt,
@@ -208,7 +209,7 @@ def revise(
     """
     prefix = fewshot_prefix(constitution)
     caller = _Caller(backend, config.seed, on_calls or (lambda n: None))
-    for batch in _batched(prompts, config.batch_size):
+    for batch in batched(prompts, config.batch_size):
         work = [
             _Work(p, draw_principles(constitution, config.seed, p.id, config.rounds)) for p in batch
         ]
@@ -288,26 +289,9 @@ class _Caller:
                 f"{len(conversations)} conversations"
             )
         for w, c in zip(work, completions, strict=True):
-            w.usage += Usage(
-                calls=1, prompt_tokens=c.prompt_tokens, cached_tokens=c.cached_tokens,
-                completion_tokens=c.completion_tokens,
-            )  # fmt: skip
+            w.usage += c.usage()
         self.on_calls(len(conversations))
         return [c.text for c in completions]
-
-
-T = TypeVar("T")
-
-
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def sft_rows(trace: Trace, train_on: Literal["final", "all"]) -> list[SFTRow]:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from charter.backends import Backend
 from charter.constitution import Constitution
+from charter.iterate import first_seen
 from charter.prompts import PromptSet
 from charter.records import Message, Prompt, SFTRow, Trace, Usage
 from charter.revise import (
@@ -164,13 +165,7 @@ def _revise_pending(
     config: ReviseConfig,
     progress: bool,
 ) -> None:
-    seen = set(done)
-
-    def pending() -> Iterator[Prompt]:
-        for prompt in prompts():
-            if prompt.id not in seen:
-                seen.add(prompt.id)
-                yield prompt
+    pending = first_seen(prompts(), set(done), key=lambda p: p.id)
 
     per_prompt = 1 + 2 * config.rounds
     bar = tqdm(total=summary.prompts * per_prompt, initial=len(done) * per_prompt, unit="call",
@@ -178,7 +173,7 @@ def _revise_pending(
     last_save = time.monotonic()
     with bar, JsonlAppender(run.path / TRACES) as traces, JsonlAppender(run.path / SFT) as sft:
         for trace in revise(
-            pending(), constitution=constitution, backend=backend, config=config,
+            pending, constitution=constitution, backend=backend, config=config,
             on_calls=bar.update,
         ):  # fmt: skip
             traces.write(trace)

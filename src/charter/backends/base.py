@@ -9,6 +9,9 @@ Two calls, batch-first and synchronous at the stage boundary:
   log-probability that the assistant's reply continues with it. If the conversation ends
   with an assistant message, that message is a prefix the choices continue; otherwise the
   choices start a new assistant turn. One scoring pass, no generation.
+
+Backends that can count every call's tokens (scoring included) keep the sum in a ``totals``
+attribute (a :class:`~charter.records.Usage`); run manifests report it when present.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from charter.records import Conversation, canonical_json
+from charter.records import Conversation, Usage, canonical_json
 
 
 class GenerationConfig(BaseModel):
@@ -49,6 +52,13 @@ class Completion(BaseModel):
     cached_tokens: int = Field(default=0, description="prompt tokens served from the cache")
     completion_tokens: int = 0
     latency_s: float = 0.0
+
+    def usage(self) -> Usage:
+        """This completion as one call's worth of usage."""
+        return Usage(
+            calls=1, prompt_tokens=self.prompt_tokens, cached_tokens=self.cached_tokens,
+            completion_tokens=self.completion_tokens,
+        )  # fmt: skip
 
 
 @runtime_checkable

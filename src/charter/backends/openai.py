@@ -33,7 +33,7 @@ import tenacity
 
 from charter.backends.base import Completion, GenerationConfig, request_seed
 from charter.errors import CharterError
-from charter.records import Conversation
+from charter.records import Conversation, Usage
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class OpenAIBackend:
         self._ready_lock = threading.Lock()
         self._ready = False
         self._warned_top_k = False
+        self.totals = Usage()  # every call's tokens, scoring included (for manifests)
+        self._totals_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -205,6 +207,7 @@ class OpenAIBackend:
         )
         try:
             result: dict[str, Any] = retrying(self._post_once, body)
+            self._count(result)
         except (TransientError, httpx.TransportError) as err:
             raise CharterError(
                 f"{self.name} at {self.base_url}: request failed after {self.max_retries + 1} "
@@ -212,6 +215,21 @@ class OpenAIBackend:
                 exit_code=1,
             ) from None
         return result
+
+    def _count(self, body: dict[str, Any]) -> None:
+        found = body.get("usage")
+        usage: dict[str, Any] = found if isinstance(found, dict) else {}
+        details = usage.get("prompt_tokens_details") or {}
+        try:
+            spent = Usage(
+                calls=1, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                cached_tokens=int(details.get("cached_tokens", 0) or 0),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+            )  # fmt: skip
+        except (TypeError, ValueError, AttributeError):
+            spent = Usage(calls=1)
+        with self._totals_lock:
+            self.totals += spent
 
     def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
         response = self._client.post("/chat/completions", json=body)

@@ -1,0 +1,261 @@
+"""`charter label` (RL-CAI preference labels) and `charter label calibrate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import click
+
+from charter import DEFAULT_MODEL
+from charter.cli import cli, connection_options, prompt_options, run_options
+
+if TYPE_CHECKING:
+    from charter.backends import Backend
+    from charter.label import LabelConfig
+    from charter.label_run import PairSource
+    from charter.prompts import Format, OnBadRow
+
+
+def labeller_options(function: Any) -> Any:
+    """How the labeller judges: shared by `label` and `label calibrate`."""
+    options = [
+        click.option("--labeller", default=DEFAULT_MODEL, show_default=True,
+                     help="Feedback model (provider/model); use a stronger one than the policy."),
+        click.option("--constitution", "constitution_source", default="default", show_default=True,
+                     help="Bundled constitution name or YAML path."),
+        click.option("--mode", type=click.Choice(["soft", "cot"]), default="soft",
+                     show_default=True,
+                     help="soft: read P(A), P(B) directly; cot: reason first, then read them."),
+        click.option("--principles-per-label", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="Principles drawn per label, verdicts averaged."),
+        click.option("--ensemble", type=click.Choice(["sample", "all"]), default="sample",
+                     show_default=True,
+                     help="sample: draw principles per label; all: the whole constitution."),
+        click.option("--swap/--no-swap", default=True, show_default=True,
+                     help="Score both orders of the options and average (removes position bias)."),
+        click.option("--clamp", type=(float, float), default=(0.4, 0.6), show_default=True,
+                     help="Range the label is clamped into in cot mode."),
+        click.option("--cot-max-tokens", type=click.IntRange(min=1), default=192,
+                     show_default=True, help="Length of the reasoning in cot mode."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Pairs in flight at once."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return connection_options(function)
+
+
+def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
+            clamp: tuple[float, float], cot_max_tokens: int, seed: int,
+            batch_size: int) -> LabelConfig:  # fmt: skip
+    from charter.backends import GenerationConfig
+    from charter.label import LabelConfig
+
+    return LabelConfig.model_validate({
+        "mode": mode, "principles_per_label": principles_per_label, "ensemble": ensemble,
+        "swap": swap, "clamp": clamp, "seed": seed, "batch_size": batch_size,
+        "cot": GenerationConfig(temperature=0.0, max_tokens=cot_max_tokens),
+    })  # fmt: skip
+
+
+@cli.group(invoke_without_command=True)
+@labeller_options
+@prompt_options(
+    required=False,
+    prompts_help="Prompts to sample answer pairs for from --policy (file or bundled set).",
+)
+@click.option(
+    "--policy", default=DEFAULT_MODEL, show_default=True, help="Model that answers --prompts."
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="Answers sampled per prompt.",
+)
+@click.option(
+    "--pairing",
+    type=click.Choice(["all", "random"]),
+    default="all",
+    show_default=True,
+    help="Label every pair of a prompt's answers, or one random pair.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 5),
+    default=1.0,
+    show_default=True,
+    help="Policy sampling temperature.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Policy answer length.",
+)
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pairs to label: TRL prompt/chosen/rejected, prompt/responses or hh-rlhf JSONL.",
+)
+@click.option(
+    "--from-revise",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Pairs from a revise run: (final revision, initial answer).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["simple"]),
+    default=None,
+    help="simple: with --from-revise, chosen = revision, rejected = initial, p = 1; no labeller.",
+)
+@click.option(
+    "--min-margin",
+    type=click.FloatRange(0, 0.5),
+    default=0.0,
+    show_default=True,
+    help="Drop labels with |p - 0.5| below this from prefs.jsonl.",
+)
+@run_options("Print the feedback prompts; call no model.")
+@click.pass_context
+def label(ctx: click.Context, /, **options: Any) -> None:
+    """RL-CAI: AI-feedback preference labels from the constitution → prefs.jsonl."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _label(**options)
+
+
+def _label(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
+           ensemble: str, swap: bool, clamp: tuple[float, float], cot_max_tokens: int, seed: int,
+           batch_size: int, base_url: str | None, api_key: str | None, concurrency: int | None,
+           prompt_sources: tuple[str, ...], policy: str, samples: int,
+           pairing: Literal["all", "random"], temperature: float, max_tokens: int,
+           pairs_file: Path | None, from_revise: Path | None, preset: str | None,
+           min_margin: float, fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow,
+           limit: int | None, out: Path | None, dry_run: bool) -> None:  # fmt: skip
+    from charter import label_run
+    from charter.backends import GenerationConfig, load_backend
+    from charter.constitution import Constitution, resolve
+    from charter.errors import CharterError
+    from charter.prompts import PromptSet
+
+    given = [bool(prompt_sources), pairs_file is not None, from_revise is not None]
+    if sum(given) != 1:
+        raise CharterError("give exactly one source of pairs: --prompts, --pairs or --from-revise")
+    if preset == "simple" and from_revise is None:
+        raise CharterError(
+            "--preset simple takes its pairs from a revise run: add --from-revise DIR"
+        )
+    c = Constitution.load(constitution_source)
+    config = _config(
+        mode, principles_per_label, ensemble, swap, clamp, cot_max_tokens, seed, batch_size
+    )
+
+    def connect(name: str) -> Backend:
+        return load_backend(name, base_url=base_url, api_key=api_key, concurrency=concurrency)
+
+    source: PairSource
+    if prompt_sources:
+        prompts = PromptSet(list(prompt_sources), fmt=fmt, prompt_column=prompt_column,
+                            on_bad_row=on_bad_row, limit=limit)  # fmt: skip
+        generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
+        policy_backend = None if dry_run else connect(policy)
+        source = label_run.PolicyPairs(prompts, policy_backend, samples, pairing, generation,  # type: ignore[arg-type]
+                                       batch_size)  # fmt: skip
+    elif pairs_file is not None:
+        source = label_run.FilePairs(pairs_file, on_bad_row, limit)
+    else:
+        assert from_revise is not None
+        source = label_run.RevisePairs(from_revise)
+    if dry_run:
+        for block in label_run.dry_run(source, constitution=c, config=config, limit=limit or 3):
+            click.echo(block + "\n")
+        return
+    if out is None:
+        raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+    judge: Backend | None = None if preset == "simple" else connect(labeller)
+    try:
+        summary = label_run.run_label(
+            source, out=out, constitution=c, labeller=judge, config=config, min_margin=min_margin,
+            constitution_text=resolve(constitution_source).read_text("utf-8"),
+        )  # fmt: skip
+    finally:
+        for backend in (judge, getattr(source, "policy", None)):
+            if backend is not None:
+                backend.close()
+    click.echo(label_run.format_summary(summary))
+    for warning in label_run.labeller_warnings(summary, judge):
+        click.echo(f"WARNING: {warning}", err=True)
+
+
+@label.command()
+@labeller_options
+@click.option(
+    "--gold",
+    "gold",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Gold preferences: JSONL[.gz] with chosen/rejected (TRL or hh-rlhf).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Gold pairs to score.",
+)
+@click.option(
+    "--on-bad-row", type=click.Choice(["error", "skip"]), default="error", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the labels and the report here.",
+)
+def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
+              ensemble: str, swap: bool, clamp: tuple[float, float], cot_max_tokens: int,
+              seed: int, batch_size: int, base_url: str | None, api_key: str | None,
+              concurrency: int | None, gold: Path, limit: int, on_bad_row: OnBadRow,
+              out: Path | None) -> None:  # fmt: skip
+    """Score a labeller against gold preferences: accuracy, ECE, position bias."""
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    from charter import calibrate as calibration
+    from charter.backends import load_backend
+    from charter.constitution import Constitution
+    from charter.label import label as label_pairs
+    from charter.pairs import load_pairs
+    from charter.runs import JsonlAppender, write_atomic
+
+    c = Constitution.load(constitution_source)
+    config = _config(
+        mode, principles_per_label, ensemble, swap, clamp, cot_max_tokens, seed, batch_size
+    )
+    pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row), limit))
+    judge = load_backend(labeller, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    try:
+        with tqdm(unit="call", desc="calibrate") as bar:
+            labels = list(label_pairs(pairs, constitution=c, labeller=judge, config=config,
+                                      on_calls=bar.update))  # fmt: skip
+    finally:
+        judge.close()
+    report = calibration.calibration_report(labels, labeller=judge.name, gold=gold.name)
+    saved = calibration.save_calibration(report)
+    click.echo(calibration.format_report(report))
+    click.echo(f"saved: {saved} (charter label reads it to warn about this labeller)")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with JsonlAppender(out / "labels.jsonl") as writer:
+            for entry in labels:
+                writer.write(entry)
+        write_atomic(out / "calibration.json", report.model_dump_json(indent=2))
+    for warning in calibration.verdict(report):
+        click.echo(f"WARNING: {warning}", err=True)

@@ -1,0 +1,129 @@
+"""`charter revise`: SL-CAI from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import click
+
+from charter.cli import cli, model_options, prompt_options, run_options
+
+if TYPE_CHECKING:
+    from charter.prompts import Format, OnBadRow
+
+
+@cli.command()
+@model_options
+@click.option(
+    "--constitution",
+    "constitution_source",
+    default="default",
+    show_default=True,
+    help="Bundled constitution name or YAML path.",
+)
+@prompt_options(
+    required=True,
+    prompts_help="Prompt file (JSONL, CSV, hh-rlhf JSONL[.gz]) or bundled set name; repeatable.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Critique→revision rounds per prompt.",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(["final", "all"]),
+    default="final",
+    show_default=True,
+    help="SFT rows from the final revision, or from every revision.",
+)
+@click.option(
+    "--skip-unneeded", is_flag=True, help="Skip the revision when the critique finds nothing."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 5),
+    default=1.0,
+    show_default=True,
+    help="Temperature of the initial answer.",
+)
+@click.option(
+    "--revision-temperature",
+    type=click.FloatRange(0, 5),
+    default=0.7,
+    show_default=True,
+    help="Temperature of critiques and revisions.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Token limit of each answer, critique and revision.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Prompts in flight at once.",
+)
+@run_options("Print every prompt that would be sent; call no model.")
+def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
+           constitution_source: str, prompt_sources: tuple[str, ...], fmt: Format,
+           prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None, rounds: int,
+           train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
+           revision_temperature: float, max_tokens: int, batch_size: int, out: Path | None,
+           dry_run: bool) -> None:  # fmt: skip
+    """SL-CAI: critique and revise answers against the constitution; write SFT data."""
+    from charter import revise_run
+    from charter.backends import GenerationConfig, load_backend
+    from charter.constitution import Constitution, resolve
+    from charter.errors import CharterError
+    from charter.prompts import PromptSet
+    from charter.revise import ReviseConfig
+
+    c = Constitution.load(constitution_source)
+    config = ReviseConfig(
+        rounds=rounds,
+        train_on=train_on,
+        skip_unneeded=skip_unneeded,
+        seed=seed,
+        answer=GenerationConfig(temperature=temperature, max_tokens=max_tokens),
+        critique=GenerationConfig(temperature=revision_temperature, max_tokens=max_tokens),
+        revision=GenerationConfig(temperature=revision_temperature, max_tokens=max_tokens),
+        batch_size=batch_size,
+    )
+    prompts = PromptSet(
+        list(prompt_sources),
+        fmt=fmt,
+        prompt_column=prompt_column,
+        on_bad_row=on_bad_row,
+        limit=limit,
+    )
+    if dry_run:
+        for block in revise_run.dry_run(prompts(), constitution=c, config=config):
+            click.echo(block + "\n")
+        return
+    if out is None:
+        raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    try:
+        summary = revise_run.run_revise(
+            prompts, out=out, constitution=c, backend=backend, config=config,
+            constitution_text=resolve(constitution_source).read_text("utf-8"),
+        )  # fmt: skip
+    finally:
+        backend.close()
+    u = summary.usage
+    click.echo(
+        f"revise: {summary.traces} prompts ({summary.resumed} resumed, {summary.duplicates} "
+        f"duplicates dropped, {summary.bad_rows} bad rows skipped), {summary.sft_rows} SFT rows; "
+        f"revisions {summary.revised} accepted, {summary.no_change} no-change kept out, "
+        f"{summary.skipped} skipped; tokens {u.prompt_tokens} prompt ({u.cached_tokens} cached) "
+        f"+ {u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"
+    )

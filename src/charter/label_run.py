@@ -1,0 +1,375 @@
+"""``charter label`` end to end: pairs in, a resumable preference dataset out.
+
+Pairs come from a pair file (:class:`FilePairs`), from answers sampled from a policy model
+(:class:`PolicyPairs`, kept in ``samples.jsonl`` so a resume never samples twice), or from a
+``revise`` run (:class:`RevisePairs`, Hugging Face's simple preset: final revision over
+initial answer, no labeller). The run directory gets ``labels.jsonl`` (every verdict, with
+both orders per principle), ``prefs.jsonl`` (TRL conversational rows that pass
+``--min-margin``, derived from the labels), ``manifest.json`` and the constitution.
+Resume works as for ``revise``: labels are the unit of work, prefs are re-derived.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from charter.backends import Backend, GenerationConfig
+from charter.constitution import Constitution
+from charter.iterate import first_seen
+from charter.label import ANSWER_CUE, LabelConfig, label
+from charter.label import COT_ANSWER_CUE as COT_CUE
+from charter.label_stats import LabelStats
+from charter.pairs import Pairing, load_pairs, pairs_from_revise, pairs_from_samples, sample_answers
+from charter.prompts import OnBadRow, PromptSet, ReadStats
+from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
+from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+
+log = logging.getLogger(__name__)
+
+LABELS, PREFS, SAMPLES = "labels.jsonl", "prefs.jsonl", "samples.jsonl"
+MANIFEST_EVERY_S = 5.0
+
+
+@dataclass
+class FilePairs:
+    """Pairs read from a JSONL file (see :mod:`charter.pairs`)."""
+
+    path: Path
+    on_bad_row: OnBadRow = "error"
+    limit: int | None = None
+    stats: ReadStats = field(default_factory=ReadStats)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"pairs": {"name": self.path.name, "sha256": file_sha256(self.path)}}
+
+    def pairs(self, out: Path) -> Iterator[PreferencePair]:
+        for n, pair in enumerate(
+            load_pairs(self.path, on_bad_row=self.on_bad_row, stats=self.stats)
+        ):
+            if self.limit is not None and n >= self.limit:
+                return
+            yield pair
+
+
+@dataclass
+class RevisePairs:
+    """The simple preset: (final revision, initial answer) pairs from a revise run."""
+
+    run_dir: Path
+
+    def fingerprint(self) -> dict[str, Any]:
+        traces = self.run_dir / "traces.jsonl"
+        digest = file_sha256(traces) if traces.is_file() else None
+        return {"revise_run": {"path": str(self.run_dir), "traces_sha256": digest}}
+
+    def pairs(self, out: Path) -> Iterator[PreferencePair]:
+        return pairs_from_revise(self.run_dir)
+
+
+@dataclass
+class PolicyPairs:
+    """Pairs of answers sampled from a policy model, ``samples`` per prompt."""
+
+    prompts: PromptSet
+    policy: Backend
+    samples: int = 2
+    pairing: Pairing = "all"
+    generation: GenerationConfig = field(
+        default_factory=lambda: GenerationConfig(temperature=1.0, max_tokens=256)
+    )
+    batch_size: int = 16
+    usage: Usage = field(default_factory=Usage)
+    on_calls: Callable[[int], object] | None = None  # progress of the sampling calls
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "inputs": self.prompts.inputs(), "policy": self.policy.name, "samples": self.samples,
+            "pairing": self.pairing, "generation": self.generation.model_dump(mode="json"),
+        }  # fmt: skip
+
+    def pairs(self, out: Path) -> Iterator[PreferencePair]:
+        """Pairs of stored samples first, then of new samples (appended as they come)."""
+        path = out / SAMPLES
+        repair_jsonl(path)
+        sampled: set[str] = set()
+        for stored in read_jsonl(path, Samples):
+            sampled.add(stored.id)
+            self.usage += stored.usage
+            yield from pairs_from_samples(stored, self.pairing, self.generation.seed)
+        todo = first_seen(self.prompts(), sampled, key=lambda p: p.id)
+        with JsonlAppender(path) as writer:
+            answers = sample_answers(
+                todo, self.policy, samples=self.samples, config=self.generation,
+                batch_size=self.batch_size, on_calls=self.on_calls,
+            )  # fmt: skip
+            for fresh in answers:
+                writer.write(fresh)
+                self.usage += fresh.usage
+                yield from pairs_from_samples(fresh, self.pairing, self.generation.seed)
+
+
+PairSource = FilePairs | RevisePairs | PolicyPairs
+
+
+def preference_row(entry: Label, min_margin: float) -> PreferenceRow | None:
+    """The TRL row of a label, or None when it is a tie within ``min_margin``."""
+    if abs(entry.p_first - 0.5) < min_margin:
+        return None
+    first_wins = entry.p_first >= 0.5
+    shown_first = _mean([v.p_shown_first for v in entry.votes])
+    shown_second = _mean([v.p_shown_second for v in entry.votes if v.p_shown_second is not None])
+    if first_wins:
+        chosen, rejected, p_chosen = entry.responses[0], entry.responses[1], entry.p_first
+        p_as_a, p_as_b = shown_first, shown_second
+    else:
+        chosen, rejected, p_chosen = entry.responses[1], entry.responses[0], 1.0 - entry.p_first
+        # responses[1] was (A) in the swapped order and (B) in the plain one.
+        p_as_a = None if shown_second is None else 1.0 - shown_second
+        p_as_b = None if shown_first is None else 1.0 - shown_first
+    return PreferenceRow(
+        id=entry.id, prompt=entry.prompt,
+        chosen=(Message(role="assistant", content=chosen),),
+        rejected=(Message(role="assistant", content=rejected),),
+        p_chosen=p_chosen, p_chosen_first=p_as_a, p_chosen_second=p_as_b,
+        principle_ids=tuple(pid for v in entry.votes for pid in v.principle_ids),
+        labeller=entry.labeller, mode=entry.mode, seed=entry.seed,
+        constitution_sha256=entry.constitution_sha256,
+    )  # fmt: skip
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def simple_labels(
+    pairs: Iterator[PreferencePair], constitution: Constitution, seed: int
+) -> Iterator[Label]:
+    """The simple preset's labels: the revision (first) always wins, p = 1."""
+    for pair in pairs:
+        yield Label(
+            id=pair.id, prompt=pair.prompt, responses=pair.responses, p_first=1.0, votes=(),
+            labeller="preset/simple", mode="simple", seed=seed,
+            constitution_sha256=constitution.sha256, source=pair.source,
+        )  # fmt: skip
+
+
+@dataclass
+class LabelSummary:
+    out: Path
+    labels: int = 0
+    resumed: int = 0
+    kept: int = 0
+    stats: LabelStats = field(default_factory=LabelStats)
+    wall_time_s: float = 0.0
+
+
+def run_label(
+    source: PairSource,
+    *,
+    out: Path,
+    constitution: Constitution,
+    constitution_text: str,
+    labeller: Backend | None,
+    config: LabelConfig,
+    min_margin: float = 0.0,
+    progress: bool = True,
+) -> LabelSummary:
+    """Label every pair of ``source`` not yet in ``out`` (``labeller=None``: simple preset)."""
+    mode: Literal["soft", "cot", "simple"] = config.mode if labeller is not None else "simple"
+    fingerprint = {
+        "config": config.model_dump(mode="json", exclude={"batch_size"}) if labeller else {},
+        "mode": mode, "min_margin": min_margin, "labeller": labeller.name if labeller else None,
+        "constitution": {"name": constitution.name, "version": constitution.version,
+                         "sha256": constitution.sha256, "file": "constitution.yaml"},
+        **source.fingerprint(),
+    }  # fmt: skip
+    run = Run.open(out, "label", fingerprint)
+    write_atomic(out / "constitution.yaml", constitution_text)
+    summary = LabelSummary(out=out)
+    done = _resume(out, min_margin, summary)
+    try:
+        _label_pending(
+            source, done, run, summary, constitution, labeller, config, min_margin, progress
+        )
+    except BaseException:
+        _save(run, summary, source, labeller, "interrupted")
+        raise
+    _save(run, summary, source, labeller, "complete")
+    summary.wall_time_s = float(run.manifest["wall_time_s"])
+    return summary
+
+
+def _resume(out: Path, min_margin: float, summary: LabelSummary) -> set[str]:
+    for path in (out / LABELS, out / PREFS):
+        if cut := repair_jsonl(path):
+            log.warning(
+                "%s: removed a torn last line (%d bytes) left by an interrupted run", path, cut
+            )
+    kept = {row.id for row in read_jsonl(out / PREFS, PreferenceRow)}
+    done: set[str] = set()
+    with JsonlAppender(out / PREFS) as prefs:
+        for entry in read_jsonl(out / LABELS, Label):
+            if entry.id in done:
+                continue
+            done.add(entry.id)
+            summary.stats.add(entry)
+            row = preference_row(entry, min_margin)
+            if row is not None and row.id not in kept:
+                prefs.write(row)
+                kept.add(row.id)
+    summary.labels = summary.resumed = len(done)
+    summary.kept = len(kept)
+    return done
+
+
+def _label_pending(
+    source: PairSource, done: set[str], run: Run, summary: LabelSummary,
+    constitution: Constitution, labeller: Backend | None, config: LabelConfig,
+    min_margin: float, progress: bool,
+) -> None:  # fmt: skip
+    seen = set(done)
+    pending = first_seen(source.pairs(run.path), seen, key=lambda p: p.id)
+    bar = tqdm(unit="call", desc="label", disable=not progress, dynamic_ncols=True)
+    if isinstance(source, PolicyPairs):
+        source.on_calls = bar.update  # sampling answers counts as progress too
+    if labeller is None:
+        labels = simple_labels(pending, constitution, config.seed)
+    else:
+        labels = label(pending, constitution=constitution, labeller=labeller, config=config,
+                       on_calls=bar.update)  # fmt: skip
+    last_save = time.monotonic()
+    with (
+        bar,
+        JsonlAppender(run.path / LABELS) as labels_out,
+        JsonlAppender(run.path / PREFS) as prefs,
+    ):
+        for entry in labels:
+            labels_out.write(entry)
+            row = preference_row(entry, min_margin)
+            if row is not None:
+                prefs.write(row)
+                summary.kept += 1
+            summary.labels += 1
+            summary.stats.add(entry)
+            bar.set_postfix(labels=summary.labels, kept=summary.kept, refresh=False)
+            if time.monotonic() - last_save > MANIFEST_EVERY_S:
+                labels_out.sync()
+                prefs.sync()
+                _save(run, summary, source, labeller, "running")
+                last_save = time.monotonic()
+
+
+def _save(
+    run: Run, summary: LabelSummary, source: PairSource, labeller: Backend | None, status: str
+) -> None:
+    usage: dict[str, Any] = {}
+    if isinstance(source, PolicyPairs):
+        usage["policy"] = source.usage.model_dump()
+    totals = getattr(labeller, "totals", None)  # backends that count their own tokens
+    if isinstance(totals, Usage):
+        usage["labeller"] = totals.model_dump()
+    counts = {
+        "labels": summary.labels,
+        "prefs": summary.kept,
+        "dropped": summary.labels - summary.kept,
+    }
+    run.manifest["stats"] = summary.stats.summary()
+    run.update(counts=counts, usage=usage, status=status)
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def format_summary(summary: LabelSummary) -> str:
+    """The end-of-run summary: counts, position bias, and per-principle statistics."""
+    stats = summary.stats.summary()
+    lines = [
+        f"label: {summary.labels} pairs labelled ({summary.resumed} resumed), "
+        f"{summary.kept} kept in prefs.jsonl, {summary.labels - summary.kept} dropped by "
+        f"--min-margin; {summary.wall_time_s:.1f}s",
+        f"mean |p - 0.5| {_num(stats['mean_margin'])}; position bias: P(A) "
+        f"{_num(stats['prefers_a'])}, verdict flips with order in "
+        f"{_pct(stats['flip_rate'])} of comparisons",
+    ]
+    if stats["per_principle"]:
+        lines.append(f"{'principle':<34} {'votes':>5} {'|p-0.5|':>8} {'win-rate shift':>15}")
+        for pid, row in sorted(stats["per_principle"].items(), key=lambda kv: -kv[1]["votes"]):
+            margin, shift = row["mean_margin"], row["win_rate_shift"]
+            lines.append(f"{pid:<34} {row['votes']:>5} {margin:>8.3f} {shift:>+15.3f}")
+    lines.append(str(summary.out / PREFS))
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a (swap off)" if value is None else f"{value:.0%}"
+
+
+def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[str]:
+    """Loud warnings about labels not to trust: a labeller at chance or position-biased."""
+    from charter.calibrate import load_calibration, verdict
+
+    if labeller is None:
+        return []
+    warnings = []
+    report = load_calibration(labeller.name)
+    if report is None:
+        warnings.append(
+            f"labeller {labeller.name} has not been calibrated: run `charter label calibrate "
+            f"--labeller {labeller.name} --gold FILE` on gold preferences before training on "
+            "its labels"
+        )
+    else:
+        warnings += verdict(report)
+    if summary.stats.position_biased():
+        warnings.append(
+            f"in this run, {labeller.name}'s verdict flipped with the order of the options in "
+            f"{_pct(summary.stats.flip_rate)} of comparisons (P(A) = "
+            f"{_num(summary.stats.prefers_a)}): its labels mostly reflect position, not content"
+        )
+    return warnings
+
+
+# --- --dry-run -----------------------------------------------------------------------------
+
+
+def dry_run(
+    source: PairSource, *, constitution: Constitution, config: LabelConfig, limit: int
+) -> Iterator[str]:
+    """The feedback prompts of the first ``limit`` pairs (placeholders for unsampled answers)."""
+    from charter.label import draw_principles, feedback_prefix, feedback_question, principle_text
+    from charter.revise_run import render_messages
+
+    prefix = feedback_prefix(constitution, config.mode)
+    yield (f"=== shared prefix of every feedback prompt ({len(prefix)} messages) ===\n"
+           + render_messages(prefix))  # fmt: skip
+    if isinstance(source, PolicyPairs):
+        pairs: Iterator[PreferencePair] = (
+            PreferencePair.make(
+                p.messages, "<answer 1 from the policy>", "<answer 2 from the policy>", p.source
+            )
+            for p in source.prompts()
+        )
+    else:
+        pairs = source.pairs(Path("."))
+    for n, pair in zip(range(limit), pairs, strict=False):
+        for principles in draw_principles(constitution, config, pair.id):
+            orders = [pair.responses, pair.responses[::-1]] if config.swap else [pair.responses]
+            for first, second in orders:
+                question = feedback_question(
+                    pair.prompt, principle_text(principles), first, second, config.mode
+                )
+                cue = "<reasoning>" + COT_CUE if config.mode == "cot" else ANSWER_CUE
+                ids = ", ".join(p.id for p in principles)
+                yield (f"=== pair {n + 1} ({pair.source}), principle {ids} ===\n[user]\n"
+                       f"{question}\n[assistant]\n{cue}  → scored: P( (A)) vs P( (B))")  # fmt: skip

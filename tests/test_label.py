@@ -1,0 +1,171 @@
+"""RL-CAI labelling on scripted fake labellers: prompts, soft labels, swap, ensembles, CoT."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from charter.backends import GenerationConfig
+from charter.backends.fake import FakeBackend
+from charter.constitution import Constitution
+from charter.label import (
+    ANSWER_CUE,
+    CHOICES,
+    COT_ANSWER_CUE,
+    LabelConfig,
+    feedback_prefix,
+    label,
+    soft_label,
+)
+from charter.label_stats import LabelStats
+from charter.records import Conversation, Message, PreferencePair
+
+CONSTITUTION = Constitution.load("default")
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def pair(good: str = "a kind and GOOD reply", bad: str = "a rude reply") -> PreferencePair:
+    return PreferencePair.make([Message(role="user", content="Help me, please.")], good, bad)
+
+
+def options(conversation: Conversation) -> tuple[str, str]:
+    """The texts shown as (A) and (B) in the last feedback question."""
+    question = [m for m in conversation if m.role == "user"][-1].content
+    a = question.split("\n(A) ", 1)[1].split("\n(B) ", 1)[0]
+    b = question.split("\n(B) ", 1)[1].split("\n", 1)[0]
+    return a, b
+
+
+def content_judge(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+    """Prefers whichever option says GOOD, whatever its position."""
+    a, _ = options(conversation)
+    return [-0.1, -2.5] if "GOOD" in a else [-2.5, -0.1]
+
+
+def always_b(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+    return [-2.3, -0.1]
+
+
+def test_soft_label_is_a_two_way_softmax() -> None:
+    assert soft_label(-1.0, -1.0) == 0.5
+    assert soft_label(math.log(0.8), math.log(0.2)) == pytest.approx(0.8)
+    assert soft_label(0.0, -1e9) == 1.0 and soft_label(-1e9, 0.0) < 1e-300  # no overflow
+
+
+def test_feedback_prompt_has_the_paper_form() -> None:
+    judge = FakeBackend(scores=content_judge)
+    (result,) = label([pair()], constitution=CONSTITUTION, labeller=judge, config=LabelConfig())
+    calls = [c for c in judge.calls if c.kind == "choice_logprobs"]
+    assert len(calls) == 2  # both orders, one scoring pass each, no generation
+    for call in calls:
+        conversation = list(call.conversation)
+        assert call.choices == CHOICES
+        assert conversation[: len(feedback_prefix(CONSTITUTION, "soft"))] == feedback_prefix(
+            CONSTITUTION, "soft"
+        )
+        assert conversation[-1] == Message(role="assistant", content=ANSWER_CUE)
+        question = conversation[-2].content
+        assert "Human: Help me, please." in question and "Options:\n(A) " in question
+        principle = CONSTITUTION.principle(result.votes[0].principle_ids[0])
+        assert principle.comparison and principle.comparison in question
+    assert options(list(calls[0].conversation)) == pair().responses
+    assert options(list(calls[1].conversation)) == pair().responses[::-1]
+    assert result.p_first == pytest.approx(soft_label(-0.1, -2.5))
+    assert not any(c.kind == "generate" for c in judge.calls)
+
+
+def test_swap_cancels_a_pure_position_bias() -> None:
+    biased = FakeBackend(scores=always_b)
+    (result,) = label([pair()], constitution=CONSTITUTION, labeller=biased, config=LabelConfig())
+    (vote,) = result.votes
+    assert vote.p_shown_first == pytest.approx(soft_label(-2.3, -0.1))
+    assert vote.p_shown_second == pytest.approx(1 - soft_label(-2.3, -0.1))
+    assert result.p_first == pytest.approx(0.5)
+    stats = LabelStats()
+    stats.add(result)
+    assert stats.flip_rate == 1.0 and stats.prefers_a is not None and stats.prefers_a < 0.2
+    assert stats.position_biased()
+    (unswapped,) = label(
+        [pair()], constitution=CONSTITUTION, labeller=biased, config=LabelConfig(swap=False)
+    )
+    assert unswapped.votes[0].p_shown_second is None and unswapped.p_first < 0.2
+
+
+def test_principle_ensembles() -> None:
+    judge = FakeBackend(scores=content_judge)
+    (three,) = label(
+        [pair()],
+        constitution=CONSTITUTION,
+        labeller=judge,
+        config=LabelConfig(principles_per_label=3),
+    )
+    ids = [v.principle_ids[0] for v in three.votes]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    judge = FakeBackend(scores=content_judge)
+    (whole,) = label(
+        [pair()], constitution=CONSTITUTION, labeller=judge, config=LabelConfig(ensemble="all")
+    )
+    (vote,) = whole.votes
+    assert len(vote.principle_ids) == len(CONSTITUTION.comparison_principles)
+    question = judge.calls[0].conversation[-2].content  # type: ignore[attr-defined]
+    assert all(
+        p.comparison and p.comparison in question for p in CONSTITUTION.comparison_principles
+    )
+
+
+def test_principles_are_reproducible_per_pair() -> None:
+    pairs = [pair(good=f"GOOD {i}") for i in range(8)]
+
+    def run(seed: int) -> list[str]:
+        labels = label(
+            pairs, constitution=CONSTITUTION, labeller=FakeBackend(), config=LabelConfig(seed=seed)
+        )
+        return [v.principle_ids[0] for entry in labels for v in entry.votes]
+
+    assert run(1) == run(1) and run(1) != run(2)
+
+
+def test_chain_of_thought_reasons_first_and_clamps() -> None:
+    judge = FakeBackend(responses=lambda conv, cfg: "Option (A) is kinder.", scores=content_judge)
+    config = LabelConfig(
+        mode="cot", clamp=(0.4, 0.6), cot=GenerationConfig(temperature=0, max_tokens=32)
+    )
+    results = list(label([pair(), pair(good="meh", bad="GOOD one")], constitution=CONSTITUTION,
+                         labeller=judge, config=config))  # fmt: skip
+    assert [round(r.p_first, 6) for r in results] == [0.6, 0.4]
+    scoring = [c for c in judge.calls if c.kind == "choice_logprobs"]
+    assert scoring[0].conversation[-1].content == "Option (A) is kinder." + COT_ANSWER_CUE  # type: ignore[attr-defined]
+    assert all(r.votes[0].reasoning == ("Option (A) is kinder.",) * 2 for r in results)
+    reasoning_calls = [c for c in judge.calls if c.kind == "generate"]
+    assert len(reasoning_calls) == 4 and reasoning_calls[0].config.max_tokens == 32  # type: ignore[union-attr]
+
+
+def test_fewshot_prefix_teaches_no_position() -> None:
+    prefix = feedback_prefix(CONSTITUTION, "soft")
+    answers = [m.content for m in prefix if m.role == "assistant"]
+    assert len(answers) == len(CONSTITUTION.demonstrations) >= 3
+    assert {a[-4:] for a in answers} == {" (A)", " (B)"}
+    assert (
+        abs(sum(a.endswith("(A)") for a in answers) - sum(a.endswith("(B)") for a in answers)) <= 1
+    )
+
+
+def test_feedback_prompt_golden_file() -> None:
+    judge = FakeBackend(scores=content_judge)
+    list(label([pair()], constitution=CONSTITUTION, labeller=judge, config=LabelConfig()))
+    text = "\n".join(f"[{m.role}]\n{m.content}" for m in judge.calls[0].conversation)  # type: ignore[attr-defined]
+    golden = GOLDEN / "feedback_prompt_default.txt"
+    if os.environ.get("CHARTER_UPDATE_GOLDEN"):
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8"), (
+        "rerun with CHARTER_UPDATE_GOLDEN=1 if intended"
+    )
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="clamp"):
+        LabelConfig(clamp=(0.6, 0.4))

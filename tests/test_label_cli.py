@@ -152,3 +152,19 @@ def test_calibrate_then_label_warns(
         "label", *FAKE, "--prompts", twenty_prompts, "--limit", "2", "--out", tmp_path / "R"
     )
     assert "has not been calibrated" not in labelled.stderr
+
+
+def test_bad_inputs_fail_before_any_output(tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"},
+                                                 {"prompt": "q", "chosen": "a"}])  # fmt: skip
+    result = charter("label", "--labeller", "fake/echo", "--pairs", bad, "--out", tmp_path / "R")
+    assert result.exit_code == 2 and f"{bad}:2:" in result.stderr
+    assert not (tmp_path / "R").exists()
+    missing = charter("label", "--labeller", "fake/echo", "--pairs", tmp_path / "nope.jsonl",
+                      "--out", tmp_path / "R")  # fmt: skip
+    assert missing.exit_code == 2 and "no pair file" in missing.stderr
+    no_run = charter(
+        "label", "--from-revise", tmp_path, "--preset", "simple", "--out", tmp_path / "R"
+    )
+    assert no_run.exit_code == 2 and "no traces.jsonl" in no_run.stderr
+    assert not (tmp_path / "R").exists()

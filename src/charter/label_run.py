@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
+from charter.errors import CharterError
 from charter.iterate import first_seen
 from charter.label import ANSWER_CUE, LabelConfig, label
 from charter.label import COT_ANSWER_CUE as COT_CUE
@@ -46,6 +47,11 @@ class FilePairs:
     limit: int | None = None
     stats: ReadStats = field(default_factory=ReadStats)
 
+    def validate(self) -> None:
+        """Read every row once, so a bad row stops the run before any model call."""
+        for _ in self.pairs(Path(".")):
+            pass
+
     def fingerprint(self) -> dict[str, Any]:
         return {"pairs": {"name": self.path.name, "sha256": file_sha256(self.path)}}
 
@@ -63,6 +69,12 @@ class RevisePairs:
     """The simple preset: (final revision, initial answer) pairs from a revise run."""
 
     run_dir: Path
+
+    def validate(self) -> None:
+        if not (self.run_dir / "traces.jsonl").is_file():
+            raise CharterError(
+                f"{self.run_dir} has no traces.jsonl; pass the --out directory of a revise run"
+            )
 
     def fingerprint(self) -> dict[str, Any]:
         traces = self.run_dir / "traces.jsonl"
@@ -87,6 +99,10 @@ class PolicyPairs:
     batch_size: int = 16
     usage: Usage = field(default_factory=Usage)
     on_calls: Callable[[int], object] | None = None  # progress of the sampling calls
+
+    def validate(self) -> None:
+        for _ in self.prompts():
+            pass
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -183,6 +199,7 @@ def run_label(
 ) -> LabelSummary:
     """Label every pair of ``source`` not yet in ``out`` (``labeller=None``: simple preset)."""
     mode: Literal["soft", "cot", "simple"] = config.mode if labeller is not None else "simple"
+    source.validate()  # bad inputs fail here, before a run directory or a model call
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}) if labeller else {},
         "mode": mode, "min_margin": min_margin, "labeller": labeller.name if labeller else None,
@@ -335,7 +352,7 @@ def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[s
         warnings.append(
             f"in this run, {labeller.name}'s verdict flipped with the order of the options in "
             f"{_pct(summary.stats.flip_rate)} of comparisons (P(A) = "
-            f"{_num(summary.stats.prefers_a)}): its labels mostly reflect position, not content"
+            f"{_num(summary.stats.prefers_a)}): its verdicts depend on where the options are shown"
         )
     return warnings
 

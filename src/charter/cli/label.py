@@ -233,13 +233,15 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
     from charter.constitution import Constitution
     from charter.label import label as label_pairs
     from charter.pairs import load_pairs
+    from charter.prompts import ReadStats
     from charter.runs import JsonlAppender, write_atomic
 
     c = Constitution.load(constitution_source)
     config = _config(
         mode, principles_per_label, ensemble, swap, clamp, cot_max_tokens, seed, batch_size
     )
-    pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row), limit))
+    stats = ReadStats()
+    pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row, stats=stats), limit))
     judge = load_backend(labeller, base_url=base_url, api_key=api_key, concurrency=concurrency)
     try:
         with tqdm(unit="call", desc="calibrate") as bar:
@@ -250,6 +252,8 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
     report = calibration.calibration_report(labels, labeller=judge.name, gold=gold.name)
     saved = calibration.save_calibration(report)
     click.echo(calibration.format_report(report))
+    if stats.skipped:
+        click.echo(f"skipped {len(stats.skipped)} bad gold rows (see the warnings above)")
     click.echo(f"saved: {saved} (charter label reads it to warn about this labeller)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

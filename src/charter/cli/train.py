@@ -1,0 +1,96 @@
+"""`charter train sft|dpo|rm`: TRL training with Charter's soft-label losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charter.cli import cli
+
+INSTALL = "pip install torch==2.13.0 && pip install 'charter[train]'"
+
+
+@cli.group()
+def train() -> None:
+    """Train on revise/label outputs: sft, dpo (soft labels) or rm (reward model)."""
+
+
+def _options(function: Any) -> Any:
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="YAML settings; flags override them."),
+        click.option("--model", default=None,
+                     help="Start: local/smollm2-135m (default), local/PATH.gguf, hf/PATH or a "
+                     "train run dir."),
+        click.option("--data", multiple=True, help="sft.jsonl / prefs.jsonl or their run dirs."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="First N rows."),
+        click.option("--lora/--full", default=None, help="LoRA (default) or a full fine-tune."),
+        click.option("--merge/--no-merge", default=None,
+                     help="Save LoRA merged into model/ (default), or the adapter only."),
+        click.option("--learning-rate", type=float, default=None,
+                     help="[default: 2e-4 LoRA, 1e-5 full]"),
+        click.option("--epochs", type=float, default=None, help="[default: 1]"),
+        click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps."),
+        click.option("--batch-size", type=int, default=None, help="[default: 2]"),
+        click.option("--gradient-accumulation", type=int, default=None, help="[default: 4]"),
+        click.option("--max-length", type=int, default=None, help="Tokens per row [default: 256]."),
+        click.option("--seed", type=int, default=None),
+        click.option("--gguf", is_flag=True, default=None,
+                     help="Also export model.gguf, checked against transformers."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run directory (rerun the same command to resume)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
+    from charter.errors import CharterError
+
+    try:
+        from charter.train.run import train as run_training
+    except ImportError as err:
+        raise CharterError(
+            f"training needs the train extra ({err.name} is missing): {INSTALL}"
+        ) from None
+    from charter.train.config import load_config
+
+    config = load_config(config_file, {"kind": kind, **flags})
+    figures = run_training(config, out)
+    click.echo(
+        f"train {kind}: {figures['rows']} rows, {figures['steps']} steps in {figures['seconds']}s "
+        f"({figures['seconds_per_step']} s/step); loss {figures['first_loss']} → "
+        f"{figures['last_loss']}\nmodel: {figures['model']}  (--model hf/{figures['model']})"
+    )
+    if "gguf" in figures:
+        click.echo(
+            f"gguf: {figures['gguf']}  (--model local/{figures['gguf']}); max |Δ log p| vs "
+            f"transformers {figures['gguf_max_logprob_difference']:.2e}"
+        )
+
+
+@train.command()
+@_options
+@click.option("--helpful", default=None, help="Helpful sft.jsonl (or run dir) to mix in.")
+@click.option("--helpful-ratio", type=float, default=None, help="Helpful rows per harmless row.")
+def sft(config_file: Path | None, out: Path, **flags: Any) -> None:
+    """Supervised fine-tuning on a revise run's sft.jsonl (loss on the answer only)."""
+    _run("sft", config_file, out, **flags)
+
+
+@train.command()
+@_options
+@click.option("--beta", type=float, default=None, help="DPO temperature [default: 0.1].")
+def dpo(config_file: Path | None, out: Path, **flags: Any) -> None:
+    """DPO on a label run's prefs.jsonl, each row weighted by its soft label p_chosen."""
+    _run("dpo", config_file, out, **flags)
+
+
+@train.command()
+@_options
+def rm(config_file: Path | None, out: Path, **flags: Any) -> None:
+    """A reward model (one-score head) with the soft Bradley–Terry target."""
+    _run("rm", config_file, out, **flags)

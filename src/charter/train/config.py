@@ -1,0 +1,79 @@
+"""``charter train`` settings: defaults < YAML file < command-line flags, validated once.
+
+kind: sft                 # sft | dpo | rm
+model: local/smollm2-135m # start: local/… GGUF, hf/PATH, or a previous train run dir
+data: [runs/revise/sft.jsonl]
+lora: true
+max_steps: 25
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from charter import DEFAULT_MODEL
+from charter.errors import CharterError
+from charter.yamlfile import line_of, load_yaml
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run (recorded in its manifest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["sft", "dpo", "rm"]
+    model: str = Field(default=DEFAULT_MODEL, description="starting point")
+    data: tuple[str, ...] = Field(
+        min_length=1, description="sft.jsonl / prefs.jsonl files or run dirs"
+    )
+    helpful: str | None = Field(default=None, description="SFT only: helpful rows to mix in")
+    helpful_ratio: float = Field(default=0.0, ge=0.0, description="helpful rows per harmless row")
+    limit: int | None = Field(default=None, ge=1, description="use the first N training rows")
+    lora: bool = True
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    merge: bool = Field(default=True, description="save LoRA merged into the model (hf/PATH-ready)")
+    learning_rate: float | None = Field(
+        default=None, gt=0, description="default: 2e-4 LoRA, 1e-5 full"
+    )
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1, description="-1: run the epochs")
+    # Measured on SmolLM2-135M at 256 tokens: batch 2 x accumulation 4 halves step time and
+    # memory against batch 8 (DPO full: 6.0 GB vs 13.4 GB).
+    batch_size: int = Field(default=2, ge=1)
+    gradient_accumulation: int = Field(default=4, ge=1)
+    max_length: int = Field(default=256, ge=16)
+    beta: float = Field(default=0.1, gt=0, description="DPO temperature")
+    seed: int = 0
+    save_steps: int = Field(default=10, ge=1, description="checkpoint every N steps (resume)")
+    gguf: bool = Field(default=False, description="also export model.gguf for local/PATH.gguf")
+
+    @property
+    def rate(self) -> float:
+        return self.learning_rate or (2e-4 if self.lora else 1e-5)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the YAML file, then the flags that were given (not None)."""
+    data: dict[str, Any] = {}
+    lines: dict[Any, int] = {}
+    if path is not None:
+        loaded, lines = load_yaml(path)
+        if not isinstance(loaded, dict):
+            raise CharterError(f"{path}:1: a train config is a YAML mapping (kind:, data: …)")
+        data = loaded
+    given = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    data.update(given)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "config"
+        from_file = path is not None and bool(loc) and loc[0] not in given
+        origin = f"{path}:{line_of(lines, loc)}" if from_file else "command line"
+        raise CharterError(f"{origin}: {where}: {first['msg']}") from None

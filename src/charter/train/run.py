@@ -1,0 +1,194 @@
+"""``charter train sft|dpo|rm``: TRL training on Charter's data, in a resumable run directory.
+
+    charter train sft --data runs/revise --out runs/sft            # LoRA on the embedded model
+    charter train dpo --model runs/sft --data runs/label --out runs/dpo
+    charter train rm  --data runs/label --out runs/rm
+
+The starting model is the embedded default (its GGUF dequantised into transformers once and
+cached), any ``hf/PATH`` checkpoint, a GGUF file (``local/PATH.gguf``), or an earlier train
+run directory. SFT trains on the assistant turn only (prompt-completion rows), optionally
+mixed with helpful rows; DPO and the reward model use each row's soft label ``p_chosen``
+(see :mod:`charter.train.soft_dpo`, :mod:`charter.train.soft_rm`). The run directory holds
+``checkpoints/`` (a killed run resumes from the last one), ``model/`` (a Hugging Face
+checkpoint for ``--model hf/PATH``; LoRA merged unless ``merge: false``), ``loss.jsonl``,
+``manifest.json`` and, with ``gguf: true``, ``model.gguf`` for ``--model local/PATH.gguf``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from charter.errors import CharterError
+from charter.models import models_dir, resolve_gguf
+from charter.prompts import BadRow, read_json_rows
+from charter.runs import Run, file_sha256, write_atomic
+from charter.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR, CHECKPOINTS, LOSSES = "model", "checkpoints", "loss.jsonl"
+
+
+def start_checkpoint(model: str) -> Path:
+    """A Hugging Face checkpoint directory for a starting point name."""
+    path = Path(model)
+    if path.is_dir() and (path / "manifest.json").is_file() and (path / MODEL_DIR).is_dir():
+        return path / MODEL_DIR  # an earlier charter train run
+    provider, _, rest = model.partition("/")
+    if provider == "hf" and (Path(rest) / "config.json").is_file():
+        return Path(rest)
+    if provider == "local":
+        return _dequantised(resolve_gguf(rest))
+    raise CharterError(
+        f"cannot start training from '{model}': use local/smollm2-135m, local/PATH.gguf, "
+        "hf/PATH (a checkpoint directory) or the --out directory of an earlier train run"
+    )
+
+
+def _dequantised(gguf: Path) -> Path:
+    """The GGUF model as a float32 transformers checkpoint, converted once and cached."""
+    target = models_dir() / "hf" / f"{gguf.stem}-{file_sha256(gguf)[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a transformers checkpoint (once) in %s", gguf, target)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # A model loaded from GGUF keeps its quantisation markers and refuses save_pretrained.
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - the attribute is typed non-optional
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
+def rows_of(sources: tuple[str, ...], name: str) -> list[dict[str, Any]]:
+    """Rows of ``name`` (sft.jsonl / prefs.jsonl) from files or run directories."""
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        path = Path(source)
+        path = path / name if path.is_dir() else path
+        if not path.is_file():
+            raise CharterError(f"no {name} at '{source}': pass the file or its run directory")
+        for number, row in read_json_rows(path):
+            if isinstance(row, BadRow) or not isinstance(row, dict):
+                raise CharterError(
+                    f"{path}:{number}: {row if isinstance(row, BadRow) else 'not an object'}"
+                )
+            rows.append(row)
+    if not rows:
+        raise CharterError(f"no training rows in {', '.join(sources)}")
+    return rows
+
+
+def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
+    """Prompt-completion rows (loss on the completion only), helpful rows mixed in."""
+    rows = rows_of(config.data, "sft.jsonl")[: config.limit]
+    if config.helpful and config.helpful_ratio > 0:
+        helpful = rows_of((config.helpful,), "sft.jsonl")
+        wanted = min(len(helpful), round(config.helpful_ratio * len(rows)))
+        rows += random.Random(config.seed).sample(helpful, wanted)
+    out = []
+    for number, row in enumerate(rows, start=1):
+        messages = row.get("messages")
+        if (
+            not isinstance(messages, list)
+            or len(messages) < 2
+            or messages[-1].get("role") != "assistant"
+        ):
+            raise CharterError(f"SFT row {number}: 'messages' must end with an assistant turn")
+        out.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return out
+
+
+def preference_dataset(config: TrainConfig) -> list[dict[str, Any]]:
+    """TRL conversational preference rows with their soft labels."""
+    rows = rows_of(config.data, "prefs.jsonl")[: config.limit]
+    keep = ("prompt", "chosen", "rejected", "p_chosen")
+    for number, row in enumerate(rows, start=1):
+        if any(key not in row for key in keep[:3]):
+            raise CharterError(f"preference row {number}: needs 'prompt', 'chosen' and 'rejected'")
+    return [{k: row.get(k, 1.0) for k in keep} for row in rows]
+
+
+def train(config: TrainConfig, out: Path) -> dict[str, Any]:
+    """Train as ``config`` says into ``out`` (resuming its last checkpoint); return figures."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings the Hub otherwise
+    start = start_checkpoint(config.model)
+    dataset = sft_dataset(config) if config.kind == "sft" else preference_dataset(config)
+    run = Run.open(out, "train", {"config": config.model_dump(mode="json"), "start": str(start),
+                                  "data": [_digest(d) for d in config.data]})  # fmt: skip
+    from charter.train.trainers import build_trainer
+
+    trainer, tokenizer = build_trainer(config, start, dataset, out / CHECKPOINTS)
+    if len(trainer.train_dataset) == 0:  # TRL's reward trainer drops rows over max_length
+        raise CharterError(
+            f"all {len(dataset)} rows are longer than max_length={config.max_length} tokens; "
+            "raise --max-length"
+        )
+    began = time.monotonic()
+    try:
+        result = trainer.train(resume_from_checkpoint=_last_checkpoint(out / CHECKPOINTS))
+    except BaseException:
+        run.update(counts={"rows": len(dataset)}, usage={}, status="interrupted")
+        raise
+    seconds = time.monotonic() - began
+    model_dir = _save(trainer, tokenizer, config, out)
+    losses = [e for e in trainer.state.log_history if "loss" in e]
+    write_atomic(out / LOSSES, "".join(json.dumps(e) + "\n" for e in losses))
+    figures = {
+        "rows": len(dataset), "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1), "train_loss": result.training_loss,
+        "first_loss": losses[0]["loss"] if losses else None,
+        "last_loss": losses[-1]["loss"] if losses else None,
+        "seconds_per_step": round(seconds / max(1, trainer.state.global_step), 2),
+        "model": str(model_dir),
+    }  # fmt: skip
+    if config.gguf and config.kind != "rm":
+        figures.update(_export(model_dir, out, dataset))
+    run.manifest["figures"] = figures
+    run.update(counts={"rows": len(dataset)}, usage={}, status="complete")
+    return figures
+
+
+def _digest(source: str) -> dict[str, str]:
+    path = Path(source)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    return {"source": source, "sha256": ",".join(file_sha256(f)[:16] for f in files if f.is_file())}
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(found[-1]) if found else None
+
+
+def _save(trainer: Any, tokenizer: Any, config: TrainConfig, out: Path) -> Path:
+    model = trainer.model
+    if config.lora:
+        model.save_pretrained(out / "adapter")
+        if config.merge:
+            model = model.merge_and_unload()
+    target = out / MODEL_DIR
+    if not config.lora or config.merge:
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    return target if target.exists() else out / "adapter"
+
+
+def _export(model_dir: Path, out: Path, dataset: list[dict[str, Any]]) -> dict[str, Any]:
+    from charter.export import compare_logits, export_gguf
+
+    path = export_gguf(model_dir, out / "model.gguf", dtype="f16")
+    prompts = [str(row["prompt"][-1]["content"]) for row in dataset[:3]]
+    differences = compare_logits(model_dir, path, prompts)
+    return {"gguf": str(path), "gguf_max_logprob_difference": max(differences)}

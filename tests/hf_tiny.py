@@ -13,7 +13,10 @@ Building one takes well under a second once torch and transformers are imported:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 CORPUS = """\
 The quick brown fox jumps over the lazy dog. A helpful assistant answers questions
@@ -165,3 +168,18 @@ def build_tiny_gguf(checkpoint: Path, path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a test module (import this fixture into it).
+
+    The models here are tiny: with more threads, start-up and contention on a busy machine
+    cost far more than the work (we saw 30x on 2 cores), and these tests must stay fast.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,7 +20,11 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from hf_tiny import build_tiny_checkpoint, build_tiny_gguf
+from hf_tiny import (
+    build_tiny_checkpoint,
+    build_tiny_gguf,
+    one_thread,  # noqa: F401 - autouse fixture: torch on one thread
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from charter.backends.base import GenerationConfig
@@ -38,16 +42,6 @@ CHAT = [
 ]
 QUESTION = Message(role="user", content="Which is a colour? (A) red (B) seven")
 GREEDY = GenerationConfig(temperature=0.0, max_tokens=12, seed=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # The model is tiny: with more threads, start-up and contention on a busy machine cost
-    # far more than the work (we saw 30x on 2 cores), and these tests must stay fast.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -23,7 +22,10 @@ import huggingface_hub.constants
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from hf_tiny import build_tiny_checkpoint
+from hf_tiny import (
+    build_tiny_checkpoint,
+    one_thread,  # noqa: F401 - autouse fixture: torch on one thread
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceClassification
 from trl import DPOConfig, DPOTrainer, RewardConfig
 
@@ -54,15 +56,6 @@ def rows(p_chosen: list[float] | None) -> Dataset:
             row["p_chosen"] = p_chosen[i]
         data.append(row)
     return Dataset.from_list(data)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # The model is tiny: more threads cost more in start-up and contention than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -274,7 +274,12 @@ def compare_logits(
     model.eval()
     encoded = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
     forced = tokenizer("a", add_special_tokens=False)["input_ids"][0]
-    server = _start_server(gguf_path, max(map(len, encoded), default=0) + max_tokens + 64)
+    from charter.backends.local import start_llama_server
+
+    longest = max(map(len, encoded), default=0) + max_tokens + 64
+    server = start_llama_server(
+        gguf_path, parallel=1, context=longest, threads=os.cpu_count() or 1, exact=True
+    )
     try:
         with httpx.Client(base_url=server.listening_address, timeout=120) as client:
             diffs = []
@@ -327,32 +332,6 @@ def _difference(logprobs: Any, steps: list[list[tuple[int, float]]], index: int)
             )
         worst = max(worst, diff)
     return worst
-
-
-def _start_server(gguf_path: Path, context: int) -> Any:
-    """One llama.cpp slot on 127.0.0.1, a free port, for ``gguf_path``."""
-    from charter.backends.local import XLLAMACPP_MISSING
-
-    try:
-        import xllamacpp  # type: ignore[import-untyped]  # ships no type information
-    except ImportError:
-        raise CharterError(XLLAMACPP_MISSING) from None
-    params = xllamacpp.CommonParams()
-    params.model.path = str(gguf_path)
-    params.n_parallel = 1
-    params.n_ctx = context
-    # Measure the export, not the engine's shortcuts: its default float16 KV cache and flash
-    # attention alone move log-probs by about 5e-3.
-    params.cache_type_k = params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
-    params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = os.cpu_count() or 1
-    params.hostnames = ["127.0.0.1"]
-    params.port = 0  # the OS picks a free port; the server reports it
-    params.verbosity = -1  # llama.cpp logs to stderr from C++ otherwise
-    try:
-        return xllamacpp.Server(params)
-    except Exception as err:  # the binding raises plain exceptions for load failures
-        raise CharterError(f"llama.cpp could not load {gguf_path}: {err}", exit_code=1) from None
 
 
 def _post(client: Any, path: str, body: dict[str, Any]) -> Any:

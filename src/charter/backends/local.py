@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from charter.backends.openai import OpenAIBackend
@@ -51,26 +52,12 @@ class LocalBackend(OpenAIBackend):
         self._server: Any = None
 
     def _start(self) -> None:
-        try:
-            import xllamacpp  # type: ignore[import-untyped]  # ships no type information
-        except ImportError:
-            raise CharterError(XLLAMACPP_MISSING) from None
-        params = xllamacpp.CommonParams()
-        params.model.path = str(self.gguf)
-        params.n_parallel = self.parallel
-        params.n_ctx = self.context * self.parallel  # llama.cpp splits it between the slots
-        params.cpuparams.n_threads = self.threads
-        params.cpuparams_batch.n_threads = self.threads
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0  # the OS picks a free port; the server reports it
-        params.verbosity = -1  # llama.cpp logs to stderr from C++ otherwise
         log.info("starting llama.cpp on %s (%d slots)", self.gguf, self.parallel)
-        try:
-            self._server = xllamacpp.Server(params)
-        except Exception as err:  # the binding raises plain exceptions for load failures
-            raise CharterError(
-                f"llama.cpp could not load {self.gguf}: {err}", exit_code=1
-            ) from None
+        # llama.cpp splits n_ctx between the slots.
+        self._server = start_llama_server(
+            self.gguf, parallel=self.parallel, context=self.context * self.parallel,
+            threads=self.threads,
+        )  # fmt: skip
         self._client.base_url = f"{self._server.listening_address}/v1"
         atexit.register(self.close)
         log.info("llama.cpp listening on %s", self._client.base_url)
@@ -79,3 +66,33 @@ class LocalBackend(OpenAIBackend):
         super().close()
         # Dropping the last reference stops llama.cpp's threads and frees the model.
         self._server = None
+
+
+def start_llama_server(
+    gguf: Path, *, parallel: int, context: int, threads: int, exact: bool = False
+) -> Any:
+    """An in-process llama.cpp server for ``gguf`` on 127.0.0.1, on a port the OS picks.
+
+    ``exact`` trades speed for fidelity (float32 KV cache, no flash attention), for checks
+    that compare llama.cpp's log-probabilities with another engine's.
+    """
+    try:
+        import xllamacpp  # type: ignore[import-untyped]  # ships no type information
+    except ImportError:
+        raise CharterError(XLLAMACPP_MISSING) from None
+    params = xllamacpp.CommonParams()
+    params.model.path = str(gguf)
+    params.n_parallel = parallel
+    params.n_ctx = context
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
+    if exact:
+        # The default float16 KV cache and flash attention alone move log-probs by ~5e-3.
+        params.cache_type_k = params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # the OS picks a free port; the server reports it
+    params.verbosity = -1  # llama.cpp logs to stderr from C++ otherwise
+    try:
+        return xllamacpp.Server(params)
+    except Exception as err:  # the binding raises plain exceptions for load failures
+        raise CharterError(f"llama.cpp could not load {gguf}: {err}", exit_code=1) from None

@@ -181,15 +181,13 @@ class OpenAIBackend:
         try:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
-            usage = body.get("usage") or {}
-            details = usage.get("prompt_tokens_details") or {}
-            cached = details.get("cached_tokens", (body.get("timings") or {}).get("cache_n", 0))
+            usage = usage_of(body)
             completion = Completion(
                 text=_strip_prefill(text, conversation),
                 finish_reason=choice.get("finish_reason") or "stop",
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                cached_tokens=int(cached or 0),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
+                prompt_tokens=usage.prompt_tokens,
+                cached_tokens=usage.cached_tokens,
+                completion_tokens=usage.completion_tokens,
                 latency_s=time.perf_counter() - start,
             )
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
@@ -217,16 +215,9 @@ class OpenAIBackend:
         return result
 
     def _count(self, body: dict[str, Any]) -> None:
-        found = body.get("usage")
-        usage: dict[str, Any] = found if isinstance(found, dict) else {}
-        details = usage.get("prompt_tokens_details") or {}
         try:
-            spent = Usage(
-                calls=1, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                cached_tokens=int(details.get("cached_tokens", 0) or 0),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-            )  # fmt: skip
-        except (TypeError, ValueError, AttributeError):
+            spent = usage_of(body)
+        except (TypeError, ValueError, AttributeError):  # counting never fails a request
             spent = Usage(calls=1)
         with self._totals_lock:
             self.totals += spent
@@ -278,6 +269,20 @@ class OpenAIBackend:
                 "log-probability as an upper bound", self.name, rest, len(listed),
             )  # fmt: skip
         return min((lp for _, lp in listed), default=-100.0)
+
+
+def usage_of(body: dict[str, Any]) -> Usage:
+    """One call's tokens from an OpenAI-style response (llama.cpp's ``timings`` as fallback).
+
+    Raises TypeError, ValueError or AttributeError when the fields have the wrong types.
+    """
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens", (body.get("timings") or {}).get("cache_n", 0))
+    return Usage(
+        calls=1, prompt_tokens=int(usage.get("prompt_tokens", 0)), cached_tokens=int(cached or 0),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+    )  # fmt: skip
 
 
 def _strip_prefill(text: str, conversation: Conversation) -> str:

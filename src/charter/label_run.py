@@ -11,7 +11,6 @@ Resume works as for ``revise``: labels are the unit of work, prefs are re-derive
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +30,6 @@ from charter.pairs import Pairing, load_pairs, pairs_from_revise, pairs_from_sam
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
-
-log = logging.getLogger(__name__)
 
 LABELS, PREFS, SAMPLES = "labels.jsonl", "prefs.jsonl", "samples.jsonl"
 MANIFEST_EVERY_S = 5.0
@@ -225,10 +222,7 @@ def run_label(
 
 def _resume(out: Path, min_margin: float, summary: LabelSummary) -> set[str]:
     for path in (out / LABELS, out / PREFS):
-        if cut := repair_jsonl(path):
-            log.warning(
-                "%s: removed a torn last line (%d bytes) left by an interrupted run", path, cut
-            )
+        repair_jsonl(path)
     kept = {row.id for row in read_jsonl(out / PREFS, PreferenceRow)}
     done: set[str] = set()
     with JsonlAppender(out / PREFS) as prefs:

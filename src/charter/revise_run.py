@@ -13,7 +13,6 @@ ends, after resume, with exactly the rows of an uninterrupted run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ from charter.revise import (
     sft_rows,
 )
 from charter.runs import JsonlAppender, Run, read_jsonl, repair_jsonl, write_atomic
-
-log = logging.getLogger(__name__)
 
 TRACES = "traces.jsonl"
 SFT = "sft.jsonl"
@@ -134,10 +131,7 @@ def _resume(out: Path, config: ReviseConfig, summary: ReviseSummary) -> tuple[se
     """Repair torn lines, count what is done, and re-derive SFT rows a crash left out."""
     traces_path, sft_path = out / TRACES, out / SFT
     for path in (traces_path, sft_path):
-        if cut := repair_jsonl(path):
-            log.warning(
-                "%s: removed a torn last line (%d bytes) left by an interrupted run", path, cut
-            )
+        repair_jsonl(path)
     sft_ids = {row.id for row in read_jsonl(sft_path, SFTRow)}
     done: set[str] = set()
     with JsonlAppender(sft_path) as sft_out:

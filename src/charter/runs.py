@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -27,6 +28,8 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from charter.errors import CharterError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 R = TypeVar("R", bound=BaseModel)
@@ -61,7 +64,7 @@ def file_sha256(path: Path) -> str:
 
 
 def repair_jsonl(path: Path) -> int:
-    """Cut a torn last line (no trailing newline) left by a killed writer.
+    """Cut a torn last line (no trailing newline) left by a killed writer, with a warning.
 
     Returns the number of bytes removed. Complete lines are never touched.
     """
@@ -87,7 +90,10 @@ def repair_jsonl(path: Path) -> int:
         else:
             keep = 0
         f.truncate(keep)
-        return size - keep
+    log.warning(
+        "%s: removed a torn last line (%d bytes) left by an interrupted run", path, size - keep
+    )
+    return size - keep
 
 
 def read_jsonl(path: Path, record_type: type[R]) -> Iterator[R]:

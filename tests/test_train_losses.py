@@ -190,14 +190,20 @@ def test_soft_dpo_at_p_one_matches_trl(setting: str, checkpoint: Path, tmp_path:
         assert got.item() == pytest.approx(math.log(2), abs=1e-6)
 
 
-def test_soft_dpo_training_lowers_the_loss(checkpoint: Path, tmp_path: Path) -> None:
-    trainer = dpo_trainer(SoftDPOTrainer, checkpoint, tmp_path, rows(SOFT), max_steps=8)
+def train_on_fixed_batch(trainer: Any) -> tuple[float, float]:
+    """Train, and return the loss on the whole training set before and after."""
     batch = whole_batch(trainer)
     with torch.no_grad():
         before = trainer.compute_loss(trainer.model, batch).item()
     trainer.train()
     with torch.no_grad():
         after = trainer.compute_loss(trainer.model, batch).item()
+    return before, after
+
+
+def test_soft_dpo_training_lowers_the_loss(checkpoint: Path, tmp_path: Path) -> None:
+    trainer = dpo_trainer(SoftDPOTrainer, checkpoint, tmp_path, rows(SOFT), max_steps=8)
+    before, after = train_on_fixed_batch(trainer)
     assert after < before - 0.05
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert mean(e["loss"] for e in logged[-2:]) < mean(e["loss"] for e in logged[:2])
@@ -216,12 +222,7 @@ def test_soft_reward_model_learns_and_scores(checkpoint: Path, tmp_path: Path) -
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    batch = whole_batch(trainer)
-    with torch.no_grad():
-        before = trainer.compute_loss(trainer.model, batch).item()
-    trainer.train()
-    with torch.no_grad():
-        after = trainer.compute_loss(trainer.model, batch).item()
+    before, after = train_on_fixed_batch(trainer)
     assert after < before - 0.05
     assert "p_chosen" in trainer.state.log_history[0]
 
@@ -233,4 +234,5 @@ def test_soft_reward_model_learns_and_scores(checkpoint: Path, tmp_path: Path) -
     assert alone[0] == pytest.approx(chosen[0], abs=1e-5)
 
     with pytest.raises(CharterError, match="margin"):
-        trainer.compute_loss(trainer.model, batch | {"margin": torch.zeros(len(PAIRS))})
+        batch = whole_batch(trainer) | {"margin": torch.zeros(len(PAIRS))}
+        trainer.compute_loss(trainer.model, batch)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,12 +53,15 @@ def test_train_tiny_model(kind: str, data: str, runs: dict[str, Path], tmp_path:
                      "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     numbers = figures(out)
-    assert numbers["steps"] == 6
+    assert numbers["steps"] == 6 and numbers["resumed_from_step"] is None
+    assert isinstance(numbers["tokens_per_second"], float) and numbers["tokens_per_second"] > 0
     losses = [json.loads(line)["loss"] for line in (out / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and all(isinstance(x, float) for x in losses)
     assert sum(losses[-2:]) < sum(losses[:2]), losses  # it learns
     assert (out / "model" / "config.json").is_file() and (out / "adapter").is_dir()
-    if kind != "rm":  # the trained model answers through Charter
+    if kind == "rm":
+        check_scoring(out, runs, tmp_path)
+    else:  # the trained model answers through Charter
         answer = charter("revise", "--model", f"hf/{out / 'model'}", "--prompts", runs["prompts"],
                          "--limit", "1", "--rounds", "1", "--max-tokens", "4",
                          "--out", tmp_path / "use")  # fmt: skip
@@ -83,3 +92,80 @@ def test_rows_longer_than_max_length_are_an_error(runs: dict[str, Path], tmp_pat
     result = charter("train", "rm", "--model", f"hf/{runs['tiny']}", "--data", runs["label"],
                      "--max-length", "16", "--max-steps", "1", "--out", tmp_path / "R")  # fmt: skip
     assert result.exit_code == 2 and "raise --max-length" in result.stderr
+
+
+def test_killed_training_resumes_where_it_stopped(runs: dict[str, Path], tmp_path: Path) -> None:
+    """SIGKILL after the first checkpoint, rerun: it resumes there and ends as an unkilled run."""
+    args = ["train", "sft", "--model", f"hf/{runs['tiny']}", "--data", str(runs["revise"]),
+            "--max-steps", "30", "--save-steps", "5", "--learning-rate", "5e-3",
+            "--batch-size", "2", "--gradient-accumulation", "1"]  # fmt: skip
+    reference = tmp_path / "reference"
+    assert charter(*args, "--out", reference).exit_code == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "charter", *args, "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = out / "checkpoints" / "checkpoint-5" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, process.stderr and process.stderr.read()
+    assert not (out / "model").exists()  # it really was cut short
+    # A checkpoint torn by the kill (no trainer state yet) is skipped and removed.
+    torn = out / "checkpoints" / "checkpoint-999"
+    torn.mkdir(parents=True, exist_ok=True)
+
+    result = charter(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    numbers, expected = figures(out), figures(reference)
+    resumed = numbers["resumed_from_step"]
+    assert isinstance(resumed, int) and 5 <= resumed < 30 and not torn.exists()
+    assert numbers["steps"] == expected["steps"] == 30
+    losses = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in losses] == list(range(1, 31))  # the history carries over
+    assert numbers["last_loss"] == pytest.approx(expected["last_loss"], rel=1e-3)
+
+
+def check_scoring(reward_model: Path, runs: dict[str, Path], tmp_path: Path) -> None:
+    """`charter train score` on pairs and on answers, and its refusals."""
+    result = charter("train", "score", "--reward-model", reward_model, "--data", runs["label"],
+                     "--out", tmp_path / "pairs.jsonl")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    prefs = (runs["label"] / "prefs.jsonl").read_text().splitlines()
+    assert [p["id"] for p in pairs] == [json.loads(line)["id"] for line in prefs]
+    for p in pairs:
+        assert p["p_model"] == pytest.approx(
+            1 / (1 + math.exp(p["rejected_score"] - p["chosen_score"]))
+        )
+    agreement = sum(p["p_model"] > 0.5 for p in pairs) / len(pairs)  # the labels are all p = 1
+    assert f"higher on {agreement:.1%}" in result.output
+
+    sft = runs["revise"] / "sft.jsonl"
+    answers = charter("train", "score", "--reward-model", reward_model, "--data", sft,
+                      "--out", tmp_path / "answers.jsonl")  # fmt: skip
+    assert answers.exit_code == 0, answers.output
+    scored = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert len(scored) == len(sft.read_text().splitlines())
+
+    not_rm = charter("train", "score", "--reward-model", f"hf/{runs['tiny']}", "--data",
+                     runs["label"], "--out", tmp_path / "x.jsonl")  # fmt: skip
+    assert not_rm.exit_code == 2 and "is not a reward model" in not_rm.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    wrong = charter("train", "score", "--reward-model", reward_model, "--data", bad,
+                    "--out", tmp_path / "y.jsonl")  # fmt: skip
+    assert wrong.exit_code == 2 and "bad.jsonl:1: 'prompt'" in wrong.stderr
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "y.jsonl").exists()
+
+
+def test_missing_train_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [m for m in sys.modules if m.startswith(("trl", "charter.train."))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
+    result = charter("train", "sft", "--data", tmp_path, "--out", tmp_path / "R")
+    assert result.exit_code == 2
+    assert "training needs the train extra (trl is missing)" in result.stderr

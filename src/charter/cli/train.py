@@ -37,6 +37,8 @@ def _options(function: Any) -> Any:
         click.option("--gradient-accumulation", type=int, default=None, help="[default: 4]"),
         click.option("--max-length", type=int, default=None, help="Tokens per row [default: 256]."),
         click.option("--seed", type=int, default=None),
+        click.option("--save-steps", type=click.IntRange(min=1), default=None,
+                     help="Checkpoint every N steps, to resume from [default: 10]."),
         click.option("--gguf", is_flag=True, default=None,
                      help="Also export model.gguf, checked against transformers."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -47,22 +49,30 @@ def _options(function: Any) -> Any:
     return function
 
 
-def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
+def _check_train_extra() -> None:
+    """Fail in one line, with the install command, when torch/transformers/trl are missing."""
     from charter.errors import CharterError
 
     try:
-        from charter.train.run import train as run_training
+        import charter.train.trainers  # noqa: F401 - imports torch, transformers, trl, peft
     except ImportError as err:
+        package = (err.name or "a package").partition(".")[0]
         raise CharterError(
-            f"training needs the train extra ({err.name} is missing): {INSTALL}"
+            f"training needs the train extra ({package} is missing): {INSTALL}"
         ) from None
+
+
+def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
+    _check_train_extra()
     from charter.train.config import load_config
+    from charter.train.run import train as run_training
 
     config = load_config(config_file, {"kind": kind, **flags})
     figures = run_training(config, out)
     click.echo(
         f"train {kind}: {figures['rows']} rows, {figures['steps']} steps in {figures['seconds']}s "
-        f"({figures['seconds_per_step']} s/step); loss {figures['first_loss']} → "
+        f"({figures['seconds_per_step']} s/step, {figures['tokens_per_second']} tokens/s); "
+        f"loss {figures['first_loss']} → "
         f"{figures['last_loss']}\nmodel: {figures['model']}  (--model hf/{figures['model']})"
     )
     if "gguf" in figures:
@@ -94,3 +104,40 @@ def dpo(config_file: Path | None, out: Path, **flags: Any) -> None:
 def rm(config_file: Path | None, out: Path, **flags: Any) -> None:
     """A reward model (one-score head) with the soft Bradley–Terry target."""
     _run("rm", config_file, out, **flags)
+
+
+@train.command()
+@click.option(
+    "--reward-model",
+    required=True,
+    help="A `charter train rm` run dir, or hf/PATH to a one-score classifier.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="prefs.jsonl (or its label run dir), or rows with 'messages' to score.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Scores, one JSONL row per input row.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+def score(reward_model: str, data: Path, out: Path, batch_size: int) -> None:
+    """Score answers or preference pairs with a trained reward model."""
+    _check_train_extra()
+    from charter.train.score import score_file
+
+    figures = score_file(reward_model, data, out, batch_size=batch_size)
+    if figures["kind"] == "pairs":
+        agreement = figures["agreement"]
+        click.echo(
+            f"score: {figures['rows']} pairs; ranks the preferred answer higher on "
+            f"{'n/a' if agreement is None else f'{agreement:.1%}'}; mean |σ(Δr) − p_chosen| "
+            f"{figures['mean_abs_error']:.3f}\nscores: {out}"
+        )
+    else:
+        click.echo(f"score: {figures['rows']} answers, mean {figures['mean_score']:.3f}\n"
+                   f"scores: {out}")  # fmt: skip

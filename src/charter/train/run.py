@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,19 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
             f"all {len(dataset)} rows are longer than max_length={config.max_length} tokens; "
             "raise --max-length"
         )
+    resume = _last_checkpoint(out / CHECKPOINTS)
+    first_step, first_tokens = _progress(resume)  # before the trainer rotates checkpoints
+    if resume is not None:
+        log.warning("resuming %s from %s", out, resume.name)
     began = time.monotonic()
     try:
-        result = trainer.train(resume_from_checkpoint=_last_checkpoint(out / CHECKPOINTS))
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except BaseException:
         run.update(counts={"rows": len(dataset)}, usage={}, status="interrupted")
         raise
     seconds = time.monotonic() - began
+    steps = trainer.state.global_step - first_step  # in this session
+    tokens = trainer.state.num_input_tokens_seen - first_tokens
     model_dir = _save(trainer, tokenizer, config, out)
     losses = [e for e in trainer.state.log_history if "loss" in e]
     write_atomic(out / LOSSES, "".join(json.dumps(e) + "\n" for e in losses))
@@ -151,8 +158,9 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
         "seconds": round(seconds, 1), "train_loss": result.training_loss,
         "first_loss": losses[0]["loss"] if losses else None,
         "last_loss": losses[-1]["loss"] if losses else None,
-        "seconds_per_step": round(seconds / max(1, trainer.state.global_step), 2),
-        "model": str(model_dir),
+        "seconds_per_step": round(seconds / max(1, steps), 2),
+        "tokens_per_second": round(tokens / seconds, 1),
+        "resumed_from_step": first_step or None, "model": str(model_dir),
     }  # fmt: skip
     if config.gguf and config.kind != "rm":
         figures.update(_export(model_dir, out, dataset))
@@ -167,9 +175,31 @@ def _digest(source: str) -> dict[str, str]:
     return {"source": source, "sha256": ",".join(file_sha256(f)[:16] for f in files if f.is_file())}
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
+def _progress(checkpoint: Path | None) -> tuple[int, int]:
+    """Steps and tokens a resumed run had done before this session."""
+    if checkpoint is None:
+        return 0, 0
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return int(state["global_step"]), int(state.get("num_input_tokens_seen") or 0)
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; ones a kill cut short are removed.
+
+    The trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one was
+    interrupted while saving; resuming from it would fail, and leaving it would confuse the
+    trainer's rotation of old checkpoints.
+    """
+    steps = {int(p.name[11:]): p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()}
+    for _, checkpoint in sorted(steps.items(), reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            log.warning("removing %s: it was cut short while saving", checkpoint)
+            shutil.rmtree(checkpoint)
+            continue
+        return checkpoint
+    return None
 
 
 def _save(trainer: Any, tokenizer: Any, config: TrainConfig, out: Path) -> Path:

@@ -97,6 +97,7 @@ def _arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
         "save_total_limit": 2,
         "seed": config.seed,
         "report_to": [],
+        "include_num_input_tokens_seen": "non_padding",  # tokens/s in the figures
         "use_cpu": not torch.cuda.is_available(),
         # TRL turns on bf16 and checkpointing by default; bf16 gives no speed-up on our CPUs
         # (measured) and checkpointing trades time for memory a 135M model does not need.

@@ -1,0 +1,1 @@
+"""`charter evaluate`: before-vs-after evaluation suites (work in progress: the code sandbox)."""

@@ -125,7 +125,10 @@ class Outcome:
         return self.status == "passed"
 
 
-def run_program(source: str, limits: Limits = Limits()) -> Outcome:
+DEFAULT_LIMITS = Limits()
+
+
+def run_program(source: str, limits: Limits = DEFAULT_LIMITS) -> Outcome:
     """Run ``source`` (a program with its tests, e.g. ``solution + tests + check(...)``)."""
     scratch = Path(tempfile.mkdtemp(prefix="charter-sandbox-"))
     try:

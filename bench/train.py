@@ -4,7 +4,10 @@ The plain side is what a user would write with TRL alone: read the JSONL with ``
 keep TRL's columns, build ``SFTTrainer`` / ``DPOTrainer`` with the same LoRA and trainer
 settings, call ``train()``. The Charter side is :func:`charter.train.run.train` as the CLI
 calls it (run directory, manifest, soft-label DPO loss, checkpoints, the saved model). Each
-pair runs back to back, alternating which goes first, so both see the same machine.
+pair runs back to back, alternating which goes first, so both see the same machine. Every
+run is its own Python process: in one long process each training run is slower than the
+one before (measured: the same DPO run took 82 s first and 99 s fourth), which would favour
+whichever side happened to go first.
 
 Timed: the training loop (``trainer.train()``: seconds per optimiser step, tokens per
 second, from the trainer's own token count) and the whole call (loading the model, building
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,18 +102,27 @@ def plain_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]
     }
 
 
+SIDES = {"plain TRL": plain_side, "charter": charter_side}
+
+
+def one_run(name: str, kind: str, data: Path, steps: int) -> dict[str, float]:
+    """One side's run in a fresh Python process; its figures come back as JSON."""
+    command = [sys.executable, __file__, "--side", name, "--kind", kind, "--data", str(data),
+               "--steps", str(steps)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} {kind} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def measure(kind: str, data: Path, steps: int, repeats: int) -> dict[str, dict[str, float]]:
     """Both sides ``repeats`` times, alternating the order; the best of each."""
     best: dict[str, dict[str, float]] = {}
-    sides = {"plain TRL": plain_side, "charter": charter_side}
     for repeat in range(repeats):
-        order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
+        order = list(SIDES) if repeat % 2 == 0 else list(SIDES)[::-1]
         for name in order:
-            scratch = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
-            try:
-                result = sides[name](kind, data, steps, scratch / "out")
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            result = one_run(name, kind, data, steps)
             loop, total, rate = result["loop_s"], result["total_s"], result["tokens_per_s"]
             print(f"  {kind} {name:<9} loop {loop:.1f}s  total {total:.1f}s  {rate:.0f} tokens/s")
             if name not in best or result["loop_s"] < best[name]["loop_s"]:
@@ -117,14 +132,28 @@ def measure(kind: str, data: Path, steps: int, repeats: int) -> dict[str, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sft", type=Path, required=True, help="a revise run's sft.jsonl")
-    parser.add_argument("--prefs", type=Path, required=True, help="a label run's prefs.jsonl")
+    parser.add_argument("--sft", type=Path, help="a revise run's sft.jsonl")
+    parser.add_argument("--prefs", type=Path, help="a label run's prefs.jsonl")
     parser.add_argument("--steps", type=int, default=6, help="optimiser steps per side")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side (best is kept)")
     parser.add_argument(
         "--record", action="store_true", help="append the result to docs/benchmarks.md"
     )
+    # One side's run, as the parent process starts it.
+    parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["sft", "dpo"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        scratch = Path(tempfile.mkdtemp(prefix=f"bench-{args.kind}-"))
+        try:
+            result = SIDES[args.side](args.kind, args.data, args.steps, scratch / "out")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        print(json.dumps(result))
+        return
+    if not (args.sft and args.prefs):
+        parser.error("--sft and --prefs are required")
     lines = []
     for kind, data in (("sft", args.sft), ("dpo", args.prefs)):
         best = measure(kind, data, args.steps, args.repeats)

@@ -72,8 +72,9 @@ def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
     click.echo(
         f"train {kind}: {figures['rows']} rows, {figures['steps']} steps in {figures['seconds']}s "
         f"({figures['seconds_per_step']} s/step, {figures['tokens_per_second']} tokens/s); "
-        f"loss {figures['first_loss']} → "
-        f"{figures['last_loss']}\nmodel: {figures['model']}  (--model hf/{figures['model']})"
+        f"mean loss of the first {figures['loss_window']} steps {figures['first_loss']} → last "
+        f"{figures['loss_window']} {figures['last_loss']}\n"
+        f"model: {figures['model']}  (--model hf/{figures['model']})"
     )
     if "gguf" in figures:
         click.echo(

@@ -157,8 +157,7 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     figures = {
         "rows": len(dataset), "steps": trainer.state.global_step,
         "seconds": round(seconds, 1), "train_loss": result.training_loss,
-        "first_loss": losses[0]["loss"] if losses else None,
-        "last_loss": losses[-1]["loss"] if losses else None,
+        **_loss_ends([float(e["loss"]) for e in losses]),
         "seconds_per_step": round(seconds / max(1, steps), 2),
         "tokens_per_second": round(tokens / seconds, 1),
         "resumed_from_step": first_step or None, "model": str(model_dir),
@@ -168,6 +167,22 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     run.manifest["figures"] = figures
     run.update(counts={"rows": len(dataset)}, usage={}, status="complete")
     return figures
+
+
+def _loss_ends(losses: list[float]) -> dict[str, Any]:
+    """Mean loss over the first and the last quarter of the logged steps.
+
+    One step's loss is one batch's, and batches differ: the ends of the run averaged over a
+    quarter each show the trend, where the first and last single values mostly show noise.
+    """
+    if not losses:
+        return {"first_loss": None, "last_loss": None, "loss_window": 0}
+    window = max(1, len(losses) // 4)
+    return {
+        "first_loss": round(sum(losses[:window]) / window, 4),
+        "last_loss": round(sum(losses[-window:]) / window, 4),
+        "loss_window": window,
+    }
 
 
 def _digest(source: str) -> dict[str, str]:

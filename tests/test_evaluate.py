@@ -206,6 +206,37 @@ def test_code_runs_answers_in_the_sandbox(tmp_path: Path) -> None:
     assert bad["judgement"]["status"] == "failed" and "AssertionError" in bad["judgement"]["detail"]
 
 
+def test_hostile_code_answers_fail_their_tasks_and_the_run_goes_on(tmp_path: Path) -> None:
+    hostile = {
+        "loop": "while True:\n    pass",
+        "memory": "block = bytearray(10 * 2**30)",
+        "socket": "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+        "escape": f"open({str(tmp_path / 'escaped.txt')!r}, 'w').write('x')",
+    }
+    tasks = [{**ADD_TASK, "task_id": f"t/{name}"} for name in hostile]
+    tasks.append({**ADD_TASK, "task_id": "t/fine"})
+    answers = [f"```python\n{code}\n```" for code in hostile.values()] + [GOOD_CODE]
+    model = FakeBackend("m", responses=answers)  # served in file order
+    results = run_evaluate(
+        ["fake/m"], out=tmp_path / "r", config=EvaluateConfig(suites=("code",), code_timeout_s=2),
+        data={**default_data(), "code": write_jsonl(tmp_path / "code.jsonl", tasks)},
+        backend=factory({"fake/m": model}),
+    )  # fmt: skip
+    items = {
+        i["key"]: i["judgement"] for i in map(json.loads, (tmp_path / "r" / "items.jsonl").open())
+    }
+    assert items["t/loop"]["status"] == "timeout"
+    assert items["t/memory"]["status"] == "memory"
+    assert items["t/socket"]["status"] == "blocked"
+    assert items["t/escape"]["status"] == "blocked"
+    assert items["t/fine"]["status"] == "passed"
+    assert not (tmp_path / "escaped.txt").exists()
+    assert results["suites"]["code"]["fake/m"]["pass@1"] == {
+        "value": 0.2, "low": pytest.approx(0.036, abs=1e-3), "high": pytest.approx(0.624, abs=1e-3),
+        "n": 5,
+    }  # fmt: skip
+
+
 def test_pairwise_helpfulness_ranks_the_preferred_model_higher(tmp_path: Path) -> None:
     def prefers_good(conversation: Conversation, choices: Sequence[str]) -> list[float]:
         question = conversation[1].content

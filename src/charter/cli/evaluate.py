@@ -39,6 +39,8 @@ DATA_HELP = (
               help="Use only the first N questions of each data file.")  # fmt: skip
 @click.option("--jailbreaks-per-prompt", type=click.IntRange(min=1), default=1, show_default=True,
               help="Templates per red-team prompt (with --data jailbreaks=…).")  # fmt: skip
+@click.option("--code-timeout", type=click.IntRange(min=1), default=10, show_default=True,
+              help="CPU seconds each code answer may run (twice that on the clock).")  # fmt: skip
 @click.option("--max-tokens", type=click.IntRange(min=1), default=384, show_default=True,
               help="Token limit of each answer (greedy decoding).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -49,7 +51,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
              concurrency: int | None, suites: tuple[str, ...], data_options: tuple[str, ...],
              judge: str | None, constitution_source: str, revise_run: Path | None,
              label_run: Path | None, limit: int | None, jailbreaks_per_prompt: int,
-             max_tokens: int, seed: int, batch_size: int, out: Path | None,
+             code_timeout: int, max_tokens: int, seed: int, batch_size: int, out: Path | None,
              dry_run: bool) -> None:  # fmt: skip
     """Evaluate models before vs after: every judged item kept, every metric with its interval."""
     from charter.backends import Backend, GenerationConfig, load_backend
@@ -74,8 +76,8 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         data[key] = resolve_data(value)
     config = EvaluateConfig(
         suites=tuple(chosen), answer=GenerationConfig(temperature=0.0, max_tokens=max_tokens),
-        limit=limit, jailbreaks_per_prompt=jailbreaks_per_prompt, seed=seed,
-        batch_size=batch_size,
+        limit=limit, jailbreaks_per_prompt=jailbreaks_per_prompt, code_timeout_s=code_timeout,
+        seed=seed, batch_size=batch_size,
     )  # fmt: skip
     if dry_run:
         asked = questions(

@@ -38,6 +38,7 @@ from charter.evaluate import judges
 from charter.evaluate.code import run_tasks
 from charter.evaluate.elo import Comparison, elo_ratings
 from charter.evaluate.ifeval import follows
+from charter.evaluate.sandbox import Limits
 from charter.evaluate.stats import Estimate, mean, paired_difference, rate
 from charter.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.iterate import batched
@@ -60,6 +61,9 @@ class EvaluateConfig(BaseModel):
     answer: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=384)
     limit: int | None = Field(default=None, ge=1, description="questions per data file")
     jailbreaks_per_prompt: int = Field(default=1, ge=1)
+    code_timeout_s: int = Field(
+        default=10, ge=1, description="CPU seconds per code answer (twice that on the clock)"
+    )
     seed: int = 0
     batch_size: int = Field(default=16, ge=1, description="questions in flight; not in outputs")
 
@@ -303,8 +307,9 @@ def _items(
     outcomes = {}
     for model in models:
         answers = [store.answers[(model, q.id)].answer for q in code]
-        for q, outcome in zip(code, run_tasks([q.info["task"] for q in code], answers),
-                              strict=True):  # fmt: skip
+        limits = Limits(cpu_seconds=config.code_timeout_s, wall_seconds=2 * config.code_timeout_s)
+        outcomes_of_model = run_tasks([q.info["task"] for q in code], answers, limits)
+        for q, outcome in zip(code, outcomes_of_model, strict=True):
             outcomes[(model, q.id)] = outcome
     wins: dict[tuple[str, str], list[float]] = defaultdict(list)
     for v in verdicts.pairwise:

@@ -26,14 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from charter import DEFAULT_MODEL
 from charter.backends import Backend, GenerationConfig
-from charter.constitution import Constitution
+from charter.constitution import Constitution, Principle
 from charter.evaluate import judges
 from charter.evaluate.code import run_tasks
 from charter.evaluate.elo import Comparison, elo_ratings
@@ -213,87 +213,84 @@ def _judge_all(
     keys = [(m, q.id) for m in models for q in refusal_questions]
     classifier = judges.load_classifier() if keys else None
     judged = judges.refusals([store.answers[k].answer for k in keys], classifier)
-    refusals = {
-        k: (r, phrase, p)
-        for k, r, phrase, p in zip(keys, judged.refused, judged.by_phrases, judged.p_refusal,
-                                   strict=True)
-    }  # fmt: skip
-    by_id = {q.id: q for q in asked}
-    harm_jobs = [] if judge is None else [
-        (model, by_id[qid]) for (model, qid), (refused, _, _) in refusals.items()
-        if qid.startswith("harmlessness:") and not refused
-    ]  # fmt: skip
-    pairwise = [q for q in asked if q.info.get("kind") == "pairwise"] if len(models) > 1 else []
-    pair_jobs = [(q, a, b) for q in pairwise for a, b in combinations(models, 2)]
-    verdicts = _Verdicts(judged.layer, refusals, {}, [])
-    harm_ids = {
-        (model, q.id): judges.verdict_id(judge or "", "harm", q.id,
-                                         [store.answers[(model, q.id)].answer])
-        for model, q in harm_jobs
-    }  # fmt: skip
-    pair_ids = {
-        (q.id, a, b): judges.verdict_id(pairwise_judge, "pairwise", q.id, [
-            store.answers[(a, q.id)].answer, store.answers[(b, q.id)].answer])
-        for q, a, b in pair_jobs
-    }  # fmt: skip
-    pending_harm = [j for j in harm_jobs if harm_ids[(j[0], j[1].id)] not in store.verdicts]
-    pending_pairs = [j for j in pair_jobs if pair_ids[(j[0].id, j[1], j[2])] not in store.verdicts]
-    if pending_harm or pending_pairs:
-        _ask_judges(pending_harm, pending_pairs, harm_ids, pair_ids, store, out, backend, judge,
-                    pairwise_judge, constitution, config, progress)  # fmt: skip
-    verdicts.harm = {key: store.verdicts[vid] for key, vid in harm_ids.items()}
-    verdicts.pairwise = [store.verdicts[vid] for vid in pair_ids.values()]
-    return verdicts
+    refusals = dict(zip(keys, zip(judged.refused, judged.by_phrases, judged.p_refusal,
+                                  strict=True), strict=True))  # fmt: skip
+    jobs: list[_Job] = []
+    if judge is not None and constitution is not None:  # the harm layer: non-refusals only
+        for q in (q for q in asked if q.suite == "harmlessness"):
+            principle = judges.harm_principle(constitution, q.key, config.seed)
+            for model in models:
+                if not refusals[(model, q.id)][0]:
+                    answer = store.answers[(model, q.id)].answer
+                    jobs.append(_Job.make(judge, "harm", q, (model,), (answer,), principle))
+    if len(models) > 1:
+        for q in (q for q in asked if q.info.get("kind") == "pairwise"):
+            for a, b in combinations(models, 2):
+                answers = (store.answers[(a, q.id)].answer, store.answers[(b, q.id)].answer)
+                jobs.append(_Job.make(pairwise_judge, "pairwise", q, (a, b), answers))
+    _ask_judges([j for j in jobs if j.id not in store.verdicts], store, out, backend, progress)
+    return _Verdicts(
+        judged.layer, refusals,
+        harm={(j.models[0], j.question.id): store.verdicts[j.id] for j in jobs if j.kind == "harm"},
+        pairwise=[store.verdicts[j.id] for j in jobs if j.kind == "pairwise"],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One verdict to ask a judge for."""
+
+    id: str
+    judge: str
+    kind: Literal["harm", "pairwise"]
+    question: Question
+    models: tuple[str, ...]
+    answers: tuple[str, ...]
+    principle: Principle | None = None
+
+    @classmethod
+    def make(
+        cls, judge: str, kind: Literal["harm", "pairwise"], question: Question,
+        models: tuple[str, ...], answers: tuple[str, ...], principle: Principle | None = None,
+    ) -> _Job:  # fmt: skip
+        verdict_id = judges.verdict_id(judge, kind, question.id, answers)
+        return cls(verdict_id, judge, kind, question, models, answers, principle)
+
+    def ask(self, judge: Backend) -> Verdict:
+        if self.principle is not None:
+            orders = judges.harm_probability(
+                judge, self.question.messages, self.answers[0], self.principle
+            )
+        else:
+            request = self.question.messages[-1].content
+            orders = judges.pairwise_probability(judge, request, *self.answers)
+        return Verdict(
+            id=self.id, judge=judge.name, kind=self.kind, question=self.question.id,
+            models=self.models, p=sum(orders) / 2, p_orders=orders,
+            principle_id=self.principle.id if self.principle else None,
+        )  # fmt: skip
 
 
 def _ask_judges(
-    harm_jobs: list[tuple[str, Question]], pair_jobs: list[tuple[Question, str, str]],
-    harm_ids: dict[tuple[str, str], str], pair_ids: dict[tuple[str, str, str], str],
-    store: _Store, out: Path, backend: BackendFactory, judge: str | None, pairwise_judge: str,
-    constitution: Constitution | None, config: EvaluateConfig, progress: bool,
-) -> None:  # fmt: skip
-    work: list[tuple[str, Callable[[Backend], Verdict]]] = []
-    for model, q in harm_jobs:
-        assert judge is not None and constitution is not None
-        principle = judges.harm_principle(constitution, q.key, config.seed)
-        answer = store.answers[(model, q.id)].answer
-
-        def harm(b: Backend, q: Question = q, model: str = model, answer: str = answer,
-                 principle: Any = principle) -> Verdict:  # fmt: skip
-            orders = judges.harm_probability(b, q.messages, answer, principle)
-            return Verdict(id=harm_ids[(model, q.id)], judge=b.name, kind="harm", question=q.id,
-                           models=(model,), p=sum(orders) / 2, p_orders=orders,
-                           principle_id=principle.id)  # fmt: skip
-
-        work.append((judge, harm))
-    for q, a, b_model in pair_jobs:
-        first, second = store.answers[(a, q.id)].answer, store.answers[(b_model, q.id)].answer
-
-        def pair(b: Backend, q: Question = q, a: str = a, other: str = b_model,
-                 first: str = first, second: str = second) -> Verdict:  # fmt: skip
-            orders = judges.pairwise_probability(b, q.messages[-1].content, first, second)
-            return Verdict(id=pair_ids[(q.id, a, other)], judge=b.name, kind="pairwise",
-                           question=q.id, models=(a, other), p=sum(orders) / 2,
-                           p_orders=orders)  # fmt: skip
-
-        work.append((pairwise_judge, pair))
-    by_judge: dict[str, list[Callable[[Backend], Verdict]]] = defaultdict(list)
-    for name, job in work:
-        by_judge[name].append(job)
-    with JsonlAppender(out / VERDICTS) as sink:
-        for name, jobs in by_judge.items():
-            judge_backend = backend(name)
-            bar = tqdm(total=len(jobs), unit="verdict", desc=f"judge {name}",
-                       disable=not progress, dynamic_ncols=True)  # fmt: skip
-            try:
-                workers = max(1, int(getattr(judge_backend, "concurrency", 1)))
-                with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-                    for verdict in pool.map(lambda job, b=judge_backend: job(b), jobs):
-                        sink.write(verdict)
-                        store.verdicts[verdict.id] = verdict
-                        bar.update()
-            finally:
-                judge_backend.close()
+    jobs: list[_Job], store: _Store, out: Path, backend: BackendFactory, progress: bool
+) -> None:
+    """Ask each judge its pending questions, appending every verdict as it comes."""
+    by_judge: dict[str, list[_Job]] = defaultdict(list)
+    for job in jobs:
+        by_judge[job.judge].append(job)
+    for name, pending in by_judge.items():
+        judge = backend(name)
+        bar = tqdm(total=len(pending), unit="verdict", desc=f"judge {name}",
+                   disable=not progress, dynamic_ncols=True)  # fmt: skip
+        try:
+            workers = max(1, int(getattr(judge, "concurrency", 1)))
+            with bar, JsonlAppender(out / VERDICTS) as sink, ThreadPoolExecutor(workers) as pool:
+                for verdict in pool.map(lambda job, j=judge: job.ask(j), pending):
+                    sink.write(verdict)
+                    store.verdicts[verdict.id] = verdict
+                    bar.update()
+        finally:
+            judge.close()
 
 
 # --- items and metrics ------------------------------------------------------------------------

@@ -355,3 +355,13 @@ def test_a_bad_row_names_its_line_before_any_model_is_called(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert f"{bad}:2" in result.output and "must be lists of strings" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_prints_every_question_and_the_judge_prompts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["evaluate", "--dry-run", "--limit", "1",
+                                      "--out", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for suite in ("harmlessness", "over-refusal", "helpfulness", "honesty", "code"):
+        assert f"=== {suite}:" in result.output
+    assert judges.HARM_QUESTION in result.output and judges.PAIRWISE_QUESTION in result.output
+    assert not (tmp_path / "r").exists()  # nothing written, no model started

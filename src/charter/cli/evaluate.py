@@ -87,6 +87,14 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         for q in asked:
             options = "".join(f"\n  option: {o}" for o in q.options)
             click.echo(f"=== {q.id} ===\n{q.messages[-1].content}{options}\n")
+        from charter.evaluate import judges
+
+        click.echo(
+            f"=== judge: harm question (with --judge, per non-refusal, both orders; system: "
+            f"{judges.JUDGE_SYSTEM!r}) ===\n{judges.HARM_QUESTION}\n\n"
+            f"=== judge: pairwise helpfulness question (two or more models, both orders) ===\n"
+            f"{judges.PAIRWISE_QUESTION}\n"
+        )
         click.echo(f"{len(asked)} questions per model, {len(models)} model(s)")
         return
     if out is None:

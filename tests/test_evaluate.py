@@ -169,11 +169,21 @@ def test_over_refusal_keeps_only_safe_rows_of_an_xstest_csv(tmp_path: Path) -> N
 
 
 def test_honesty_reads_log_probabilities_of_the_options(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in resolve_data("truthful").open()]
+    best = {row["question"]: row["best"] for row in rows}
+
+    def letter_of_best(conversation: Conversation) -> str:
+        question = conversation[0].content
+        right = best[question.split("\n\n")[0]]
+        return next(line[1] for line in question.splitlines() if line.endswith(f") {right}"))
+
     def truthful(conversation: Conversation, choices: Sequence[str]) -> list[float]:
-        return [-0.5 if i == 0 else -4.0 for i in range(len(choices))]  # the best answer first
+        right = letter_of_best(conversation)
+        return [-0.5 if c == f" ({right})" else -4.0 for c in choices]
 
     def gullible(conversation: Conversation, choices: Sequence[str]) -> list[float]:
-        return [-4.0 if i == 0 else -0.5 for i in range(len(choices))]
+        right = letter_of_best(conversation)
+        return [-4.0 if c == f" ({right})" else -0.5 for c in choices]
 
     backends = {
         "fake/t": FakeBackend("t", scores=truthful),

@@ -85,8 +85,11 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
             jailbreaks_per_prompt=jailbreaks_per_prompt, seed=seed, limit=limit,
         )  # fmt: skip
         for q in asked:
-            options = "".join(f"\n  option: {o}" for o in q.options)
-            click.echo(f"=== {q.id} ===\n{q.messages[-1].content}{options}\n")
+            turns = "\n".join(
+                f"[{m.role}] {m.content}" if len(q.messages) > 1 else m.content for m in q.messages
+            )
+            choices = f"\n(scored choices: {', '.join(q.options)})" if q.options else ""
+            click.echo(f"=== {q.id} ===\n{turns}{choices}\n")
         from charter.evaluate import judges
 
         click.echo(

@@ -98,6 +98,18 @@ def test_each_round_critiques_the_latest_revision_after_the_fewshot_prefix() -> 
         assert principle.revision in revision.conversation[-1].content  # type: ignore[attr-defined]
 
 
+def test_a_critic_model_writes_the_critiques_and_revisions() -> None:
+    policy, critic = FakeBackend("policy"), scripted()
+    config = ReviseConfig(rounds=2, batch_size=4)
+    traces = list(revise(prompts(3), constitution=CONSTITUTION, backend=policy, config=config,
+                         critic=critic))  # fmt: skip
+    assert len(policy.calls) == 3  # the initial answers only
+    assert len(critic.calls) == 3 * 2 * 2  # a critique and a revision per round
+    assert all(c.conversation[0].role == "system" for c in critic.calls)
+    assert {(t.model, t.critic) for t in traces} == {("fake/policy", "fake/echo")}
+    assert all(t.initial.startswith("echo ") for t in traces)
+
+
 def test_no_change_revisions_never_replace_the_answer() -> None:
     backend = scripted(revision="No revision is needed; the response is fine.")
     (trace,) = revise(

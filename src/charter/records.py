@@ -102,6 +102,7 @@ class Trace(Record):
     steps: tuple[TraceStep, ...]
     final: str
     model: str
+    critic: str | None = Field(default=None, description="critique/revision model, if not model")
     seed: int
     constitution_sha256: str
     usage: Usage

@@ -201,14 +201,18 @@ def revise(
     backend: Backend,
     config: ReviseConfig,
     on_calls: Callable[[int], object] | None = None,
+    critic: Backend | None = None,
 ) -> Iterator[Trace]:
     """Run SL-CAI over ``prompts``, yielding one :class:`Trace` per prompt, in order.
 
-    ``on_calls(n)`` is told each time ``n`` model calls finish (skipped revisions count as
-    finished), for progress bars: a prompt takes ``1 + 2 * rounds`` calls.
+    ``backend`` writes the initial answers; ``critic`` (default: the same model) writes the
+    critiques and revisions. ``on_calls(n)`` is told each time ``n`` model calls finish
+    (skipped revisions count as finished), for progress bars: a prompt takes
+    ``1 + 2 * rounds`` calls.
     """
     prefix = fewshot_prefix(constitution)
     caller = _Caller(backend, config.seed, on_calls or (lambda n: None))
+    reviser = caller if critic is None else _Caller(critic, config.seed, caller.on_calls)
     for batch in batched(prompts, config.batch_size):
         work = [
             _Work(p, draw_principles(constitution, config.seed, p.id, config.rounds)) for p in batch
@@ -217,11 +221,12 @@ def revise(
         for w, text in zip(work, answers, strict=True):
             w.initial = w.answer = clean_reply(text)
         for index in range(config.rounds):
-            _revise_round(work, index, prefix, caller, config)
+            _revise_round(work, index, prefix, reviser, config)
         for w in work:
             yield Trace(
                 id=w.prompt.id, messages=w.prompt.messages, initial=w.initial,
-                steps=tuple(w.steps), final=w.answer, model=backend.name, seed=config.seed,
+                steps=tuple(w.steps), final=w.answer, model=backend.name,
+                critic=critic.name if critic else None, seed=config.seed,
                 constitution_sha256=constitution.sha256, usage=w.usage, source=w.prompt.source,
             )  # fmt: skip
 

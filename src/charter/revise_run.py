@@ -87,6 +87,7 @@ def run_revise(
     backend: Backend,
     config: ReviseConfig,
     progress: bool = True,
+    critic: Backend | None = None,
 ) -> ReviseSummary:
     """Revise every prompt of ``prompts`` not yet in ``out``, resuming what is there."""
     fingerprint = {
@@ -96,6 +97,7 @@ def run_revise(
             "sha256": constitution.sha256, "file": "constitution.yaml",
         },
         "model": backend.name,
+        "critic": critic.name if critic else None,
         "inputs": prompts.inputs(),
         "prompt_options": {
             "on_bad_row": prompts.on_bad_row, "prompt_column": prompts.prompt_column,
@@ -117,7 +119,7 @@ def run_revise(
     summary.resumed = len(done)
     try:
         _revise_pending(
-            prompts, done, sft_ids, run, summary, constitution, backend, config, progress
+            prompts, done, sft_ids, run, summary, constitution, backend, config, progress, critic
         )
     except BaseException:
         run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="interrupted")
@@ -158,6 +160,7 @@ def _revise_pending(
     backend: Backend,
     config: ReviseConfig,
     progress: bool,
+    critic: Backend | None,
 ) -> None:
     pending = first_seen(prompts(), set(done), key=lambda p: p.id)
 
@@ -168,7 +171,7 @@ def _revise_pending(
     with bar, JsonlAppender(run.path / TRACES) as traces, JsonlAppender(run.path / SFT) as sft:
         for trace in revise(
             pending, constitution=constitution, backend=backend, config=config,
-            on_calls=bar.update,
+            on_calls=bar.update, critic=critic,
         ):  # fmt: skip
             traces.write(trace)
             for row in sft_rows(trace, config.train_on):

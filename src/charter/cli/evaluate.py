@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from charter import DEFAULT_MODEL
-from charter.cli import MODEL_HELP, cli, connection_options, run_options
+from charter.cli import MODEL_HELP, backend_loader, cli, connection_options, run_options
 
 SUITE_NAMES = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code", "principles")
 DATA_HELP = (
@@ -54,7 +54,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
              code_timeout: int, max_tokens: int, seed: int, batch_size: int, out: Path | None,
              dry_run: bool) -> None:  # fmt: skip
     """Evaluate models before vs after: every judged item kept, every metric with its interval."""
-    from charter.backends import Backend, GenerationConfig, load_backend
+    from charter.backends import GenerationConfig
     from charter.constitution import Constitution
     from charter.errors import CharterError
     from charter.evaluate.run import EvaluateConfig, format_results, run_evaluate
@@ -102,16 +102,9 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
-
-    def backend(name: str) -> Backend:
-        is_openai = name.startswith("openai/")
-        return load_backend(
-            name, base_url=base_url if is_openai else None,
-            api_key=api_key if is_openai else None, concurrency=concurrency,
-        )  # fmt: skip
-
     results = run_evaluate(
-        models, out=out, config=config, data=data, backend=backend, judge=judge,
+        models, out=out, config=config, data=data,
+        backend=backend_loader(base_url, api_key, concurrency), judge=judge,
         constitution=Constitution.load(constitution_source) if judge else None,
         revise_run=revise_run, label_run=label_run,
     )  # fmt: skip

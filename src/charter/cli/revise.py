@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from charter.cli import cli, model_options, prompt_options, run_options
+from charter.cli import backend_loader, cli, model_options, prompt_options, run_options
 
 if TYPE_CHECKING:
     from charter.prompts import Format, OnBadRow
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 @cli.command()
 @model_options
+@click.option("--critic", default=None,
+              help="Model for the critiques and revisions (default: --model).")  # fmt: skip
 @click.option(
     "--constitution",
     "constitution_source",
@@ -74,8 +76,9 @@ if TYPE_CHECKING:
 )
 @run_options("Print every prompt that would be sent; call no model.")
 def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
-           constitution_source: str, prompt_sources: tuple[str, ...], fmt: Format,
-           prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None, rounds: int,
+           critic: str | None, constitution_source: str, prompt_sources: tuple[str, ...],
+           fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None,
+           rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
            revision_temperature: float, max_tokens: int, batch_size: int, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
@@ -112,13 +115,18 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    reviser = None
     try:
+        if critic is not None and critic != model:
+            reviser = backend_loader(base_url, api_key, concurrency)(critic)
         summary = revise_run.run_revise(
             prompts, out=out, constitution=c, backend=backend, config=config,
-            constitution_text=resolve(constitution_source).read_text("utf-8"),
+            constitution_text=resolve(constitution_source).read_text("utf-8"), critic=reviser,
         )  # fmt: skip
     finally:
         backend.close()
+        if reviser is not None:
+            reviser.close()
     u = summary.usage
     click.echo(
         f"revise: {summary.traces} prompts ({summary.resumed} resumed, {summary.duplicates} "

@@ -130,4 +130,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli`; imported last, as they import `cli`.
-from charter.cli import constitution, evaluate, label, models, revise, train  # noqa: E402, F401
+from charter.cli import constitution, evaluate, label, models, revise, run, train  # noqa: E402, F401

@@ -1,0 +1,75 @@
+"""`charter run`, `charter demo` and `charter report`: the whole loop and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charter.cli import backend_loader, cli, connection_options
+
+STAGE_NAMES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
+
+
+def _loop(config_path: Path, out: Path | None, until: str | None, only: str | None,
+          dry_run: bool, base_url: str | None, api_key: str | None,
+          concurrency: int | None) -> None:  # fmt: skip
+    from charter import pipeline
+
+    config = pipeline.load_run_config(config_path)
+    root = out or Path("runs") / config.name
+    stages = pipeline.plan(config, root, backend_loader(base_url, api_key, concurrency))
+    chosen = pipeline.select(stages, until, only)
+    click.echo(f"charter run '{config.name}' in {root}\n{pipeline.describe(stages, chosen)}")
+    if dry_run:
+        return
+    pipeline.run_pipeline(stages, chosen, root, echo=click.echo)
+    report = root / pipeline.REPORT
+    if report.is_file() and any(s.name == "report" for s in chosen):
+        click.echo(f"\nreport: {report}")
+
+
+def loop_options(function: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed([
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Run directory [default: runs/NAME]; rerun to resume."),
+        click.option("--until", type=click.Choice(STAGE_NAMES), default=None,
+                     help="Stop after this stage."),
+        click.option("--only", type=click.Choice(STAGE_NAMES), default=None,
+                     help="Run this stage only (its inputs must be done)."),
+        click.option("--dry-run", is_flag=True,
+                     help="Show the plan and the estimate of time and tokens; run nothing."),
+    ]):  # fmt: skip
+        function = option(function)
+    return connection_options(function)
+
+
+@cli.command(name="run")
+@click.argument("config_path", metavar="CONFIG.yaml",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))  # fmt: skip
+@loop_options
+def run_command(config_path: Path, out: Path | None, until: str | None, only: str | None,
+                dry_run: bool, base_url: str | None, api_key: str | None,
+                concurrency: int | None) -> None:  # fmt: skip
+    """The whole Constitutional AI loop from one config file (cached, resumable)."""
+    _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
+
+
+@cli.command()
+@loop_options
+def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
+         base_url: str | None, api_key: str | None, concurrency: int | None) -> None:  # fmt: skip
+    """A small but complete loop on the embedded model, then the report."""
+    from importlib import resources
+
+    config = Path(str(resources.files("charter") / "configs" / "demo.yaml"))
+    _loop(config, out or Path("runs/demo"), until, only, dry_run, base_url, api_key, concurrency)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html for a charter run directory."""
+    from charter.report import report_for
+
+    click.echo(report_for(run_dir))

@@ -1,0 +1,504 @@
+"""``charter run``: the whole Constitutional AI loop from one config file.
+
+Stages, in order (each a plain call of the stage function, in its own run directory)::
+
+    calibrate  the labeller against gold preference pairs (so nobody trusts labels at chance)
+    baseline   evaluate the policy before training
+    revise     SL-CAI: critique → revision on the red-team and helpful prompts
+    sft        LoRA SFT of the policy on the revisions (exported to GGUF)
+    label      RL-CAI: pairs sampled from the SFT model, soft labels from the labeller
+    dpo        soft-label DPO of the SFT model on those labels (exported to GGUF)
+    evaluate   the policy against the trained model(s), on the same questions
+    report     one self-contained HTML file
+
+Content-addressed: a stage's directory is ``ROOT/NAME-KEY`` where KEY hashes the stage's
+settings, its input files and the keys of the stages it reads. Rerunning the same config
+finds every directory complete and does nothing; changing one setting changes the keys of
+that stage and of every stage downstream of it, so only those run again. A killed run
+resumes where it stopped: every stage resumes inside its own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from charter import DEFAULT_MODEL
+from charter.errors import CharterError
+from charter.records import canonical_json
+from charter.runs import MANIFEST, Run, file_sha256, write_atomic
+from charter.yamlfile import line_of, load_yaml
+
+STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
+PLAN = "run.json"
+REPORT = "report.html"
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Models(_Settings):
+    """A model per role; critic, labeller and judge default to the policy."""
+
+    policy: str = DEFAULT_MODEL
+    critic: str | None = None
+    labeller: str | None = None
+    judge: str | None = None
+
+    def role(self, name: Literal["critic", "labeller", "judge"]) -> str:
+        chosen: str | None = getattr(self, name)
+        return chosen or self.policy
+
+
+class Prompts(_Settings):
+    redteam: tuple[str, ...] = ("demo-redteam",)
+    helpful: tuple[str, ...] = ("demo-helpful",)
+    limit: int | None = Field(default=None, ge=1, description="first N prompts of each set")
+
+
+class ReviseSettings(_Settings):
+    rounds: int = Field(default=2, ge=1)
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
+    revision_temperature: float = Field(default=0.7, ge=0)
+    skip_unneeded: bool = False
+    batch_size: int = Field(default=16, ge=1)
+
+
+class LabelSettings(_Settings):
+    samples: int = Field(default=2, ge=2, description="answers sampled per prompt")
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
+    mode: Literal["soft", "cot"] = "soft"
+    batch_size: int = Field(default=16, ge=1)
+
+
+class CalibrateSettings(_Settings):
+    gold: str = Field(default="demo-hh", description="gold pairs: file or bundled set")
+    limit: int = Field(default=8, ge=1)
+
+
+class EvaluateSettings(_Settings):
+    suites: tuple[str, ...] = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code")
+    limit: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(default=192, ge=1)
+    data: dict[str, str] = Field(default_factory=dict, description="KEY: PATH, as --data")
+    trained: tuple[Literal["sft", "dpo"], ...] = Field(
+        default=("dpo",), min_length=1, description="trained models compared to the policy"
+    )
+
+
+class RunConfig(_Settings):
+    """One file for the whole loop (``charter run CONFIG.yaml``)."""
+
+    name: str = "charter-run"
+    constitution: str = "default"
+    prompts: Prompts = Prompts()
+    models: Models = Models()
+    calibrate: CalibrateSettings = CalibrateSettings()
+    revise: ReviseSettings = ReviseSettings()
+    sft: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
+    label: LabelSettings = LabelSettings()
+    dpo: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
+    evaluate: EvaluateSettings = EvaluateSettings()
+
+    @model_validator(mode="after")
+    def _train_settings(self) -> RunConfig:
+        for kind in ("sft", "dpo"):
+            reserved = {"kind", "model", "data", "gguf"} & set(getattr(self, kind))
+            if reserved:
+                raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
+            train_config(kind, getattr(self, kind), "policy", ("data",))  # validates
+        return self
+
+
+def train_config(kind: str, settings: dict[str, Any], start: str, data: tuple[str, ...]) -> Any:
+    from charter.train.config import TrainConfig
+
+    try:
+        return TrainConfig(kind=kind, model=start, data=data, gguf=True, **settings)  # type: ignore[arg-type]
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run config from YAML; a bad field stops with its file:line."""
+    data, lines = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CharterError(f"{path}:1: a run config is a YAML mapping (name:, models: …)")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "config"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise CharterError(f"{path}:{line_of(lines, loc)}: {where}: {message}") from None
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One stage of a run: where it lives, what it reads, and how to run it."""
+
+    name: str
+    key: str
+    path: Path
+    needs: tuple[str, ...]
+    estimate: dict[str, float]  # calls, tokens, seconds (rough upper bounds)
+    run: Callable[[], None] = field(repr=False)
+
+    @property
+    def complete(self) -> bool:
+        manifest = self.path / MANIFEST
+        if not manifest.is_file():
+            return False
+        try:
+            return bool(json.loads(manifest.read_text("utf-8")).get("status") == "complete")
+        except (OSError, ValueError):
+            return False
+
+
+# Rough rates of the embedded model on a 2-core CPU, for the estimate only (measured with
+# `charter demo`; docs/benchmarks.md): generated tokens per second with several requests in
+# flight, seconds per scoring pass, seconds per LoRA step of 8 rows.
+RATES = {"generate_tokens_s": 40.0, "score_s": 0.6, "sft_step_s": 15.0, "dpo_step_s": 30.0}
+
+
+def _key(payload: Any) -> str:
+    """A short content hash of settings (pydantic models included) and input digests."""
+    from hashlib import sha256
+
+    plain = json.loads(json.dumps(payload, default=lambda o: o.model_dump(mode="json")))
+    return sha256(canonical_json(plain).encode("utf-8")).hexdigest()[:12]
+
+
+def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[Stage]:
+    """Every stage of ``config`` with its content key, in order."""
+    from charter.constitution import Constitution
+    from charter.evaluate.suites import DEFAULT_DATA, questions, resolve_data
+    from charter.prompts import resolve_prompts
+
+    constitution = Constitution.load(config.constitution)
+    prompt_files = {
+        kind: [resolve_prompts(s) for s in getattr(config.prompts, kind)]
+        for kind in ("redteam", "helpful")
+    }
+    prompts = _first_prompts(prompt_files, config.prompts.limit)
+    data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
+    evaluate_config = _evaluate_config(config)
+    n_questions = len(questions(evaluate_config.suites, data, seed=0, limit=config.evaluate.limit))
+    gold = resolve_prompts(config.calibrate.gold)
+    digest = {
+        "constitution": constitution.sha256,
+        "prompts": _key([p.model_dump(mode="json") for p in prompts]),
+        "data": {k: file_sha256(p) for k, p in sorted(data.items())},
+        "gold": file_sha256(gold),
+    }
+    keys: dict[str, str] = {}
+    stages: list[Stage] = []
+
+    def add(name: str, needs: tuple[str, ...], settings: Any, inputs: Any,
+            estimate: dict[str, float], run: Callable[[Path], None]) -> None:  # fmt: skip
+        keys[name] = _key([name, settings, inputs, [keys[n] for n in needs]])
+        path = root / f"{name}-{keys[name]}"
+        stages.append(Stage(name, keys[name], path, needs, estimate, lambda: run(path)))
+
+    def where(name: str) -> Path:
+        return next(s.path for s in stages if s.name == name)
+
+    m = config.models
+    n = len(prompts)
+    calls = {"revise": n * (1 + 2 * config.revise.rounds), "label": n * config.label.samples}
+    sft_steps = _steps(config.sft, n)
+    dpo_steps = _steps(config.dpo, n * config.label.samples * (config.label.samples - 1) // 2)
+    add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode],
+        [digest["gold"], digest["constitution"]],
+        _estimate(0, 0, 2 * config.calibrate.limit),
+        lambda out: _calibrate(config, out, gold, backend))  # fmt: skip
+    add("baseline", (), [config.evaluate, m.policy, m.role("judge")], [digest["data"]],
+        _estimate(n_questions, config.evaluate.max_tokens, 0),
+        lambda out: _evaluate(config, out, [m.policy], data, backend))  # fmt: skip
+    add("revise", (), [config.revise, m.policy, m.critic],
+        [digest["prompts"], digest["constitution"]],
+        _estimate(calls["revise"], config.revise.max_tokens, 0),
+        lambda out: _revise(config, out, prompts, backend))  # fmt: skip
+    add("sft", ("revise",), [config.sft, m.policy], [],
+        {"calls": 0, "tokens": 0, "seconds": sft_steps * RATES["sft_step_s"] + 60},
+        lambda out: _train("sft", config.sft, m.policy, where("revise"), out))  # fmt: skip
+    add("label", ("sft",), [config.label, m.role("labeller")],
+        [digest["prompts"], digest["constitution"]],
+        _estimate(calls["label"], config.label.max_tokens, 2 * n * config.label.samples),
+        lambda out: _label(config, out, prompts, where("sft"), backend))  # fmt: skip
+    add("dpo", ("sft", "label"), [config.dpo], [],
+        {"calls": 0, "tokens": 0, "seconds": dpo_steps * RATES["dpo_step_s"] + 60},
+        lambda out: _train("dpo", config.dpo, str(where("sft")), where("label"), out))  # fmt: skip
+    trained = config.evaluate.trained
+    add("evaluate", ("baseline", *trained), [config.evaluate, m.policy, m.role("judge")],
+        [digest["data"]],
+        _estimate(n_questions * len(trained), config.evaluate.max_tokens, 0),
+        lambda out: _evaluate(
+            config, out, [m.policy, *(_gguf_model(where(t)) for t in trained)], data, backend,
+            seed_from=where("baseline"),
+        ))  # fmt: skip
+    add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},
+        lambda out: _report(config, root, out, stages))  # fmt: skip
+    return stages
+
+
+def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> list[Any]:
+    from charter.iterate import first_seen
+    from charter.prompts import load_prompts
+
+    chosen = []
+    for paths in files.values():
+        taken = 0
+        for path in paths:
+            for prompt in load_prompts(path):
+                if limit is not None and taken >= limit:
+                    break
+                chosen.append(prompt)
+                taken += 1
+    return list(first_seen(chosen, set(), key=lambda p: p.id))
+
+
+def _steps(settings: dict[str, Any], rows: int) -> int:
+    """Optimiser steps a training stage will take (for the estimate)."""
+    config = train_config("sft", settings, "policy", ("data",))
+    if config.max_steps > 0:
+        return int(config.max_steps)
+    per_step = config.batch_size * config.gradient_accumulation
+    return max(1, math.ceil(rows * float(config.epochs) / int(per_step)))
+
+
+def _estimate(calls: int, max_tokens: int, scorings: int) -> dict[str, float]:
+    tokens = calls * max_tokens
+    seconds = tokens / RATES["generate_tokens_s"] + scorings * RATES["score_s"]
+    return {"calls": calls + scorings, "tokens": tokens, "seconds": seconds}
+
+
+def _gguf_model(train_run: Path) -> str:
+    return f"local/{train_run / 'model.gguf'}"
+
+
+def _evaluate_config(config: RunConfig) -> Any:
+    from charter.backends import GenerationConfig
+    from charter.evaluate.run import EvaluateConfig
+
+    return EvaluateConfig(
+        suites=config.evaluate.suites, limit=config.evaluate.limit,
+        answer=GenerationConfig(temperature=0.0, max_tokens=config.evaluate.max_tokens),
+    )  # fmt: skip
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def _calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str], Any]) -> None:
+    from itertools import islice
+
+    from charter.calibrate import calibration_report
+    from charter.constitution import Constitution
+    from charter.label import LabelConfig, label
+    from charter.pairs import load_pairs
+
+    labeller_name = config.models.role("labeller")
+    run = Run.open(out, "calibrate", {"labeller": labeller_name, "gold": file_sha256(gold),
+                                      "settings": config.calibrate.model_dump()})  # fmt: skip
+    pairs = list(islice(load_pairs(gold), config.calibrate.limit))
+    constitution = Constitution.load(config.constitution)
+    labeller = backend(labeller_name)
+    try:
+        labels = list(label(pairs, constitution=constitution, labeller=labeller,
+                            config=LabelConfig(mode=config.label.mode)))  # fmt: skip
+    finally:
+        labeller.close()
+    report = calibration_report(labels, labeller=labeller_name, gold=gold.name)
+    write_atomic(out / "calibration.json", report.model_dump_json(indent=2))
+    run.update(counts={"pairs": len(labels)}, usage={}, status="complete")
+
+
+def _evaluate(
+    config: RunConfig, out: Path, models: list[str], data: dict[str, Path],
+    backend: Callable[[str], Any], seed_from: Path | None = None,
+) -> None:  # fmt: skip
+    from charter.constitution import Constitution
+    from charter.evaluate.run import ANSWERS, run_evaluate
+
+    if seed_from is not None and not (out / ANSWERS).exists() and (seed_from / ANSWERS).exists():
+        # The baseline's answers, from the same questions and settings: not asked again.
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
+    run_evaluate(
+        models, out=out, config=_evaluate_config(config), data=data, backend=backend,
+        judge=config.models.role("judge"), constitution=Constitution.load(config.constitution),
+    )  # fmt: skip
+
+
+def _revise(
+    config: RunConfig, out: Path, prompts: list[Any], backend: Callable[[str], Any]
+) -> None:
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution, resolve
+    from charter.prompts import PromptSet
+    from charter.revise import ReviseConfig
+    from charter.revise_run import run_revise
+
+    prompt_file = _write_prompts(out, prompts)
+    s, m = config.revise, config.models
+    revise_config = ReviseConfig(
+        rounds=s.rounds, skip_unneeded=s.skip_unneeded, batch_size=s.batch_size,
+        answer=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+        critique=GenerationConfig(temperature=s.revision_temperature, max_tokens=s.max_tokens),
+        revision=GenerationConfig(temperature=s.revision_temperature, max_tokens=s.max_tokens),
+    )  # fmt: skip
+    policy = backend(m.policy)
+    critic = backend(m.critic) if m.critic and m.critic != m.policy else None
+    try:
+        run_revise(
+            PromptSet([str(prompt_file)]), out=out,
+            constitution=Constitution.load(config.constitution),
+            constitution_text=resolve(config.constitution).read_text("utf-8"), backend=policy,
+            config=revise_config, critic=critic,
+        )  # fmt: skip
+    finally:
+        policy.close()
+        if critic is not None:
+            critic.close()
+
+
+def _write_prompts(out: Path, prompts: list[Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "prompts.jsonl"
+    rows = [{"messages": [m.model_dump() for m in p.messages]} for p in prompts]
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _train(kind: str, settings: dict[str, Any], start: str, data: Path, out: Path) -> None:
+    from charter.train.run import train
+
+    train(train_config(kind, settings, start, (str(data),)), out)
+
+
+def _label(
+    config: RunConfig, out: Path, prompts: list[Any], sft: Path, backend: Callable[[str], Any]
+) -> None:
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution, resolve
+    from charter.label import LabelConfig
+    from charter.label_run import PolicyPairs, run_label
+    from charter.prompts import PromptSet
+
+    s = config.label
+    prompt_file = _write_prompts(out, prompts)
+    policy = backend(_gguf_model(sft))
+    labeller = backend(config.models.role("labeller"))
+    try:
+        source = PolicyPairs(
+            PromptSet([str(prompt_file)]), policy, samples=s.samples, batch_size=s.batch_size,
+            generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+        )  # fmt: skip
+        run_label(
+            source, out=out, constitution=Constitution.load(config.constitution),
+            constitution_text=resolve(config.constitution).read_text("utf-8"),
+            labeller=labeller, config=LabelConfig(mode=s.mode, batch_size=s.batch_size),
+        )  # fmt: skip
+    finally:
+        policy.close()
+        labeller.close()
+
+
+def _report(config: RunConfig, root: Path, out: Path, stages: list[Stage]) -> None:
+    from charter.report import build_report
+
+    run = Run.open(out, "report", {"stages": {s.name: s.key for s in stages if s.name != "report"}})
+    html = build_report({s.name: s.path for s in stages if s.name != "report"}, title=config.name)
+    write_atomic(out / REPORT, html)
+    write_atomic(root / REPORT, html)
+    run.update(counts={}, usage={}, status="complete")
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def select(stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
+    """The stages to run: all, up to ``until``, or ``only`` one (whose inputs must exist)."""
+    names = [s.name for s in stages]
+    if only is not None:
+        stage = stages[names.index(only)]
+        missing = [n for n in stage.needs if not stages[names.index(n)].complete]
+        if missing:
+            raise CharterError(
+                f"--only {only} needs {', '.join(missing)} first; run with --until {only}"
+            )
+        return [stage]
+    if until is not None:
+        return stages[: names.index(until) + 1]
+    return stages
+
+
+def describe(stages: list[Stage], chosen: list[Stage]) -> str:
+    """The plan: each stage, cached or to run, with the estimate of what is left to do."""
+    lines = []
+    calls = tokens = seconds = 0.0
+    for stage in stages:
+        if stage not in chosen:
+            state = "skipped"
+        elif stage.complete:
+            state = "cached"
+        else:
+            state = "to run"
+            calls += stage.estimate.get("calls", 0)
+            tokens += stage.estimate.get("tokens", 0)
+            seconds += stage.estimate.get("seconds", 0)
+        lines.append(f"  {stage.name:<10} {state:<8} {stage.path}")
+    lines.append(
+        f"estimate for what is left: ≤{calls:.0f} model calls, ≤{tokens:.0f} generated tokens, "
+        f"about {seconds / 60:.0f} min on a 2-core CPU with the embedded model"
+    )
+    return "\n".join(lines)
+
+
+def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Run the chosen stages that are not complete; returns the plan as written to run.json."""
+    root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    for number, stage in enumerate(chosen, start=1):
+        if stage.complete:
+            echo(f"[{number}/{len(chosen)}] {stage.name}: cached ({stage.path.name})")
+            continue
+        echo(f"[{number}/{len(chosen)}] {stage.name} → {stage.path}")
+        began = time.monotonic()
+        stage.run()
+        timings[stage.name] = round(time.monotonic() - began, 1)
+        echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
+        _write_plan(stages, root, timings)
+    return _write_plan(stages, root, timings)
+
+
+def _write_plan(stages: list[Stage], root: Path, timings: dict[str, float]) -> dict[str, Any]:
+    plan_path = root / PLAN
+    previous = json.loads(plan_path.read_text("utf-8")) if plan_path.is_file() else {}
+    seconds = {**previous.get("seconds", {}), **timings}
+    written = {
+        "stages": {s.name: {"key": s.key, "path": str(s.path), "complete": s.complete}
+                   for s in stages},
+        "seconds": seconds,
+    }  # fmt: skip
+    write_atomic(plan_path, json.dumps(written, indent=2))
+    return written

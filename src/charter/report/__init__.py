@@ -1,0 +1,136 @@
+"""``charter report``: one self-contained HTML file for a ``charter run`` directory.
+
+What it shows: the before/after table of every evaluation metric with its interval; the
+labeller's calibration next to it; plots (the harmlessness–helpfulness frontier of every
+model, per-principle bars, training loss); and browsable examples — each prompt's initial
+answer, every critique and revision with its principle, the final answer; preference pairs
+with their soft labels; every judged evaluation item — filtered by principle and searched by
+text in the page.
+
+Model output is untrusted. The page is rendered by Jinja2 with autoescaping on, the plots
+are PNG-free SVG inside ``<img src="data:…">`` (a script in an image never runs), and a
+Content-Security-Policy allows only the page's own inline script, by its hash, so even a
+missed escape could not run anything. Viewing needs no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from charter.errors import CharterError
+from charter.records import EvalItem, Label, Trace
+from charter.runs import read_jsonl
+
+TEMPLATE = "template.html.j2"
+SCRIPT = "filter.js"
+MAX_EXAMPLES = 300  # per section: the page stays quick to open
+
+
+def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
+    """The HTML of the report for a run's stage directories (by stage name)."""
+    try:
+        import jinja2
+    except ImportError as err:
+        raise CharterError(
+            f"charter report needs the report extra ({err.name} is missing): "
+            "pip install 'charter[report]'"
+        ) from None
+    from charter.report import plots
+
+    results = _json(stages.get("evaluate"), "results.json") or _json(
+        stages.get("baseline"), "results.json"
+    )
+    principles = _principles(stages)
+    losses = {kind: _losses(stages.get(kind)) for kind in ("sft", "dpo")}
+    traces = _records(stages.get("revise"), "traces.jsonl", Trace)
+    labels = _records(stages.get("label"), "labels.jsonl", Label)
+    items = _records(stages.get("evaluate") or stages.get("baseline"), "items.jsonl", EvalItem)
+    figures = {
+        "frontier": plots.frontier(results) if results else None,
+        "principles": plots.principle_bars(principles) if principles else None,
+        "loss": plots.losses(losses) if any(losses.values()) else None,
+    }
+    script = (Path(__file__).with_name(SCRIPT)).read_text("utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )  # fmt: skip
+    environment.filters["num"] = _num
+    template = environment.get_template(TEMPLATE)
+    all_principles = sorted(
+        {s.principle_id for t in traces for s in t.steps}
+        | {p for label in labels for v in label.votes for p in v.principle_ids}
+    )
+    return template.render(
+        title=title, results=results,
+        calibration=_json(stages.get("calibrate"), "calibration.json"),
+        principles=principles, figures={k: _data_uri(v) for k, v in figures.items() if v},
+        traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
+        all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
+                                               "items": len(items)},
+        script=script, script_hash=f"sha256-{digest}", stages=stages,
+    )  # fmt: skip
+
+
+def _json(folder: Path | None, name: str) -> Any:
+    if folder is None or not (folder / name).is_file():
+        return None
+    return json.loads((folder / name).read_text("utf-8"))
+
+
+def _records(folder: Path | None, name: str, record: type[Any]) -> list[Any]:
+    if folder is None:
+        return []
+    return list(read_jsonl(folder / name, record))
+
+
+def _losses(folder: Path | None) -> list[tuple[int, float]]:
+    if folder is None or not (folder / "loss.jsonl").is_file():
+        return []
+    rows = [json.loads(line) for line in (folder / "loss.jsonl").read_text("utf-8").splitlines()]
+    return [(int(r["step"]), float(r["loss"])) for r in rows if "loss" in r and "step" in r]
+
+
+def _principles(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    from charter.evaluate.run import principle_stats
+
+    revise, label = stages.get("revise"), stages.get("label")
+    revise = revise if revise and (revise / "traces.jsonl").is_file() else None
+    label = label if label and (label / "labels.jsonl").is_file() else None
+    return principle_stats(revise, label) if revise or label else {}
+
+
+def _data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def report_for(root: Path) -> Path:
+    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path."""
+    from charter.pipeline import PLAN, REPORT
+
+    plan = root / PLAN
+    if not plan.is_file():
+        raise CharterError(f"{root} has no {PLAN}: pass the directory of a charter run")
+    stages = {
+        name: Path(stage["path"])
+        for name, stage in json.loads(plan.read_text("utf-8"))["stages"].items()
+        if name != "report" and Path(stage["path"]).is_dir()
+    }
+    from charter.runs import write_atomic
+
+    path = root / REPORT
+    write_atomic(path, build_report(stages, title=root.name))
+    return path

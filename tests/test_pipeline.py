@@ -1,0 +1,111 @@
+"""`charter run`: the plan's content keys, stage selection, config errors, and a whole loop
+on a tiny model (SFT, GGUF export, sampling with llama.cpp, DPO, evaluation, report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from charter import pipeline
+from charter.backends import load_backend
+from charter.cli import cli
+from charter.errors import CharterError
+from charter.evaluate import judges
+from charter.pipeline import RunConfig, load_run_config, plan, select
+
+
+def keys(config: RunConfig, root: Path) -> dict[str, str]:
+    return {s.name: s.key for s in plan(config, root, load_backend)}
+
+
+def test_changing_dpo_beta_changes_only_what_depends_on_it(tmp_path: Path) -> None:
+    before = keys(RunConfig(), tmp_path)
+    after = keys(RunConfig(dpo={"beta": 0.3}), tmp_path)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"dpo", "evaluate", "report"}
+    revised = keys(RunConfig(revise={"rounds": 3}), tmp_path)
+    assert {n for n in before if before[n] != revised[n]} == {
+        "revise", "sft", "label", "dpo", "evaluate", "report"
+    }  # fmt: skip
+    assert keys(RunConfig(), tmp_path) == before  # stable across calls
+
+
+def test_only_needs_its_inputs_done_and_until_stops(tmp_path: Path) -> None:
+    stages = plan(RunConfig(), tmp_path, load_backend)
+    with pytest.raises(CharterError, match="--only dpo needs sft, label first"):
+        select(stages, None, "dpo")
+    assert [s.name for s in select(stages, "revise", None)] == ["calibrate", "baseline", "revise"]
+    assert [s.name for s in select(stages, None, "revise")] == ["revise"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("revise:\n  rounds: 0\n", ":2: revise.rounds: Input should be greater than or equal to 1"),
+        ("sft:\n  kind: rm\n", "sft: kind are set by the run itself"),
+        ("dpo:\n  beta: -1\n", "beta: Input should be greater than 0"),
+        ("models:\n  polcy: x\n", ":2: models.polcy: Extra inputs are not permitted"),
+        ("- a list\n", ":1: a run config is a YAML mapping"),
+    ],
+)
+def test_a_bad_config_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CharterError) as err:
+        load_run_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_demo_dry_run_shows_the_plan_and_an_estimate(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dry-run", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    for stage in pipeline.STAGES:
+        assert f"  {stage} " in result.output
+    assert "estimate for what is left" in result.output and "min" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_whole_loop_on_a_tiny_model_then_cached_then_one_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hf_tiny import build_tiny_checkpoint
+
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)  # phrases: no MiniLM to load
+    tiny = build_tiny_checkpoint(tmp_path / "tiny")
+    config_text = f"""
+name: tiny
+prompts: {{redteam: [demo-redteam], helpful: [demo-helpful], limit: 2}}
+models: {{policy: hf/{tiny}}}
+calibrate: {{limit: 2}}
+revise: {{rounds: 1, max_tokens: 8}}
+sft: {{max_steps: 2, max_length: 64}}
+label: {{samples: 2, max_tokens: 8}}
+dpo: {{max_steps: 1, max_length: 64}}
+evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfulness, code]}}
+"""
+    config = tmp_path / "run.yaml"
+    config.write_text(config_text, encoding="utf-8")
+    root = tmp_path / "run"
+
+    def run(*extra: str) -> Any:
+        result = CliRunner().invoke(cli, ["run", str(config), "--out", str(root), *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    first = run()
+    assert "cached" not in first.split("estimate")[1]
+    report = root / "report.html"
+    assert report.is_file() and f"report: {report}" in first
+    html = report.read_text("utf-8")
+    assert 'id="results"' in html and "plot-frontier" in html and "plot-loss" in html
+    again = run()
+    assert again.split("estimate")[1].count(": cached") == len(pipeline.STAGES)
+
+    config.write_text(config_text.replace("max_steps: 1,", "max_steps: 1, beta: 0.5,"), "utf-8")
+    changed = run().split("estimate")[1]
+    rerun = {line.split("]")[1].split(":")[0].split("→")[0].strip()
+             for line in changed.splitlines() if "→" in line}  # fmt: skip
+    assert rerun == {"dpo", "evaluate", "report"}

@@ -1,0 +1,93 @@
+"""`charter report`: one self-contained page; model output escaped everywhere.
+
+The browser half (headless Chromium: tables and plots render, a screenshot, no injected
+script runs) is in test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from charter.backends.fake import FakeBackend
+from charter.evaluate import judges
+from charter.evaluate.run import EvaluateConfig, run_evaluate
+from charter.evaluate.suites import DEFAULT_DATA, resolve_data
+from charter.records import Label, Message, Trace, TraceStep, Usage, Vote
+from charter.report import build_report, report_for
+
+HOSTILE = [
+    "<script>window.__pwned = 'script';</script>",
+    '<img src="x" onerror="window.__pwned = \'onerror\'">',
+    "</details></section><svg onload=\"window.__pwned='svg'\"></svg>",
+]
+
+
+def hostile_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Stage directories of a small run whose every model output is hostile HTML."""
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    answers = iter(HOSTILE * 100)
+    models = {name: FakeBackend(name.split("/")[1], responses=lambda c, cfg: next(answers))
+              for name in ("fake/before", "fake/after")}  # fmt: skip
+    data = {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
+    evaluate = root / "evaluate"
+    run_evaluate(
+        list(models), out=evaluate, config=EvaluateConfig(limit=2), data=data,
+        backend=lambda name: models.get(name) or FakeBackend("judge"), judge="fake/judge",
+    )  # fmt: skip
+    revise = root / "revise"
+    revise.mkdir()
+    steps = tuple(
+        TraceStep(round=i + 1, principle_id=f"p-{i}", critique=text, revision=text,
+                  outcome="revised")
+        for i, text in enumerate(HOSTILE)
+    )  # fmt: skip
+    trace = Trace(id="t", messages=(Message(role="user", content=HOSTILE[0]),), initial=HOSTILE[1],
+                  steps=steps, final=HOSTILE[2], model="fake/before", seed=0,
+                  constitution_sha256="x", usage=Usage())  # fmt: skip
+    (revise / "traces.jsonl").write_text(trace.model_dump_json() + "\n", encoding="utf-8")
+    label = root / "label"
+    label.mkdir()
+    entry = Label(id="l", prompt=(Message(role="user", content=HOSTILE[1]),),
+                  responses=(HOSTILE[0], HOSTILE[2]), p_first=0.62,
+                  votes=(Vote(principle_ids=("p-1",), p_shown_first=0.7, p_shown_second=0.54),),
+                  labeller="fake/judge", mode="soft", seed=0, constitution_sha256="x")  # fmt: skip
+    (label / "labels.jsonl").write_text(entry.model_dump_json() + "\n", encoding="utf-8")
+    sft = root / "sft"
+    sft.mkdir()
+    (sft / "loss.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 2.0 - 0.1 * s}) + "\n" for s in range(1, 6)),
+        encoding="utf-8",
+    )
+    return {"evaluate": evaluate, "revise": revise, "label": label, "sft": sft}
+
+
+def test_the_page_has_every_part_and_escapes_model_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    html = build_report(hostile_run(tmp_path, monkeypatch), title="<b>run</b>")
+    for part in ('id="results"', 'id="principles"', 'id="plot-frontier"', 'id="plot-principles"',
+                 'id="plot-loss"', 'id="revisions"', 'id="pairs"', 'id="items"'):  # fmt: skip
+        assert part in html, part
+    body = html.split("<body>", 1)[1].rsplit("<script>", 1)[0]
+    assert "<script" not in body and "onerror=" not in body.replace("onerror=&#34;", "")
+    assert "&lt;script&gt;window.__pwned" in body and "&lt;img src=&#34;x&#34; onerror" in body
+    assert "<svg" not in body and "&lt;b&gt;run&lt;/b&gt;" in html
+    assert html.count("<script>") == 1  # the page's own filter script, and only it
+    policy = re.search(r'Content-Security-Policy" content="([^"]+)"', html)
+    assert (
+        policy
+        and "script-src 'sha256-" in policy.group(1)
+        and "default-src 'none'" in policy.group(1)
+    )
+    assert "http://" not in body and "https://" not in body  # nothing to fetch
+
+
+def test_report_for_a_run_directory_needs_its_plan(tmp_path: Path) -> None:
+    from charter.errors import CharterError
+
+    with pytest.raises(CharterError, match=r"has no run\.json"):
+        report_for(tmp_path)

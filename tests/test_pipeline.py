@@ -103,6 +103,9 @@ evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfu
     assert 'id="results"' in html and "plot-frontier" in html and "plot-loss" in html
     again = run()
     assert again.split("estimate")[1].count(": cached") == len(pipeline.STAGES)
+    report.unlink()
+    rebuilt = CliRunner().invoke(cli, ["report", str(root)])
+    assert rebuilt.exit_code == 0 and rebuilt.output.strip() == str(report) and report.is_file()
 
     config.write_text(config_text.replace("max_steps: 1,", "max_steps: 1, beta: 0.5,"), "utf-8")
     changed = run().split("estimate")[1]

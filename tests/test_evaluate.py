@@ -273,6 +273,28 @@ def test_pairwise_helpfulness_ranks_the_preferred_model_higher(tmp_path: Path) -
     )
 
 
+def test_models_with_the_same_answers_share_a_verdict_but_keep_their_own_games(
+    tmp_path: Path,
+) -> None:
+    backends = {
+        "fake/a": FakeBackend("a", responses=polite(True)),
+        "fake/b": FakeBackend("b", responses=polite(True)),  # the same answers as a
+        "fake/c": FakeBackend("c", responses=polite(False)),
+        "fake/judge": FakeBackend("judge"),
+    }
+    results = run_evaluate(
+        ["fake/a", "fake/b", "fake/c"], out=tmp_path / "r",
+        config=EvaluateConfig(suites=("helpfulness",), limit=3), data=default_data(),
+        backend=factory(backends), judge="fake/judge", constitution=Constitution.load("default"),
+    )  # fmt: skip
+    elo = {m: results["suites"]["helpfulness"][m]["elo"] for m in ("fake/a", "fake/b", "fake/c")}
+    assert {e["n"] for e in elo.values()} == {6}  # 3 prompts × 2 opponents each
+    # a vs c and b vs c are the same question with the same answers: asked once (two orders)
+    assert (
+        len([c for c in backends["fake/judge"].calls if c.kind == "choice_logprobs"]) == 3 * 2 * 2
+    )
+
+
 def test_a_rerun_resumes_without_asking_the_models_again(tmp_path: Path) -> None:
     config = EvaluateConfig(limit=2)
     first = run_evaluate(["fake/echo"], out=tmp_path / "r", config=config, data=default_data(),
@@ -333,7 +355,8 @@ def test_cli_runs_and_prints_the_table(tmp_path: Path) -> None:
         "--limit", "2", "--out", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "refusal_rate ↓" in result.output and "fake/other − fake/echo" in result.output
+    assert "refusal_rate ↓" in result.output and "[2] − [1]" in result.output
+    assert "[1] fake/echo" in result.output and "[2] fake/other" in result.output
     assert (out / "results.json").is_file() and (out / "items.jsonl").is_file()
 
 

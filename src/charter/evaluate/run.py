@@ -228,11 +228,18 @@ def _judge_all(
             for a, b in combinations(models, 2):
                 answers = (store.answers[(a, q.id)].answer, store.answers[(b, q.id)].answer)
                 jobs.append(_Job.make(pairwise_judge, "pairwise", q, (a, b), answers))
-    _ask_judges([j for j in jobs if j.id not in store.verdicts], store, out, backend, progress)
+    pending = {j.id: j for j in jobs if j.id not in store.verdicts}  # asked once each
+    _ask_judges(list(pending.values()), store, out, backend, progress)
+
+    # A verdict depends on the answers, not on whose they are: two models that gave the same
+    # answers share it. Each job gets it under its own models.
+    def verdict(job: _Job) -> Verdict:
+        return store.verdicts[job.id].model_copy(update={"models": job.models})
+
     return _Verdicts(
         judged.layer, refusals,
-        harm={(j.models[0], j.question.id): store.verdicts[j.id] for j in jobs if j.kind == "harm"},
-        pairwise=[store.verdicts[j.id] for j in jobs if j.kind == "pairwise"],
+        harm={(j.models[0], j.question.id): verdict(j) for j in jobs if j.kind == "harm"},
+        pairwise=[verdict(j) for j in jobs if j.kind == "pairwise"],
     )  # fmt: skip
 
 
@@ -498,11 +505,17 @@ def _need(run: Path, name: str) -> Path:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """A readable table: one row per metric, one column per model, then the differences."""
+    """A readable table: one row per metric, one column per model, then the differences.
+
+    Models are numbered in the header ([1] is the baseline) and named in a legend below, so
+    long model paths do not make the table unreadable.
+    """
     models = results["models"]
     lower = set(results.get("lower_is_better", ()))
     differences = results.get("differences", {})
-    header = ["suite", "metric", *models, *differences]
+    number = {m: f"[{i}]" for i, m in enumerate(models, start=1)}
+    header = ["suite", "metric", *number.values()]
+    header += [f"{number[m]} − [1]" for m in models[1:] if f"{m} − {models[0]}" in differences]
     rows = []
     for suite, by_model in results["suites"].items():
         names = list(dict.fromkeys(n for m in models for n in by_model.get(m, {})))
@@ -517,6 +530,7 @@ def format_results(results: dict[str, Any]) -> str:
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += ["", *(f"{number[m]} {m}" for m in models)]
     notes = [f"refusals judged by: {results['refusal_layer']}"]
     if results.get("judge"):
         notes.append(f"harm and helpfulness judge: {results['judge']}")

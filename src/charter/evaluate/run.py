@@ -445,10 +445,21 @@ def _results(
             if delta is not None:
                 differences[label].setdefault(suite, {})[name] = delta.as_dict()
     return {
-        "models": list(models), "refusal_layer": verdicts.refusal_layer, "suites": suites,
+        "models": list(models), "refusal_layer": verdicts.refusal_layer,
+        "refusal_held_out_accuracy": _held_out(verdicts.refusal_layer), "suites": suites,
         "differences": differences, "lower_is_better": sorted(LOWER_IS_BETTER),
         "items": len(items),
     }  # fmt: skip
+
+
+def _held_out(layer: str) -> dict[str, float] | None:
+    """The refusal classifier's leave-one-model-out accuracy, as its head records it."""
+    if layer != "classifier":
+        return None
+    from charter.evaluate.refusal import HEAD
+
+    pooled: dict[str, float] = json.loads(HEAD.read_text("utf-8"))["held_out"]["pooled"]
+    return pooled
 
 
 # --- per-principle statistics -----------------------------------------------------------------
@@ -531,7 +542,12 @@ def format_results(results: dict[str, Any]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += ["", *(f"{number[m]} {m}" for m in models)]
-    notes = [f"refusals judged by: {results['refusal_layer']}"]
+    accuracy = results.get("refusal_held_out_accuracy") or {}
+    held_out = (
+        f" (held-out accuracy on XSTest answers {accuracy['classifier']:.3f}, phrases "
+        f"{accuracy['phrases']:.3f})" if accuracy else ""
+    )  # fmt: skip
+    notes = [f"refusals judged by: {results['refusal_layer']}{held_out}"]
     if results.get("judge"):
         notes.append(f"harm and helpfulness judge: {results['judge']}")
     elif results.get("pairwise_judge"):

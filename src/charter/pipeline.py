@@ -172,10 +172,13 @@ class Stage:
             return False
 
 
-# Rough rates of the embedded model on a 2-core CPU, for the estimate only (measured with
-# `charter demo`; docs/benchmarks.md): generated tokens per second with several requests in
-# flight, seconds per scoring pass, seconds per LoRA step of 8 rows.
-RATES = {"generate_tokens_s": 40.0, "score_s": 0.6, "sft_step_s": 15.0, "dpo_step_s": 30.0}
+# Seconds per unit of work for the embedded model on a 2-core CPU, for the estimate only,
+# measured in one `charter demo` run (docs/benchmarks.md): a critique or revision call
+# (~1,600 prompt tokens, most of it the few-shot prefix), a plain answer of ≤128 tokens, a
+# scoring pass of the labeller or judge (long few-shot prompts), a LoRA step of 8 rows
+# (SFT, DPO), and a fixed cost per training stage (loading, saving, GGUF export).
+RATES = {"revise_call_s": 4.7, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11.0,
+         "dpo_step_s": 24.0, "train_fixed_s": 15.0}  # fmt: skip
 
 
 def _key(payload: Any) -> str:
@@ -223,33 +226,36 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     m = config.models
     n = len(prompts)
     calls = {"revise": n * (1 + 2 * config.revise.rounds), "label": n * config.label.samples}
-    sft_steps = _steps(config.sft, n)
-    dpo_steps = _steps(config.dpo, n * config.label.samples * (config.label.samples - 1) // 2)
+    pairs = n * config.label.samples * (config.label.samples - 1) // 2
+    sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
     add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode],
         [digest["gold"], digest["constitution"]],
-        _estimate(0, 0, 2 * config.calibrate.limit),
+        _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out: _calibrate(config, out, gold, backend))  # fmt: skip
     add("baseline", (), [config.evaluate, m.policy, m.role("judge")], [digest["data"]],
-        _estimate(n_questions, config.evaluate.max_tokens, 0),
+        _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out: _evaluate(config, out, [m.policy], data, backend))  # fmt: skip
     add("revise", (), [config.revise, m.policy, m.critic],
         [digest["prompts"], digest["constitution"]],
-        _estimate(calls["revise"], config.revise.max_tokens, 0),
+        _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
         lambda out: _revise(config, out, prompts, backend))  # fmt: skip
     add("sft", ("revise",), [config.sft, m.policy], [],
-        {"calls": 0, "tokens": 0, "seconds": sft_steps * RATES["sft_step_s"] + 60},
+        {"calls": 0, "tokens": 0,
+         "seconds": sft_steps * RATES["sft_step_s"] + RATES["train_fixed_s"]},
         lambda out: _train("sft", config.sft, m.policy, where("revise"), out))  # fmt: skip
     add("label", ("sft",), [config.label, m.role("labeller")],
         [digest["prompts"], digest["constitution"]],
-        _estimate(calls["label"], config.label.max_tokens, 2 * n * config.label.samples),
+        _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
         lambda out: _label(config, out, prompts, where("sft"), backend))  # fmt: skip
     add("dpo", ("sft", "label"), [config.dpo], [],
-        {"calls": 0, "tokens": 0, "seconds": dpo_steps * RATES["dpo_step_s"] + 60},
+        {"calls": 0, "tokens": 0,
+         "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
         lambda out: _train("dpo", config.dpo, str(where("sft")), where("label"), out))  # fmt: skip
     trained = config.evaluate.trained
     add("evaluate", ("baseline", *trained), [config.evaluate, m.policy, m.role("judge")],
         [digest["data"]],
-        _estimate(n_questions * len(trained), config.evaluate.max_tokens, 0),
+        _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
+                  n_questions * len(trained)),
         lambda out: _evaluate(
             config, out, [m.policy, *(_gguf_model(where(t)) for t in trained)], data, backend,
             seed_from=where("baseline"),
@@ -284,10 +290,10 @@ def _steps(settings: dict[str, Any], rows: int) -> int:
     return max(1, math.ceil(rows * float(config.epochs) / int(per_step)))
 
 
-def _estimate(calls: int, max_tokens: int, scorings: int) -> dict[str, float]:
-    tokens = calls * max_tokens
-    seconds = tokens / RATES["generate_tokens_s"] + scorings * RATES["score_s"]
-    return {"calls": calls + scorings, "tokens": tokens, "seconds": seconds}
+def _estimate(calls: int, max_tokens: int, rate: str, scorings: int) -> dict[str, float]:
+    """Model calls, generated tokens (an upper bound) and seconds of a stage's work."""
+    seconds = calls * RATES[rate] + scorings * RATES["score_s"]
+    return {"calls": calls + scorings, "tokens": calls * max_tokens, "seconds": seconds}
 
 
 def _gguf_model(train_run: Path) -> str:

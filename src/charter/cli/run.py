@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import click
@@ -23,7 +25,14 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     click.echo(f"charter run '{config.name}' in {root}\n{pipeline.describe(stages, chosen)}")
     if dry_run:
         return
+    began = time.monotonic()
     pipeline.run_pipeline(stages, chosen, root, echo=click.echo)
+    click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
+    results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
+    if results.is_file():
+        from charter.evaluate.run import format_results
+
+        click.echo("\n" + format_results(json.loads(results.read_text("utf-8"))))
     report = root / pipeline.REPORT
     if report.is_file() and any(s.name == "report" for s in chosen):
         click.echo(f"\nreport: {report}")

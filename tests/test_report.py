@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from charter.backends.fake import FakeBackend
+from charter.calibrate import CalibrationReport
 from charter.evaluate import judges
 from charter.evaluate.run import EvaluateConfig, run_evaluate
 from charter.evaluate.suites import DEFAULT_DATA, resolve_data
@@ -62,13 +63,23 @@ def hostile_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         "".join(json.dumps({"step": s, "loss": 2.0 - 0.1 * s}) + "\n" for s in range(1, 6)),
         encoding="utf-8",
     )
-    return {"evaluate": evaluate, "revise": revise, "label": label, "sft": sft}
+    calibrate = root / "calibrate"
+    calibrate.mkdir()
+    report = CalibrationReport(
+        labeller=HOSTILE[0], gold="gold.jsonl", pairs=8, accuracy=0.875, accuracy_ci=(0.53, 0.98),
+        ece=0.36, mean_margin=0.01, prefers_a=0.1, flip_rate=1.0, per_principle={},
+        at_chance=False, position_biased=True, created_at="2026-11-24T00:00:00+00:00",
+    )  # fmt: skip
+    (calibrate / "calibration.json").write_text(report.model_dump_json(), encoding="utf-8")
+    return {"evaluate": evaluate, "revise": revise, "label": label, "sft": sft,
+            "calibrate": calibrate}  # fmt: skip
 
 
 def test_the_page_has_every_part_and_escapes_model_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     html = build_report(hostile_run(tmp_path, monkeypatch), title="<b>run</b>")
+    assert "Position-biased" in html and "Weak labels" in html and "87.5%" in html
     for part in ('id="results"', 'id="principles"', 'id="plot-frontier"', 'id="plot-principles"',
                  'id="plot-loss"', 'id="revisions"', 'id="pairs"', 'id="items"'):  # fmt: skip
         assert part in html, part

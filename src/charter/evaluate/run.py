@@ -34,6 +34,7 @@ from tqdm import tqdm
 from charter import DEFAULT_MODEL
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
+from charter.errors import CharterError
 from charter.evaluate import judges
 from charter.evaluate.code import run_tasks
 from charter.evaluate.elo import Comparison, elo_ratings
@@ -44,7 +45,7 @@ from charter.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.iterate import batched
 from charter.label_stats import LabelStats
 from charter.records import Answer, EvalItem, Label, Trace, Verdict, content_id
-from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, write_atomic
+from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 
 ANSWERS, VERDICTS, ITEMS, RESULTS = "answers.jsonl", "verdicts.jsonl", "items.jsonl", "results.json"
 LOWER_IS_BETTER = frozenset({"attack_success_rate", "jailbreak_success_rate", "refusal_rate"})
@@ -136,8 +137,6 @@ def run_evaluate(
 
 
 def _read(path: Path, record: type[Any]) -> list[Any]:
-    from charter.runs import repair_jsonl
-
     repair_jsonl(path)
     return list(read_jsonl(path, record))
 
@@ -502,8 +501,6 @@ def principle_stats(revise_run: Path | None, label_run: Path | None) -> dict[str
 
 
 def _need(run: Path, name: str) -> Path:
-    from charter.errors import CharterError
-
     path = run / name
     if not path.is_file():
         raise CharterError(

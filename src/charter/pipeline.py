@@ -34,7 +34,7 @@ from charter import DEFAULT_MODEL
 from charter.errors import CharterError
 from charter.records import canonical_json
 from charter.runs import MANIFEST, Run, file_sha256, write_atomic
-from charter.yamlfile import line_of, load_yaml
+from charter.yamlfile import first_error, line_of, load_yaml
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 PLAN = "run.json"
@@ -126,8 +126,7 @@ def train_config(kind: str, settings: dict[str, Any], start: str, data: tuple[st
     try:
         return TrainConfig(kind=kind, model=start, data=data, gguf=True, **settings)  # type: ignore[arg-type]
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ValueError(first_error(err)[1]) from None
 
 
 def load_run_config(path: Path) -> RunConfig:
@@ -140,11 +139,8 @@ def load_run_config(path: Path) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(first["loc"])
-        where = ".".join(str(p) for p in loc) or "config"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise CharterError(f"{path}:{line_of(lines, loc)}: {where}: {message}") from None
+        loc, problem = first_error(err)
+        raise CharterError(f"{path}:{line_of(lines, loc)}: {problem}") from None
 
 
 # --- the plan ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from charter.errors import CharterError
 
@@ -89,3 +90,11 @@ def line_of(lines: dict[Location, int], loc: Location) -> int:
     while loc not in lines and loc:
         loc = loc[:-1]
     return lines.get(loc, 1)
+
+
+def first_error(err: ValidationError) -> tuple[Location, str]:
+    """A config's first validation error: its location, and "field.path: message"."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "config"
+    return loc, f"{where}: {str(first['msg']).removeprefix('Value error, ')}"

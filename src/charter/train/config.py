@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
-from charter.yamlfile import line_of, load_yaml
+from charter.yamlfile import first_error, line_of, load_yaml
 
 
 class TrainConfig(BaseModel):
@@ -71,9 +71,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(first["loc"])
-        where = ".".join(str(p) for p in loc) or "config"
+        loc, problem = first_error(err)
         from_file = path is not None and bool(loc) and loc[0] not in given
         origin = f"{path}:{line_of(lines, loc)}" if from_file else "command line"
-        raise CharterError(f"{origin}: {where}: {first['msg']}") from None
+        raise CharterError(f"{origin}: {problem}") from None

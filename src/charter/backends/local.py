@@ -35,12 +35,13 @@ class LocalBackend(OpenAIBackend):
         self,
         model: str = DEFAULT_LOCAL_MODEL,
         *,
-        parallel: int = 4,
+        parallel: int | None = None,
         context: int = 4096,
         threads: int | None = None,
         **client_options: Any,
     ) -> None:
         self.gguf = resolve_gguf(model)
+        parallel = parallel or default_slots()
         # The real address is known once the server starts; until then nothing is sent.
         super().__init__(
             model, base_url="http://127.0.0.1/v1", concurrency=parallel, **client_options
@@ -48,7 +49,7 @@ class LocalBackend(OpenAIBackend):
         self.name = f"local/{model}"
         self.parallel = parallel
         self.context = context
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self._server: Any = None
 
     def _start(self) -> None:
@@ -66,6 +67,26 @@ class LocalBackend(OpenAIBackend):
         super().close()
         # Dropping the last reference stops llama.cpp's threads and frees the model.
         self._server = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_slots() -> int:
+    """How many requests the embedded engine serves at once when the user does not say.
+
+    One slot on small machines. Measured on 2 cores (``bench/concurrency.py``): a batch of
+    sequences decodes no faster than one (the CPU is the limit, not memory bandwidth), and
+    every extra slot holds its own copy of the few-shot prefix, so 4 slots ran the revise
+    workload at a third of one slot's speed. From 8 cores up, llama.cpp's own default of
+    4 slots.
+    """
+    return 1 if usable_cores() < 8 else 4
 
 
 def start_llama_server(

@@ -38,7 +38,8 @@ def connection_options(function: F) -> F:
         click.option("--api-key", default=None,
                      help="API key for openai/… [env: OPENAI_API_KEY]; never logged or saved."),
         click.option("--concurrency", type=click.IntRange(min=1), default=None,
-                     help="Requests in flight (server slots for local/…).  [default: 8, local 4]"),
+                     help="Requests in flight (server slots for local/…).  "
+                          "[default: 8; local: 1 below 8 cores, else 4]"),
     ]  # fmt: skip
     for option in reversed(options):
         function = option(function)

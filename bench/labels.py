@@ -17,7 +17,8 @@ import argparse
 import datetime
 import re
 import time
-from pathlib import Path
+
+from record import record
 
 from charter.backends import Backend, GenerationConfig, load_backend
 from charter.constitution import Constitution
@@ -35,7 +36,6 @@ from charter.records import Message, PreferencePair
 
 REFUSAL = "I can't help with that, but I can suggest a safe and legal alternative if you like."
 COMPLIANCE = "Sure! Here is exactly how to do it, step by step, no questions asked."
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def make_pairs(n: int) -> list[PreferencePair]:
@@ -116,11 +116,13 @@ def main() -> None:
     print(f"generated verdicts that named A or B: {parse_rate:.0%}")
     if args.record:
         today = datetime.date.today().isoformat()
-        with DOCS.open("a", encoding="utf-8") as f:
-            f.write(
+        record(
+            "labels.py",
+            [
                 f"| {today} | {args.model} | {n} | {n / soft_s:.2f} | {n / gen_s:.2f} | "
-                f"{gen_s / soft_s:.2f}× | {parse_rate:.0%} |\n"
-            )
+                f"{gen_s / soft_s:.2f}× | {parse_rate:.0%} |"
+            ],
+        )
 
 
 if __name__ == "__main__":

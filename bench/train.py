@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from record import record
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-MARKER = "<!-- bench/train.py --record adds its rows above this line -->"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def charter_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]:
@@ -171,11 +170,8 @@ def main() -> None:
             f"{plain['loop_s'] / args.steps:.2f} | {plain['tokens_per_s']:.0f} | "
             f"**{ratio:.3f}×** | {total:.3f}× |\n"
         )
-    if args.record:  # under the table, above its marker line
-        text = DOCS.read_text(encoding="utf-8")
-        at = text.find(MARKER)
-        at = len(text) if at < 0 else at
-        DOCS.write_text(text[:at] + "".join(lines) + text[at:], encoding="utf-8")
+    if args.record:
+        record("train.py", lines)
 
 
 if __name__ == "__main__":

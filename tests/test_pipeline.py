@@ -3,6 +3,7 @@ on a tiny model (SFT, GGUF export, sampling with llama.cpp, DPO, evaluation, rep
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfu
     assert report.is_file() and f"report: {report}" in first
     html = report.read_text("utf-8")
     assert 'id="results"' in html and "plot-frontier" in html and "plot-loss" in html
+    # Red-team prompts are revised; helpful ones are answered and mixed into SFT unrevised.
+    (revise,) = root.glob("revise-*")
+    assert [len(json.loads(t)["steps"]) for t in (revise / "traces.jsonl").open()] == [1, 1]
+    helpful = [json.loads(t) for t in (revise / "helpful" / "traces.jsonl").open()]
+    assert len(helpful) == 2 and all(not t["steps"] for t in helpful)
+    (sft,) = root.glob("sft-*")
+    assert json.loads((sft / "manifest.json").read_text("utf-8"))["config"]["helpful_ratio"] == 1
     again = run()
     assert again.split("estimate")[1].count(": cached") == len(pipeline.STAGES)
     report.unlink()

@@ -75,6 +75,16 @@ def test_every_prompt_gets_n_rounds_with_constitution_principles() -> None:
     ]
 
 
+def test_zero_rounds_answers_only_for_helpful_samples() -> None:
+    config = ReviseConfig(rounds=0)
+    traces = list(revise(prompts(3), constitution=CONSTITUTION, backend=scripted(), config=config))
+    assert all(not t.steps and t.final == t.initial and t.usage.calls == 1 for t in traces)
+    rows = [row for t in traces for row in sft_rows(t, "final")]
+    assert [(r.round, r.revised, r.messages[-1].content) for r in rows] == [
+        (0, False, f"answer to request {i}") for i in range(3)
+    ]
+
+
 def test_each_round_critiques_the_latest_revision_after_the_fewshot_prefix() -> None:
     backend = scripted()
     (trace,) = revise(

@@ -4,7 +4,8 @@ Stages, in order (each a plain call of the stage function, in its own run direct
 
     calibrate  the labeller against gold preference pairs (so nobody trusts labels at chance)
     baseline   evaluate the policy before training
-    revise     SL-CAI: critique → revision on the red-team and helpful prompts
+    revise     SL-CAI: critique → revision on the red-team prompts, plain answers to the
+               helpful ones (mixed into SFT so helpfulness does not collapse)
     sft        LoRA SFT of the policy on the revisions (exported to GGUF)
     label      RL-CAI: pairs sampled from the SFT model, soft labels from the labeller
     dpo        soft-label DPO of the SFT model on those labels (exported to GGUF)
@@ -113,7 +114,7 @@ class RunConfig(_Settings):
     @model_validator(mode="after")
     def _train_settings(self) -> RunConfig:
         for kind in ("sft", "dpo"):
-            reserved = {"kind", "model", "data", "gguf"} & set(getattr(self, kind))
+            reserved = {"kind", "model", "data", "gguf", "helpful"} & set(getattr(self, kind))
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
             train_config(kind, getattr(self, kind), "policy", ("data",))  # validates
@@ -196,7 +197,8 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         kind: [resolve_prompts(s) for s in getattr(config.prompts, kind)]
         for kind in ("redteam", "helpful")
     }
-    prompts = _first_prompts(prompt_files, config.prompts.limit)
+    by_kind = _first_prompts(prompt_files, config.prompts.limit)
+    prompts = [*by_kind["redteam"], *by_kind["helpful"]]
     data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
     evaluate_config = _evaluate_config(config)
     n_questions = len(questions(evaluate_config.suites, data, seed=0, limit=config.evaluate.limit))
@@ -221,7 +223,9 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
 
     m = config.models
     n = len(prompts)
-    calls = {"revise": n * (1 + 2 * config.revise.rounds), "label": n * config.label.samples}
+    n_redteam, n_helpful = len(by_kind["redteam"]), len(by_kind["helpful"])
+    calls = {"revise": n_redteam * (1 + 2 * config.revise.rounds) + n_helpful,
+             "label": n * config.label.samples}  # fmt: skip
     pairs = n * config.label.samples * (config.label.samples - 1) // 2
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
     add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode],
@@ -234,11 +238,12 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     add("revise", (), [config.revise, m.policy, m.critic],
         [digest["prompts"], digest["constitution"]],
         _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
-        lambda out: _revise(config, out, prompts, backend))  # fmt: skip
+        lambda out: _revise(config, out, by_kind, backend))  # fmt: skip
     add("sft", ("revise",), [config.sft, m.policy], [],
         {"calls": 0, "tokens": 0,
          "seconds": sft_steps * RATES["sft_step_s"] + RATES["train_fixed_s"]},
-        lambda out: _train("sft", config.sft, m.policy, where("revise"), out))  # fmt: skip
+        lambda out: _train("sft", _with_helpful(config.sft, where("revise"), n_helpful),
+                           m.policy, where("revise"), out))  # fmt: skip
     add("label", ("sft",), [config.label, m.role("labeller")],
         [digest["prompts"], digest["constitution"]],
         _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
@@ -261,20 +266,22 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     return stages
 
 
-def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> list[Any]:
-    from charter.iterate import first_seen
+def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str, list[Any]]:
+    """The first ``limit`` prompts of each kind; a prompt seen before (any kind) is dropped."""
     from charter.prompts import load_prompts
 
-    chosen = []
-    for paths in files.values():
-        taken = 0
+    seen: set[str] = set()
+    chosen: dict[str, list[Any]] = {}
+    for kind, paths in files.items():
+        chosen[kind] = []
         for path in paths:
             for prompt in load_prompts(path):
-                if limit is not None and taken >= limit:
+                if limit is not None and len(chosen[kind]) >= limit:
                     break
-                chosen.append(prompt)
-                taken += 1
-    return list(first_seen(chosen, set(), key=lambda p: p.id))
+                if prompt.id not in seen:
+                    seen.add(prompt.id)
+                    chosen[kind].append(prompt)
+    return chosen
 
 
 def _steps(settings: dict[str, Any], rows: int) -> int:
@@ -350,16 +357,23 @@ def _evaluate(
     )  # fmt: skip
 
 
+HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpful prompts
+
+
 def _revise(
-    config: RunConfig, out: Path, prompts: list[Any], backend: Callable[[str], Any]
+    config: RunConfig, out: Path, prompts: dict[str, list[Any]], backend: Callable[[str], Any]
 ) -> None:
+    """Red-team prompts through SL-CAI into ``out``; helpful prompts answered into ``out/helpful``.
+
+    The paper revises red-team answers only and mixes in ordinary helpful samples, so that
+    SFT does not trade helpfulness away; the helpful side is a 0-round revise run.
+    """
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution, resolve
     from charter.prompts import PromptSet
     from charter.revise import ReviseConfig
     from charter.revise_run import run_revise
 
-    prompt_file = _write_prompts(out, prompts)
     s, m = config.revise, config.models
     revise_config = ReviseConfig(
         rounds=s.rounds, skip_unneeded=s.skip_unneeded, batch_size=s.batch_size,
@@ -369,13 +383,20 @@ def _revise(
     )  # fmt: skip
     policy = backend(m.policy)
     critic = backend(m.critic) if m.critic and m.critic != m.policy else None
+    jobs = [
+        (out, prompts["redteam"], revise_config),
+        (out / HELPFUL, prompts["helpful"], revise_config.model_copy(update={"rounds": 0})),
+    ]
     try:
-        run_revise(
-            PromptSet([str(prompt_file)]), out=out,
-            constitution=Constitution.load(config.constitution),
-            constitution_text=resolve(config.constitution).read_text("utf-8"), backend=policy,
-            config=revise_config, critic=critic,
-        )  # fmt: skip
+        for where, chosen, settings in jobs:
+            if not chosen:
+                continue
+            run_revise(
+                PromptSet([str(_write_prompts(where, chosen))]), out=where,
+                constitution=Constitution.load(config.constitution),
+                constitution_text=resolve(config.constitution).read_text("utf-8"),
+                backend=policy, config=settings, critic=critic,
+            )  # fmt: skip
     finally:
         policy.close()
         if critic is not None:
@@ -388,6 +409,13 @@ def _write_prompts(out: Path, prompts: list[Any]) -> Path:
     rows = [{"messages": [m.model_dump() for m in p.messages]} for p in prompts]
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
+
+
+def _with_helpful(settings: dict[str, Any], revise: Path, n_helpful: int) -> dict[str, Any]:
+    """SFT settings with the revise stage's helpful answers mixed in (one per red-team row)."""
+    if not n_helpful:
+        return settings
+    return {"helpful_ratio": 1.0, **settings, "helpful": str(revise / HELPFUL)}
 
 
 def _train(kind: str, settings: dict[str, Any], start: str, data: Path, out: Path) -> None:

@@ -88,7 +88,7 @@ class ReviseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rounds: int = Field(default=4, ge=1, le=64)
+    rounds: int = Field(default=4, ge=0, le=64, description="0: answers only")
     train_on: Literal["final", "all"] = "final"
     skip_unneeded: bool = False
     seed: int = 0

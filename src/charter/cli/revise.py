@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--rounds",
-    type=click.IntRange(1, 64),
+    type=click.IntRange(0, 64),
     default=4,
     show_default=True,
-    help="Critique→revision rounds per prompt.",
+    help="Critique→revision rounds per prompt (0: answers only, e.g. helpful samples to mix "
+    "into SFT).",
 )
 @click.option(
     "--train-on",

@@ -47,6 +47,7 @@ from charter.backends.local import LocalBackend, default_slots, start_llama_serv
 from charter.constitution import Constitution, resolve
 from charter.models import DEFAULT_LOCAL_MODEL, resolve_gguf
 from charter.prompts import PromptSet
+from charter.records import Message
 from charter.revise import ReviseConfig
 from charter.revise_run import run_revise
 
@@ -65,6 +66,8 @@ def today() -> str:
 def charter_revise(n: int, rounds: int, max_tokens: int, slots: int) -> tuple[Figures, list[Wave]]:
     """Run ``revise`` on the embedded model; its figures and every request body it sent."""
     backend = LocalBackend(parallel=slots)
+    # Start the server and warm it outside the timed part, as on the raw side.
+    backend.generate([[Message(role="user", content="hi")]], GenerationConfig(max_tokens=1))
     waves: list[Wave] = []
     generate, post = backend.generate, backend._post
 
@@ -84,7 +87,6 @@ def charter_revise(n: int, rounds: int, max_tokens: int, slots: int) -> tuple[Fi
         rounds=rounds, answer=GenerationConfig(temperature=1.0, max_tokens=max_tokens),
         critique=step, revision=step,
     )  # fmt: skip
-    backend.ensure_ready()  # the server starts outside the timed part, as on the raw side
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = run_revise(

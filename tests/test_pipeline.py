@@ -120,3 +120,7 @@ evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfu
     rerun = {line.split("]")[1].split(":")[0].split("→")[0].strip()
              for line in changed.splitlines() if "→" in line}  # fmt: skip
     assert rerun == {"dpo", "evaluate", "report"}
+    # Back to the first config: all cached, and ROOT/report.html is that config's report again.
+    config.write_text(config_text, "utf-8")
+    run()
+    assert report.read_text("utf-8") == html

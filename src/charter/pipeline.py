@@ -170,12 +170,12 @@ class Stage:
 
 
 # Seconds per unit of work for the embedded model on a 2-core CPU, for the estimate only,
-# measured in one `charter demo` run (docs/benchmarks.md): a critique or revision call
-# (~1,600 prompt tokens, most of it the few-shot prefix), a plain answer of ≤128 tokens, a
-# scoring pass of the labeller or judge (long few-shot prompts), a LoRA step of 8 rows
-# (SFT, DPO), and a fixed cost per training stage (loading, saving, GGUF export).
-RATES = {"revise_call_s": 4.7, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11.0,
-         "dpo_step_s": 24.0, "train_fixed_s": 15.0}  # fmt: skip
+# measured in `charter demo` runs (docs/benchmarks.md; one llama.cpp slot): a critique or
+# revision call (~1,600 prompt tokens, most of it the few-shot prefix), a plain answer of
+# ≤128 tokens, a scoring pass of the labeller or judge (long few-shot prompts), a LoRA step
+# of 8 rows (SFT, DPO), and a fixed cost per training stage (loading, saving, GGUF export).
+RATES = {"revise_call_s": 3.3, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11.0,
+         "dpo_step_s": 15.0, "train_fixed_s": 15.0}  # fmt: skip
 
 
 def _key(payload: Any) -> str:
@@ -518,6 +518,9 @@ def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
         timings[stage.name] = round(time.monotonic() - began, 1)
         echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
         _write_plan(stages, root, timings)
+    report = next((s for s in chosen if s.name == "report" and s.complete), None)
+    if report is not None:  # ROOT/report.html is this config's, even when its stage was cached
+        write_atomic(root / REPORT, (report.path / REPORT).read_text("utf-8"))
     return _write_plan(stages, root, timings)
 
 

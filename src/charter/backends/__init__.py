@@ -70,6 +70,8 @@ def load_backend(
         options["parallel"] = concurrency
     elif provider == "hf" and concurrency:
         options["batch_size"] = concurrency
+    elif provider == "fake":
+        options["record_calls"] = False  # the call log is for tests that build one directly
     module_name, _, class_name = BACKENDS[provider].partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(model, **options)

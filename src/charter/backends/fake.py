@@ -3,7 +3,9 @@
 By default (``fake/echo``) a reply is derived from a hash of the conversation, the seed and
 the sampling settings: the same input always gives the same text, different inputs give
 different texts. Tests can script replies with a list (served in order) or a callable, and
-read back every call the backend received from :attr:`FakeBackend.calls`.
+read back every call the backend received from :attr:`FakeBackend.calls` (kept unless
+``record_calls=False``, which is how ``load_backend`` builds it, so a 10,000-prompt run through
+the command line holds no call log).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class FakeBackend:
         *,
         responses: Sequence[str] | Responder | None = None,
         scores: Scorer | None = None,
+        record_calls: bool = True,
     ) -> None:
         self.name = f"fake/{model}"
         self.calls: list[FakeCall] = []
+        self._record = record_calls
         self._lock = threading.Lock()
         self._responder: Responder | None = None
         self._queue: list[str] | None = None
@@ -62,7 +66,8 @@ class FakeBackend:
         completions = []
         for conversation in conversations:
             with self._lock:
-                self.calls.append(FakeCall("generate", tuple(conversation), config))
+                if self._record:
+                    self.calls.append(FakeCall("generate", tuple(conversation), config))
                 text = self._reply(conversation, config)
             words = text.split()
             finish = "stop"
@@ -88,10 +93,11 @@ class FakeBackend:
         return _echo(conversation, config)
 
     def choice_logprobs(self, conversation: Conversation, choices: Sequence[str]) -> list[float]:
-        with self._lock:
-            self.calls.append(
-                FakeCall("choice_logprobs", tuple(conversation), None, tuple(choices))
-            )
+        if self._record:
+            with self._lock:
+                self.calls.append(
+                    FakeCall("choice_logprobs", tuple(conversation), None, tuple(choices))
+                )
         if self._scores is not None:
             return self._scores(conversation, choices)
         # Deterministic pseudo-log-probabilities in [-6, -0.1], normalisable like real ones.

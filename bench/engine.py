@@ -108,6 +108,14 @@ def charter_revise(n: int, rounds: int, max_tokens: int, slots: int) -> tuple[Fi
 # --- the raw side -------------------------------------------------------------------------
 
 
+def bare_server(slots: int) -> Any:
+    """A fresh llama.cpp server for the embedded model, with LocalBackend's settings."""
+    return start_llama_server(
+        resolve_gguf(DEFAULT_LOCAL_MODEL), parallel=slots, context=CONTEXT * slots,
+        threads=usable_cores(),
+    )  # fmt: skip
+
+
 def raw_replay(
     waves: list[Wave], slots: int, in_flight: int | None = None, **extra: Any
 ) -> Figures:
@@ -115,10 +123,7 @@ def raw_replay(
 
     ``in_flight`` requests at a time (default: ``slots``); ``extra`` joins every request body.
     """
-    server = start_llama_server(
-        resolve_gguf(DEFAULT_LOCAL_MODEL), parallel=slots, context=CONTEXT * slots,
-        threads=usable_cores(),
-    )  # fmt: skip
+    server = bare_server(slots)
     url = f"{server.listening_address}/v1/chat/completions"
     totals: Figures = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0}
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(in_flight or slots) as pool:

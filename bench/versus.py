@@ -29,12 +29,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import Figures, charter_revise, rate, raw_replay
+from engine import Figures, bare_server, charter_revise, rate, raw_replay
 from record import record
 
-from charter.backends.local import default_slots, start_llama_server, usable_cores
+from charter.backends.local import default_slots
 from charter.constitution import Constitution
-from charter.models import DEFAULT_LOCAL_MODEL, resolve_gguf
 from charter.prompts import PromptSet
 
 HERE = Path(__file__).resolve().parent
@@ -57,10 +56,7 @@ def langchain_side(n: int, rounds: int, max_tokens: int, slots: int) -> Figures:
     constitution = Constitution.load("default")
     revisable = [p for p in constitution.principles if p.critique and p.revision]
     prompts = [p.messages[-1].content for p in PromptSet(["demo-redteam"], limit=n)()]
-    server = start_llama_server(
-        resolve_gguf(DEFAULT_LOCAL_MODEL), parallel=slots, context=4096 * slots,
-        threads=usable_cores(),
-    )  # fmt: skip
+    server = bare_server(slots)
     job = {
         "base_url": f"{server.listening_address}/v1", "prompts": prompts,
         "principles": [{"name": p.id, "critique": p.critique, "revision": p.revision}

@@ -262,7 +262,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
             seed_from=where("baseline"),
         ))  # fmt: skip
     add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},
-        lambda out: _report(config, root, out, stages))  # fmt: skip
+        lambda out: _report(config, out, stages))  # fmt: skip
     return stages
 
 
@@ -383,6 +383,8 @@ def _revise(
     )  # fmt: skip
     policy = backend(m.policy)
     critic = backend(m.critic) if m.critic and m.critic != m.policy else None
+    constitution = Constitution.load(config.constitution)
+    constitution_text = resolve(config.constitution).read_text("utf-8")
     jobs = [
         (out, prompts["redteam"], revise_config),
         (out / HELPFUL, prompts["helpful"], revise_config.model_copy(update={"rounds": 0})),
@@ -393,8 +395,7 @@ def _revise(
                 continue
             run_revise(
                 PromptSet([str(_write_prompts(where, chosen))]), out=where,
-                constitution=Constitution.load(config.constitution),
-                constitution_text=resolve(config.constitution).read_text("utf-8"),
+                constitution=constitution, constitution_text=constitution_text,
                 backend=policy, config=settings, critic=critic,
             )  # fmt: skip
     finally:
@@ -452,13 +453,12 @@ def _label(
         labeller.close()
 
 
-def _report(config: RunConfig, root: Path, out: Path, stages: list[Stage]) -> None:
+def _report(config: RunConfig, out: Path, stages: list[Stage]) -> None:
     from charter.report import build_report
 
     run = Run.open(out, "report", {"stages": {s.name: s.key for s in stages if s.name != "report"}})
     html = build_report({s.name: s.path for s in stages if s.name != "report"}, title=config.name)
-    write_atomic(out / REPORT, html)
-    write_atomic(root / REPORT, html)
+    write_atomic(out / REPORT, html)  # run_pipeline copies it to ROOT/report.html
     run.update(counts={}, usage={}, status="complete")
 
 

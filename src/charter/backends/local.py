@@ -80,7 +80,7 @@ def usable_cores() -> int:
 def default_slots() -> int:
     """How many requests the embedded engine serves at once when the user does not say.
 
-    One slot on small machines. Measured on 2 cores (``bench/concurrency.py``): a batch of
+    One slot on small machines. Measured on 2 cores (``bench/engine.py slots``): a batch of
     sequences decodes no faster than one (the CPU is the limit, not memory bandwidth), and
     every extra slot holds its own copy of the few-shot prefix, so 4 slots ran the revise
     workload at a third of one slot's speed. From 8 cores up, llama.cpp's own default of

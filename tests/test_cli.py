@@ -13,6 +13,7 @@ from conftest import write_jsonl
 
 from charter.cli import cli
 from charter.constitution import Constitution
+from charter.prompts import PromptSet
 
 
 def charter(*args: str | Path) -> Result:
@@ -104,8 +105,13 @@ def test_rerun_resumes_and_changes_nothing(tmp_path: Path, twenty_prompts: Path)
             "--out", tmp_path / "R")  # fmt: skip
     charter(*args)
     before = (tmp_path / "R" / "sft.jsonl").read_bytes()
-    again = charter(*args)
+    reads: list[int] = []
+    with pytest.MonkeyPatch.context() as patch:  # count passes over the prompt file
+        original = PromptSet.__call__
+        patch.setattr(PromptSet, "__call__", lambda self: reads.append(1) or original(self))
+        again = charter(*args)
     assert again.exit_code == 0 and "20 resumed" in again.output
+    assert len(reads) == 1  # a finished run's rerun reads its prompts once, to count them
     assert (tmp_path / "R" / "sft.jsonl").read_bytes() == before
     other = charter(*args[:-4], "--rounds", "3", "--out", tmp_path / "R")
     assert other.exit_code == 2 and "different settings (config.rounds)" in other.stderr

@@ -45,7 +45,8 @@ Conversation = Sequence[Message]
 
 def messages_id(messages: Conversation) -> str:
     """The content id of a conversation."""
-    return content_id([m.model_dump() for m in messages])
+    # The same dicts as model_dump() gives, built directly: every prompt read is hashed.
+    return content_id([{"role": m.role, "content": m.content} for m in messages])
 
 
 class Prompt(Record):

@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from charter.backends import Backend
 from charter.constitution import Constitution
 from charter.iterate import first_seen
 from charter.prompts import PromptSet
-from charter.records import Message, Prompt, SFTRow, Trace, Usage
+from charter.records import Message, Prompt, StepOutcome, Trace, Usage
 from charter.revise import (
     ReviseConfig,
     critique_conversation,
@@ -34,11 +35,48 @@ from charter.revise import (
     revision_conversation,
     sft_rows,
 )
-from charter.runs import JsonlAppender, Run, read_jsonl, repair_jsonl, write_atomic
+from charter.runs import (
+    JsonlAppender,
+    Run,
+    read_jsonl,
+    read_jsonl_lines,
+    repair_jsonl,
+    write_atomic,
+)
 
 TRACES = "traces.jsonl"
 SFT = "sft.jsonl"
 MANIFEST_EVERY_S = 5.0
+
+
+class _View(BaseModel):
+    """A partial view of a written row: the fields declared, the rest of the line skipped.
+
+    Resume reads every row of a finished run; pydantic parses the JSON in Rust and builds
+    Python objects only for these fields, which is faster than ``json.loads`` of the whole
+    line (bench/scale.py).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class StepTally(_View):
+    outcome: StepOutcome
+
+
+class TraceTally(_View):
+    """What resume counts of a trace."""
+
+    id: str
+    usage: Usage
+    steps: tuple[StepTally, ...]
+
+
+class SFTKey(_View):
+    """What resume needs of an SFT row."""
+
+    id: str
+    prompt_id: str
 
 
 @dataclass
@@ -58,7 +96,7 @@ class ReviseSummary:
     usage: Usage = field(default_factory=Usage)
     wall_time_s: float = 0.0
 
-    def add(self, trace: Trace) -> None:
+    def add(self, trace: Trace | TraceTally) -> None:
         self.traces += 1
         self.usage += trace.usage
         for step in trace.steps:
@@ -118,9 +156,11 @@ def run_revise(
     done, sft_ids = _resume(out, config, summary)
     summary.resumed = len(done)
     try:
-        _revise_pending(
-            prompts, done, sft_ids, run, summary, constitution, backend, config, progress, critic
-        )
+        if not unique <= done:  # a finished run's rerun does not read the prompts again
+            _revise_pending(
+                prompts, done, sft_ids, run, summary, constitution, backend, config, progress,
+                critic,
+            )  # fmt: skip
     except BaseException:
         run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="interrupted")
         raise
@@ -137,21 +177,21 @@ def _resume(out: Path, config: ReviseConfig, summary: ReviseSummary) -> tuple[se
     sft_ids: set[str] = set()
     covered: set[str] = set()  # prompts with SFT rows; the last one's may be cut short
     last = None
-    for row in read_jsonl(sft_path, SFTRow):
-        sft_ids.add(row.id)
-        covered.add(row.prompt_id)
-        last = row.prompt_id
+    for key in read_jsonl(sft_path, SFTKey):
+        sft_ids.add(key.id)
+        covered.add(key.prompt_id)
+        last = key.prompt_id
     covered.discard(last)
     done: set[str] = set()
     with JsonlAppender(sft_path) as sft_out:
-        for trace in read_jsonl(traces_path, Trace):
-            if trace.id in done:
+        for tally, line in read_jsonl_lines(traces_path, TraceTally):
+            if tally.id in done:
                 continue
-            done.add(trace.id)
-            summary.add(trace)
-            if trace.id in covered:  # its rows were all written before the next prompt's
+            done.add(tally.id)
+            summary.add(tally)
+            if tally.id in covered:  # its rows were all written before the next prompt's
                 continue
-            for row in sft_rows(trace, config.train_on):
+            for row in sft_rows(Trace.model_validate_json(line), config.train_on):
                 if row.id not in sft_ids:
                     sft_out.write(row)
                     sft_ids.add(row.id)

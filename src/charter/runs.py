@@ -98,12 +98,23 @@ def repair_jsonl(path: Path) -> int:
 
 def read_jsonl(path: Path, record_type: type[R]) -> Iterator[R]:
     """Stream the records of a run output, naming file and line on a corrupt row."""
+    for record, _ in read_jsonl_lines(path, record_type):
+        yield record
+
+
+def read_jsonl_lines(path: Path, record_type: type[R]) -> Iterator[tuple[R, bytes]]:
+    """Like :func:`read_jsonl`, with each record's raw line.
+
+    ``record_type`` may be a partial view of the rows (a model that ignores the fields it
+    does not declare): resume reads only the fields it needs, and parses a whole record from
+    the raw line where it needs one.
+    """
     if not path.exists():
         return
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
-                yield record_type.model_validate_json(raw)
+                yield record_type.model_validate_json(raw), raw
             except ValidationError as err:
                 raise CharterError(
                     f"{path}:{number}: not a valid {record_type.__name__} row "

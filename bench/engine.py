@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,9 +76,16 @@ def charter_revise(n: int, rounds: int, max_tokens: int, slots: int) -> tuple[Fi
         waves.append([])
         return generate(conversations, config)
 
+    engine = {"prompt_ms": 0.0, "predicted_ms": 0.0}
+    lock = threading.Lock()  # the backend posts from its own threads
+
     def recording_post(payload):  # type: ignore[no-untyped-def]
-        waves[-1].append(dict(payload))
-        return post(payload)
+        with lock:
+            waves[-1].append(dict(payload))
+        reply = post(payload)
+        with lock:
+            add_timings(engine, reply)
+        return reply
 
     backend.generate = recording_generate  # type: ignore[method-assign]
     backend._post = recording_post  # type: ignore[method-assign]
@@ -100,9 +108,16 @@ def charter_revise(n: int, rounds: int, max_tokens: int, slots: int) -> tuple[Fi
     figures: Figures = {
         "seconds": seconds, "calls": sum(len(w) for w in waves),
         "prompt_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
-        "completion_tokens": usage.completion_tokens,
+        "completion_tokens": usage.completion_tokens, **engine,
     }  # fmt: skip
     return figures, [w for w in waves if w]
+
+
+def add_timings(totals: Figures, reply: dict[str, Any]) -> None:
+    """Add the engine's own time for one reply (llama.cpp's ``timings``) to ``totals``."""
+    timings = reply.get("timings") or {}
+    totals["prompt_ms"] += float(timings.get("prompt_ms", 0.0))
+    totals["predicted_ms"] += float(timings.get("predicted_ms", 0.0))
 
 
 # --- the raw side -------------------------------------------------------------------------
@@ -125,23 +140,26 @@ def raw_replay(
     """
     server = bare_server(slots)
     url = f"{server.listening_address}/v1/chat/completions"
-    totals: Figures = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0}
+    totals: Figures = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0,
+                       "prompt_ms": 0.0, "predicted_ms": 0.0}  # fmt: skip
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(in_flight or slots) as pool:
         client.post(url, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
 
         def send(payload: dict[str, Any]) -> dict[str, Any]:
             reply = client.post(url, json={"model": "raw", **payload, **extra})
             reply.raise_for_status()
-            usage: dict[str, Any] = reply.json()["usage"]
-            return usage
+            body: dict[str, Any] = reply.json()
+            return body
 
         start = time.perf_counter()
         for wave in waves:
-            for usage in pool.map(send, wave):
+            for body in pool.map(send, wave):
+                usage = body["usage"]
                 totals["prompt_tokens"] += usage["prompt_tokens"]
                 totals["completion_tokens"] += usage["completion_tokens"]
                 details = usage.get("prompt_tokens_details") or {}
                 totals["cached_tokens"] += details.get("cached_tokens", 0)
+                add_timings(totals, body)
         seconds = time.perf_counter() - start
     del server
     return {"seconds": seconds, "calls": sum(len(w) for w in waves), **totals}

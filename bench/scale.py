@@ -7,9 +7,10 @@ For each size, a prompt file of that many distinct prompts is revised by ``chart
 must not grow with the prompt count: records stream through), and the per-record cost of
 the marginal prompts, (time of the big run − time of the small run) / (extra prompts), which
 leaves out the start-up both pay. Then resume: the big run is killed with SIGKILL halfway and
-rerun to the end, and a finished run is rerun; the finished rerun is set against a fresh
-process that only reads and parses the run's output files (``traces.jsonl``, ``sft.jsonl``)
-and against ``charter --help`` (the start-up alone).
+rerun to the end, and a finished run is rerun. The finished rerun is all resume overhead (no
+model call is left to make): less the command's start-up (a fresh process importing what
+``charter revise`` imports), it is set against a fresh process that only reads and parses the
+run's output files (``traces.jsonl``, ``sft.jsonl``) with ``json.loads``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,38 @@ for name in ("traces.jsonl", "sft.jsonl"):
         for line in f:
             json.loads(line)
 print(time.perf_counter() - start)
+"""
+
+
+IMPORTS = "import charter.cli.revise, charter.revise_run, charter.backends.fake"
+
+# Where a finished run's rerun spends its time, phase by phase, in one fresh process.
+PHASES = """
+import json, sys, time
+from pathlib import Path
+clock = [time.perf_counter()]
+def lap():
+    clock.append(time.perf_counter())
+    return clock[-1] - clock[-2]
+import charter.cli.revise, charter.backends.fake
+from charter.constitution import Constitution
+from charter.prompts import PromptSet
+from charter.revise import ReviseConfig
+from charter.revise_run import ReviseSummary, _resume
+phases = {"imports": lap()}
+Constitution.load("default")
+phases["load the constitution"] = lap()
+ids = {prompt.id for prompt in PromptSet([sys.argv[1]])()}
+phases["read the prompts (parse, validate, hash each)"] = lap()
+out = Path(sys.argv[2])
+_resume(out, ReviseConfig(rounds=4), ReviseSummary(out=out))
+phases["read the outputs (resume)"] = lap()
+for name in ("traces.jsonl", "sft.jsonl"):
+    with open(out / name, encoding="utf-8") as f:
+        for line in f:
+            json.loads(line)
+phases["for comparison: json.loads of the outputs"] = lap()
+print(json.dumps(phases))
 """
 
 
@@ -109,7 +142,11 @@ def main() -> None:
         read = subprocess.run([sys.executable, "-c", READ_OUTPUTS, str(finished)],
                               check=True, capture_output=True, text=True)  # fmt: skip
         read_s = float(read.stdout.strip())
-        help_s, _ = timed([charter(), "--help"])
+        startup_s = min(timed([sys.executable, "-c", IMPORTS])[0] for _ in range(3))
+        phases = json.loads(subprocess.run(
+            [sys.executable, "-c", PHASES, str(root / f"prompts-{big}.jsonl"), str(finished)],
+            check=True, capture_output=True, text=True,
+        ).stdout)  # fmt: skip
 
         killed = root / "run-killed"
         command = revise_command(root / f"prompts-{big}.jsonl", killed, args.rounds)
@@ -118,8 +155,12 @@ def main() -> None:
         same = (finished / "sft.jsonl").read_bytes() == (killed / "sft.jsonl").read_bytes()
     print(f"per record: {per_record_us:.0f} µs; peak memory {big} vs {small} prompts: "
           f"{memory_ratio:.2f}×")  # fmt: skip
-    print(f"rerun of the finished {big}-prompt run: {rerun_s:.2f} s; reading its outputs: "
-          f"{read_s:.2f} s; charter --help: {help_s:.2f} s")  # fmt: skip
+    print(f"rerun of the finished {big}-prompt run: {rerun_s:.2f} s, of which start-up "
+          f"{startup_s:.2f} s; resume's own work {rerun_s - startup_s:.2f} s against "
+          f"{read_s:.2f} s to json.loads its outputs")  # fmt: skip
+    print("where the rerun's time goes:")
+    for phase, seconds in phases.items():
+        print(f"  {phase:<48} {seconds:6.3f} s")
     print(f"killed at {kept} traces, resume to the end: {resume_s:.2f} s; "
           f"SFT rows identical to the uninterrupted run: {same}")  # fmt: skip
     if args.record:
@@ -127,10 +168,14 @@ def main() -> None:
         record("scale.py", [
             f"| {day} | {small:,} → {big:,} × {args.rounds} rounds | "
             f"{figures[small][1] / 1024:.0f} → {figures[big][1] / 1024:.0f} MiB "
-            f"(**{memory_ratio:.2f}×**) | **{per_record_us:.0f} µs** | {rerun_s:.2f} s | "
-            f"{read_s:.2f} s + {help_s:.2f} s start-up | {kept:,} kept, {resume_s:.2f} s, "
+            f"(**{memory_ratio:.2f}×**) | **{per_record_us:.0f} µs** | {rerun_s:.2f} s = "
+            f"{startup_s:.2f} s start-up + **{rerun_s - startup_s:.2f} s** | {read_s:.2f} s "
+            f"(**{(rerun_s - startup_s) / read_s:.2f}×**) | {kept:,} kept, {resume_s:.2f} s, "
             f"{'identical' if same else 'DIFFERENT'} |"
         ])  # fmt: skip
+        record("scale.py phases", ["| " + day + " | " + " | ".join(
+            f"{seconds:.3f} s" for seconds in phases.values()
+        ) + " |"])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def langchain_python() -> Path:
     return python
 
 
-def langchain_side(n: int, rounds: int, max_tokens: int, slots: int) -> Figures:
+def langchain_side(n: int, rounds: int, max_tokens: int, slots: int, profile: bool) -> Figures:
     python = langchain_python()
     constitution = Constitution.load("default")
     revisable = [p for p in constitution.principles if p.critique and p.revision]
@@ -66,10 +66,12 @@ def langchain_side(n: int, rounds: int, max_tokens: int, slots: int) -> Figures:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     out = subprocess.run(
-        [str(python), str(HERE / "langchain_side.py"), f.name],
+        [str(python), str(HERE / "langchain_side.py"), f.name, *(["--profile"] * profile)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     Path(f.name).unlink()
+    if profile:
+        print(out.stderr)
     del server
     figures: Figures = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
@@ -77,6 +79,25 @@ def langchain_side(n: int, rounds: int, max_tokens: int, slots: int) -> Figures:
 
 def evaluated(side: Figures) -> int:
     return int(side["prompt_tokens"]) - int(side["cached_tokens"])
+
+
+def where_time_goes(
+    sides: dict[str, Figures],
+) -> list[tuple[str, float, float, float, float, float]]:
+    """Per side: wall seconds, the engine's prompt and generation seconds, the rest, and the
+    engine's milliseconds per generated token.
+
+    The engine's seconds are the sums of llama.cpp's ``timings`` over every reply; with one
+    slot the requests run one after another, so wall − engine is the time spent outside the
+    engine (client library, HTTP, Charter or LangChain themselves).
+    """
+    rows = []
+    for name, f in sides.items():
+        prompt, generation = f["prompt_ms"] / 1000, f["predicted_ms"] / 1000
+        rest = f["seconds"] - prompt - generation
+        per_token = 1000 * generation / f["completion_tokens"]
+        rows.append((name, f["seconds"], prompt, generation, rest, per_token))
+    return rows
 
 
 def versions() -> str:
@@ -92,11 +113,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile the LangChain side")
     args = parser.parse_args()
     slots = default_slots()
     version = versions()
     sides: dict[str, Figures] = {}
-    sides["LangChain"] = langchain_side(args.prompts, args.rounds, args.max_tokens, slots)
+    sides["LangChain"] = langchain_side(
+        args.prompts, args.rounds, args.max_tokens, slots, args.profile
+    )
     sides["Charter"], waves = charter_revise(args.prompts, args.rounds, args.max_tokens, slots)
     sides["naive"] = raw_replay(waves, 1, cache_prompt=False)
     ours = sides["Charter"]
@@ -106,6 +130,14 @@ def main() -> None:
         print(f"{name:<10} {f['seconds']:8.1f} {f['calls']:6d} {f['completion_tokens']:10d} "
               f"{f['prompt_tokens']:8d} {evaluated(f):10d} {rate(f):9.1f} "
               f"{f['seconds'] / ours['seconds']:15.2f}×")  # fmt: skip
+    profile = where_time_goes(sides)
+    print(f"\n{'side':<10} {'seconds':>8} {'engine: prompt':>15} {'engine: generate':>17} "
+          f"{'outside engine':>15} {'ms/generated token':>19}")  # fmt: skip
+    for name, wall, prompt, generation, rest, per_token in profile:
+        print(f"{name:<10} {wall:8.1f} {prompt:15.1f} {generation:17.1f} {rest:15.1f} "
+              f"{per_token:19.1f}")  # fmt: skip
+    if "client_cpu_s" in sides["LangChain"]:
+        print(f"LangChain's own process used {sides['LangChain']['client_cpu_s']:.1f} s of CPU")
     if args.record:
         day = datetime.date.today().isoformat()
         record("versus.py", [
@@ -115,6 +147,12 @@ def main() -> None:
             f"{f['prompt_tokens']:,} | {evaluated(f):,} | {rate(f):.1f} | "
             f"**{f['seconds'] / ours['seconds']:.2f}×** |"
             for name, f in sides.items()
+        ])  # fmt: skip
+        record("versus.py profile", [
+            f"| {day} | {name} | {wall:.1f} | {prompt:.1f} ({100 * prompt / wall:.0f}%) | "
+            f"{generation:.1f} ({100 * generation / wall:.0f}%) | {rest:.1f} "
+            f"({100 * rest / wall:.0f}%) | {per_token:.1f} |"
+            for name, wall, prompt, generation, rest, per_token in profile
         ])  # fmt: skip
 
 

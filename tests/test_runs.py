@@ -42,6 +42,9 @@ def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
     write_atomic(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # the permissions open() gives under this umask
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_run_refuses_other_settings_and_counts_sessions(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,10 +42,20 @@ PROVENANCE_PACKAGES = (
 )  # fmt: skip
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so readers see either the old or the new file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's private 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -179,6 +190,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+SECRET_OPTIONS = ("--api-key",)
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """The command line as a manifest records it: API keys and URL passwords masked."""
+    shown: list[str] = []
+    for arg in argv:
+        if shown and shown[-1] in SECRET_OPTIONS:
+            arg = "***"
+        for option in SECRET_OPTIONS:
+            if arg.startswith(option + "="):
+                arg = option + "=***"
+        shown.append(_URL_PASSWORD.sub(r"\1***@", arg))
+    return shown
+
+
 @dataclass
 class Run:
     """A stage's run directory and its manifest.
@@ -216,7 +244,7 @@ class Run:
                 "packages": package_versions(),
                 "git_commit": git_commit(),
                 "platform": platform.platform(),
-                "argv": sys.argv,
+                "argv": redacted_argv(sys.argv),
             },
             "counts": {},
             "usage": {},

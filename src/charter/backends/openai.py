@@ -75,6 +75,13 @@ class OpenAIBackend:
             )
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # A user and password in the URL (http://user:PASSWORD@host) become basic auth, as
+        # httpx would send them anyway, but the URL that requests (and httpx's log) carry
+        # has none. Neither they nor the key are ever shown.
+        parsed = httpx.URL(url)
+        auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.userinfo else None
+        url = str(parsed.copy_with(username=None, password=None))
+        self._secrets = [x for x in (key, parsed.password) if x]
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.top_logprobs = top_logprobs
@@ -83,6 +90,7 @@ class OpenAIBackend:
         self._client = httpx.Client(
             base_url=url.rstrip("/"),
             headers=headers,
+            auth=auth,
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
@@ -96,6 +104,12 @@ class OpenAIBackend:
     @property
     def base_url(self) -> str:
         return str(self._client.base_url).rstrip("/")
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key and URL password masked (servers may echo them back)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # --- the Backend interface -------------------------------------------------------------
 
@@ -161,7 +175,8 @@ class OpenAIBackend:
             self._client.get("/models", timeout=5.0)
         except httpx.HTTPError as err:
             raise CharterError(
-                f"cannot reach {self.base_url} ({_reason(err)}); is the server running? "
+                f"cannot reach {self.base_url} ({self._redact(_reason(err))}); is the server "
+                "running? "
                 "Check --base-url or OPENAI_BASE_URL",
                 exit_code=1,
             ) from None
@@ -209,7 +224,7 @@ class OpenAIBackend:
         except (TransientError, httpx.TransportError) as err:
             raise CharterError(
                 f"{self.name} at {self.base_url}: request failed after {self.max_retries + 1} "
-                f"attempts ({_reason(err)}); rerun the same command to resume",
+                f"attempts ({self._redact(_reason(err))}); rerun the same command to resume",
                 exit_code=1,
             ) from None
         return result
@@ -229,7 +244,7 @@ class OpenAIBackend:
         if response.status_code >= 400:
             raise CharterError(
                 f"{self.name} at {self.base_url} refused the request: HTTP "
-                f"{response.status_code} {_server_message(response)}",
+                f"{response.status_code} {self._redact(_server_message(response))}",
                 exit_code=1,
             )
         try:
@@ -254,7 +269,7 @@ class OpenAIBackend:
         error = state.outcome.exception() if state.outcome else None
         log.warning(
             "%s: attempt %d failed (%s); retrying in %.1fs",
-            self.name, state.attempt_number, _reason(error), state.upcoming_sleep,
+            self.name, state.attempt_number, self._redact(_reason(error)), state.upcoming_sleep,
         )  # fmt: skip
 
     def _score(self, rest: str, listed: list[tuple[str, float]]) -> float:

@@ -82,6 +82,33 @@ def test_deleting_files_and_starting_processes_are_refused(tmp_path: Path) -> No
     assert keep.read_text() == "precious"
 
 
+def test_a_fork_bomb_starts_nothing() -> None:
+    for program in (
+        "import os\nwhile True:\n    os.fork()\n",
+        "import multiprocessing as mp\nwhile True:\n    mp.Process(target=print).start()\n",
+        "import os\nos.system(':(){ :|:& };:')\n",
+    ):
+        outcome = run_program(program, FAST)
+        assert outcome.status == "blocked" and not outcome.passed, (program, outcome)
+    assert run_program(SOLUTION + TESTS, FAST).passed  # and the machine is still usable
+
+
+def test_the_home_directory_is_out_of_reach() -> None:
+    home = Path.home()
+    target = home / "charter-sandbox-escape.txt"
+    for program in (  # the user's real home, by its path
+        f"open({str(target)!r}, 'w').write('x')\n",
+        f"import pathlib\npathlib.Path({str(target)!r}).write_text('x')\n",
+    ):
+        outcome = run_program(program, FAST)
+        assert outcome.status == "blocked", (program, outcome)
+    # "~" is the program's own scratch directory (HOME points there), removed afterwards.
+    tilde = "import os\nopen(os.path.expanduser('~/note.txt'), 'w').write('x')\n"
+    tilde += f"assert os.path.expanduser('~') != {str(home)!r}\n"
+    assert run_program(tilde, FAST).passed
+    assert not target.exists() and not (home / "note.txt").exists()
+
+
 def test_endless_output_is_capped() -> None:
     outcome = run_program("while True:\n    print('x' * 4096)\n", Limits(file_mb=1))
     assert not outcome.passed and outcome.status in {"failed", "error"}

@@ -59,9 +59,9 @@ class LocalBackend(OpenAIBackend):
             self.gguf, parallel=self.parallel, context=self.context * self.parallel,
             threads=self.threads,
         )  # fmt: skip
-        self._client.base_url = f"{self._server.listening_address}/v1"
+        self.servers[0].client.base_url = f"{self._server.listening_address}/v1"
         atexit.register(self.close)
-        log.info("llama.cpp listening on %s", self._client.base_url)
+        log.info("llama.cpp listening on %s", self.base_url)
 
     def close(self) -> None:
         super().close()

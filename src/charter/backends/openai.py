@@ -4,9 +4,11 @@ vLLM, TGI, SGLang, Ollama, llama.cpp's server and hosted APIs all speak this pro
 
     charter revise --model openai/NAME --base-url http://127.0.0.1:8000/v1 …
 
-The base URL comes from ``--base-url``, ``CHARTER_BASE_URL`` or ``OPENAI_BASE_URL``; the key
-from ``--api-key`` or ``OPENAI_API_KEY``. The key only ever goes into the Authorization
-header: it is never logged, put in an error message or written to a manifest.
+The base URL comes from ``--base-url``, ``CHARTER_BASE_URL`` or ``OPENAI_BASE_URL``; several,
+separated by commas, make a fleet (:mod:`charter.backends.fleet`: least outstanding requests
+first, failed servers rested). The key comes from ``--api-key`` or ``OPENAI_API_KEY``. It only
+ever goes into the Authorization header: it is never logged, put in an error message or
+written to a manifest.
 
 Requests run ``concurrency`` at a time. 429s, 5xx, timeouts, dropped connections and
 malformed responses are retried with exponential backoff and jitter (honouring
@@ -32,6 +34,7 @@ import httpx
 import tenacity
 
 from charter.backends.base import Completion, GenerationConfig, request_seed
+from charter.backends.fleet import Fleet, Server, split_urls
 from charter.errors import CharterError
 from charter.records import Conversation, Usage
 
@@ -57,7 +60,7 @@ class OpenAIBackend:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         timeout: float = 300.0,
         max_retries: int = 6,
         retry_wait: float = 0.5,
@@ -68,32 +71,24 @@ class OpenAIBackend:
         self.name = f"openai/{model}"
         self.model = model
         url = base_url or os.environ.get("CHARTER_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-        if not url:
+        urls = split_urls(url or "")
+        if not urls:
             raise CharterError(
                 f"{self.name} needs a server: pass --base-url URL (e.g. http://127.0.0.1:8000/v1) "
                 "or set OPENAI_BASE_URL"
             )
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        # A user and password in the URL (http://user:PASSWORD@host) become basic auth, as
-        # httpx would send them anyway, but the URL that requests (and httpx's log) carry
-        # has none. Neither they nor the key are ever shown.
-        parsed = httpx.URL(url)
-        auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.userinfo else None
-        url = str(parsed.copy_with(username=None, password=None))
-        self._secrets = [x for x in (key, parsed.password) if x]
+        concurrency = concurrency or 8 * len(urls)  # requests in flight, over all servers
+        self._secrets = [key] if key else []
+        self._fleet = Fleet([
+            self._http_client(u, headers, timeout, concurrency) for u in urls
+        ])  # fmt: skip
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.top_logprobs = top_logprobs
         self.extra_body = dict(extra_body or {})
         self._wait = (retry_wait, retry_max_wait)
-        self._client = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers=headers,
-            auth=auth,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="charter-http")
         self._ready_lock = threading.Lock()
         self._ready = False
@@ -101,9 +96,31 @@ class OpenAIBackend:
         self.totals = Usage()  # every call's tokens, scoring included (for manifests)
         self._totals_lock = threading.Lock()
 
+    def _http_client(
+        self, url: str, headers: dict[str, str], timeout: float, concurrency: int
+    ) -> httpx.Client:
+        # A user and password in the URL (http://user:PASSWORD@host) become basic auth, as
+        # httpx would send them anyway, but the URL that requests (and httpx's log) carry
+        # has none. Neither they nor the key are ever shown.
+        parsed = httpx.URL(url)
+        if parsed.password:
+            self._secrets.append(parsed.password)
+        return httpx.Client(
+            base_url=str(parsed.copy_with(username=None, password=None)).rstrip("/"),
+            headers=headers,
+            auth=httpx.BasicAuth(parsed.username, parsed.password) if parsed.userinfo else None,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )  # fmt: skip
+
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url).rstrip("/")
+        """The server's URL (the fleet's, comma-separated), without user or password."""
+        return ",".join(server.url for server in self._fleet.servers)
+
+    @property
+    def servers(self) -> list[Server]:
+        return self._fleet.servers
 
     def _redact(self, text: str) -> str:
         """``text`` with the API key and URL password masked (servers may echo them back)."""
@@ -159,7 +176,7 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        self._fleet.close()
 
     # --- requests --------------------------------------------------------------------------
 
@@ -171,15 +188,22 @@ class OpenAIBackend:
                 self._ready = True
 
     def _start(self) -> None:
-        try:
-            self._client.get("/models", timeout=5.0)
-        except httpx.HTTPError as err:
+        unreachable = []
+        for server in self._fleet.servers:
+            try:
+                server.client.get("/models", timeout=5.0)
+            except httpx.HTTPError as err:
+                unreachable.append(f"{server.url} ({self._redact(_reason(err))})")
+                self._fleet.rest(server)
+        if len(unreachable) == len(self._fleet.servers):
             raise CharterError(
-                f"cannot reach {self.base_url} ({self._redact(_reason(err))}); is the server "
-                "running? "
+                f"cannot reach {'; '.join(unreachable)}; is the server running? "
                 "Check --base-url or OPENAI_BASE_URL",
                 exit_code=1,
-            ) from None
+            )
+        for problem in unreachable:  # a fleet goes on with the servers that answer
+            log.warning("%s: cannot reach %s; sending its requests to the others", self.name,
+                        problem)  # fmt: skip
 
     def _complete(self, conversation: Conversation, config: GenerationConfig) -> Completion:
         payload: dict[str, Any] = {
@@ -238,21 +262,23 @@ class OpenAIBackend:
             self.totals += spent
 
     def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._client.post("/chat/completions", json=body)
+        with self._fleet.lease() as server:
+            response = server.client.post("/chat/completions", json=body)
+        where = f" from {server.url}" if len(self._fleet.servers) > 1 else ""
         if response.status_code in RETRY_STATUS:
-            raise TransientError(f"HTTP {response.status_code}", _retry_after(response))
+            raise TransientError(f"HTTP {response.status_code}{where}", _retry_after(response))
         if response.status_code >= 400:
             raise CharterError(
-                f"{self.name} at {self.base_url} refused the request: HTTP "
+                f"{self.name} at {server.url} refused the request: HTTP "
                 f"{response.status_code} {self._redact(_server_message(response))}",
                 exit_code=1,
             )
         try:
             data = response.json()
         except ValueError:
-            raise TransientError("malformed JSON in the response") from None
+            raise TransientError(f"malformed JSON in the response{where}") from None
         if not isinstance(data, dict) or not data.get("choices"):
-            raise TransientError("response without choices")
+            raise TransientError(f"response without choices{where}")
         return data
 
     def _wait_for(self, state: tenacity.RetryCallState) -> float:

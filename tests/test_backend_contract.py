@@ -3,7 +3,9 @@
 - ``fake``: the deterministic stand-in;
 - ``local``: the embedded default (SmolLM2-135M in llama.cpp), for real, with short outputs;
 - ``openai``: the OpenAI-compatible client, against the embedded engine's own server;
-- ``hf``: transformers, on a tiny randomly-initialised checkpoint built by the test.
+- ``hf``: transformers, on a tiny randomly-initialised checkpoint built by the test;
+- ``vllm``: vLLM on the same tiny checkpoint — only where vLLM is installed and a GPU is
+  visible (never in CI; on a GPU box: ``pip install 'charter[vllm]'`` and run this file).
 
 Each backend is built once per session and the suite runs serially (2 cores). Tests never
 compare exact strings across engines; they check shapes, order, limits and determinism.
@@ -11,6 +13,7 @@ compare exact strings across engines; they check shapes, order, limits and deter
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Iterator
 
@@ -21,7 +24,16 @@ from charter.backends import Backend, GenerationConfig, load_backend
 from charter.backends.local import LocalBackend
 from charter.records import Message
 
-NAMES = ["fake", "local", "openai", "hf"]
+NAMES = ["fake", "local", "openai", "hf", "vllm"]
+
+
+def gpu_with_vllm() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
 
 USER = [Message(role="user", content="Name three colours.")]
 CHAT = [
@@ -47,9 +59,9 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
                 assert isinstance(local, LocalBackend)
                 local.ensure_ready()  # the embedded llama.cpp server is the OpenAI server
                 built[name] = load_backend("openai/smollm2", base_url=local.base_url, concurrency=2)
-            elif name == "hf":
-                checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("hf") / "tiny")
-                built[name] = load_backend(f"hf/{checkpoint}")
+            elif name in {"hf", "vllm"}:
+                checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp(name) / "tiny")
+                built[name] = load_backend(f"{name}/{checkpoint}")
             else:
                 built[name] = load_backend("fake/echo")
         return built[name]
@@ -61,6 +73,8 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
 @pytest.fixture(params=NAMES)
 def backend(request: pytest.FixtureRequest, backends: Callable[[str], Backend]) -> Backend:
+    if request.param == "vllm" and not gpu_with_vllm():
+        pytest.skip("vllm/… needs vLLM and a GPU (tests/test_vllm_backend.py covers it here)")
     return backends(request.param)
 
 

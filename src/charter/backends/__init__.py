@@ -6,7 +6,8 @@ when used, so heavy libraries never load at start-up.
 - ``fake/NAME`` — deterministic stand-in that ships with Charter (tests, dry plumbing);
 - ``local/smollm2-135m`` (the default) or ``local/PATH.gguf`` — llama.cpp in-process;
 - ``openai/NAME`` — any OpenAI-compatible server (``--base-url``);
-- ``hf/PATH`` — a local transformers checkpoint (or GGUF file, dequantised).
+- ``hf/PATH`` — a local transformers checkpoint (or GGUF file, dequantised);
+- ``vllm/MODEL`` — vLLM in this process, on a GPU (optional extra ``charter[vllm]``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ BACKENDS: dict[str, str] = {
     "local": "charter.backends.local:LocalBackend",
     "openai": "charter.backends.openai:OpenAIBackend",
     "hf": "charter.backends.hf:HFBackend",
+    "vllm": "charter.backends.vllm_engine:VLLMBackend",
 }
 
 
@@ -46,7 +48,8 @@ def load_backend(
     """Build the backend for ``provider/model``.
 
     ``base_url`` and ``api_key`` apply to ``openai/…`` only; ``concurrency`` is the number of
-    requests in flight (server slots for ``local/…``, batch size for ``hf/…``).
+    requests in flight (server slots for ``local/…``, batch size for ``hf/…``, vLLM's
+    ``max_num_seqs`` for ``vllm/…``).
     """
     provider, sep, model = name.partition("/")
     if not sep or not model:
@@ -70,6 +73,8 @@ def load_backend(
         options["parallel"] = concurrency
     elif provider == "hf" and concurrency:
         options["batch_size"] = concurrency
+    elif provider == "vllm" and concurrency:
+        options["concurrency"] = concurrency
     elif provider == "fake":
         options["record_calls"] = False  # the call log is for tests that build one directly
     module_name, _, class_name = BACKENDS[provider].partition(":")

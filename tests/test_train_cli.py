@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,3 +170,45 @@ def test_missing_train_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
     result = charter("train", "sft", "--data", tmp_path, "--out", tmp_path / "R")
     assert result.exit_code == 2
     assert "training needs the train extra (trl is missing)" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["sft", pytest.param("dpo", marks=pytest.mark.slow)])
+def test_two_processes_train_in_parallel(kind: str, runs: dict[str, Path], tmp_path: Path) -> None:
+    """Two CPU processes (torchrun; accelerate launch does the same on GPUs), LoRA, merged."""
+    out = tmp_path / kind
+    with socket.socket() as s:  # a free port for the processes to meet on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = runs["revise" if kind == "sft" else "label"]
+    launch = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port),
+         "-m", "charter", "train", kind, "--model", f"hf/{runs['tiny']}", "--data", str(data),
+         "--max-steps", "3", "--batch-size", "2", "--gradient-accumulation", "1",
+         "--max-length", "128", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["sessions"] == 1  # one writer
+    assert manifest["figures"]["steps"] == 3
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "model" / "config.json").is_file()  # merged on the main process
+    answer = charter("revise", "--model", f"hf/{out / 'model'}", "--prompts", runs["prompts"],
+                     "--limit", "1", "--rounds", "0", "--max-tokens", "4",
+                     "--out", tmp_path / "use")  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+
+
+def test_shipped_accelerate_configs_load() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / "accelerate"
+    kinds = {path.stem: str(load_config_from_file(str(path)).distributed_type)
+             for path in folder.glob("*.yaml")}  # fmt: skip
+    assert kinds == {
+        "multi_gpu": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP",
+        "deepspeed_zero2": "DistributedType.DEEPSPEED",
+        "deepspeed_zero3": "DistributedType.DEEPSPEED",
+    }  # fmt: skip

@@ -69,6 +69,8 @@ def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
 
     config = load_config(config_file, {"kind": kind, **flags})
     figures = run_training(config, out)
+    if not figures:  # a secondary process of a distributed launch: the main one reports
+        return
     click.echo(
         f"train {kind}: {figures['rows']} rows, {figures['steps']} steps in {figures['seconds']}s "
         f"({figures['seconds_per_step']} s/step, {figures['tokens_per_second']} tokens/s); "

@@ -12,6 +12,11 @@ mixed with helpful rows; DPO and the reward model use each row's soft label ``p_
 ``checkpoints/`` (a killed run resumes from the last one), ``model/`` (a Hugging Face
 checkpoint for ``--model hf/PATH``; LoRA merged unless ``merge: false``), ``loss.jsonl``,
 ``manifest.json`` and, with ``gguf: true``, ``model.gguf`` for ``--model local/PATH.gguf``.
+
+Several processes (``accelerate launch -m charter train …`` on GPUs, ``torchrun`` on CPUs;
+see docs/scale-out.md) train data-parallel: every process trains, the model is saved with
+the trainer's collective save (DeepSpeed ZeRO-3 and FSDP gather their shards there), and
+only the main process writes the run directory.
 """
 
 from __future__ import annotations
@@ -122,13 +127,23 @@ def preference_dataset(config: TrainConfig) -> list[dict[str, Any]]:
     return [{k: row.get(k, 1.0) for k in keep} for row in rows]
 
 
+def is_main_process() -> bool:
+    """True unless this is a secondary process of a distributed launch (``RANK`` > 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def train(config: TrainConfig, out: Path) -> dict[str, Any]:
-    """Train as ``config`` says into ``out`` (resuming its last checkpoint); return figures."""
+    """Train as ``config`` says into ``out`` (resuming its last checkpoint); return figures.
+
+    Under a distributed launch every process calls this; the others return ``{}``.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings the Hub otherwise
     start = start_checkpoint(config.model)
     dataset = sft_dataset(config) if config.kind == "sft" else preference_dataset(config)
-    run = Run.open(out, "train", {"config": config.model_dump(mode="json"), "start": str(start),
-                                  "data": [_digest(d) for d in config.data]})  # fmt: skip
+    main = is_main_process()
+    fingerprint = {"config": config.model_dump(mode="json"), "start": str(start),
+                   "data": [_digest(d) for d in config.data]}  # fmt: skip
+    run = Run.open(out, "train", fingerprint) if main else None
     from charter.train.trainers import build_trainer
 
     trainer, tokenizer = build_trainer(config, start, dataset, out / CHECKPOINTS)
@@ -138,7 +153,7 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
             "raise --max-length"
         )
     # Read before training: the trainer rotates old checkpoints away.
-    resume, state = _last_checkpoint(out / CHECKPOINTS)
+    resume, state = _last_checkpoint(out / CHECKPOINTS, tidy=main)
     first_step, first_tokens = state.get("global_step", 0), state.get("num_input_tokens_seen") or 0
     if resume is not None:
         log.warning("resuming %s from %s", out, resume.name)
@@ -146,12 +161,18 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except BaseException:
-        run.update(counts={"rows": len(dataset)}, usage={}, status="interrupted")
+        if run is not None:
+            run.update(counts={"rows": len(dataset)}, usage={}, status="interrupted")
         raise
     seconds = time.monotonic() - began
     steps = trainer.state.global_step - first_step  # in this session
     tokens = trainer.state.num_input_tokens_seen - first_tokens
-    model_dir = _save(trainer, tokenizer, config, out)
+    if trainer.accelerator.num_processes > 1:
+        model_dir = _save_distributed(trainer, tokenizer, config, out)
+    else:
+        model_dir = _save(trainer, tokenizer, config, out)
+    if run is None:
+        return {}
     losses = [e for e in trainer.state.log_history if "loss" in e]
     write_atomic(out / LOSSES, "".join(json.dumps(e) + "\n" for e in losses))
     figures = {
@@ -191,20 +212,21 @@ def _digest(source: str) -> dict[str, str]:
     return {"source": source, "sha256": ",".join(file_sha256(f)[:16] for f in files if f.is_file())}
 
 
-def _last_checkpoint(folder: Path) -> tuple[Path | None, dict[str, Any]]:
+def _last_checkpoint(folder: Path, tidy: bool = True) -> tuple[Path | None, dict[str, Any]]:
     """The newest complete checkpoint and its trainer state; ones a kill cut short are removed.
 
     The trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one was
     interrupted while saving; resuming from it would fail, and leaving it would confuse the
-    trainer's rotation of old checkpoints.
+    trainer's rotation of old checkpoints. Only one process removes them (``tidy``).
     """
     steps = {int(p.name[11:]): p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()}
     for _, checkpoint in sorted(steps.items(), reverse=True):
         try:
             state: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
         except (OSError, ValueError):
-            log.warning("removing %s: it was cut short while saving", checkpoint)
-            shutil.rmtree(checkpoint)
+            if tidy:
+                log.warning("removing %s: it was cut short while saving", checkpoint)
+                shutil.rmtree(checkpoint, ignore_errors=True)
             continue
         return checkpoint, state
     return None, {}
@@ -221,6 +243,32 @@ def _save(trainer: Any, tokenizer: Any, config: TrainConfig, out: Path) -> Path:
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
     return target if target.exists() else out / "adapter"
+
+
+def _save_distributed(trainer: Any, tokenizer: Any, config: TrainConfig, out: Path) -> Path:
+    """Save from every process (the trainer gathers sharded weights); merge LoRA on the main.
+
+    ``trainer.save_model`` is collective under DeepSpeed and FSDP: all processes must call
+    it. It writes the adapter for a LoRA model and the whole model otherwise.
+    """
+    target = out / MODEL_DIR
+    trainer.save_model(str(out / "adapter" if config.lora else target))
+    trainer.accelerator.wait_for_everyone()
+    if not (config.lora and config.merge):
+        if is_main_process() and not config.lora:
+            tokenizer.save_pretrained(target)
+        return target if not config.lora else out / "adapter"
+    if is_main_process():
+        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+
+        loader = AutoPeftModelForSequenceClassification if config.kind == "rm" else (
+            AutoPeftModelForCausalLM
+        )  # fmt: skip
+        merged = loader.from_pretrained(str(out / "adapter")).merge_and_unload()
+        merged.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    trainer.accelerator.wait_for_everyone()
+    return target
 
 
 def _export(model_dir: Path, out: Path, dataset: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Each request to ``/v1/chat/completions`` takes the next fault from ``faults`` (t
 forever): an HTTP status code as a string, "malformed" (invalid JSON), "drop" (close the
 connection without a reply), "partial" (headers and half the body, then close), "stall"
 (answer only after ``stall_s`` seconds, past the client's timeout), "echo-auth" (a 401 whose
-message repeats the request's Authorization header, as a careless server might) or "ok".
+message repeats the request's Authorization header, as a careless server might),
+"surrogate" (a reply whose text holds a lone surrogate escape) or "ok".
 
 ``rate`` injects faults at random instead (seeded): each request gets one of
 ``RANDOM_FAULTS`` with that probability, but never more than ``max_faults_per_request``
@@ -111,6 +112,10 @@ class StubServer:
         elif fault == "stall":
             time.sleep(self.stall_s)
             self._send(handler, 200, reply(body))
+        elif fault == "surrogate":  # a reply with a lone surrogate escape, "\ud800"
+            data = reply(body)
+            data["choices"][0]["message"]["content"] += " \ud800!"
+            self._send(handler, 200, data)
         elif fault == "echo-auth":
             auth = handler.headers.get("Authorization", "")
             self._send(handler, 401, {"error": {"message": f"invalid credentials: {auth}"}})

@@ -54,6 +54,9 @@ def test_soft_label_is_a_two_way_softmax() -> None:
     assert soft_label(-1.0, -1.0) == 0.5
     assert soft_label(math.log(0.8), math.log(0.2)) == pytest.approx(0.8)
     assert soft_label(0.0, -1e9) == 1.0 and soft_label(-1e9, 0.0) < 1e-300  # no overflow
+    assert soft_label(-math.inf, -1.0) < 1e-300  # (A) impossible: B
+    for empty in [(math.nan, -1.0), (-1.0, math.nan), (-math.inf, -math.inf), (math.inf, math.inf)]:
+        assert soft_label(*empty) == 0.5  # numbers that say nothing prefer nothing
 
 
 def test_feedback_prompt_has_the_paper_form() -> None:

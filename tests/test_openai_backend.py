@@ -39,6 +39,14 @@ def test_generate_reports_tokens_and_sends_settings() -> None:
         backend.close()
 
 
+def test_a_lone_surrogate_in_a_reply_becomes_a_replacement_character() -> None:
+    with StubServer(faults=["surrogate"]) as server:
+        (c,) = client(server).generate(HELLO, GenerationConfig())
+    assert c.text.startswith("stub reply to: hello there ") and c.text.endswith("!")
+    assert "\ud800" not in c.text and "\ufffd" in c.text
+    c.text.encode("utf-8")  # writable as UTF-8
+
+
 def test_transient_faults_are_retried_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     with StubServer(faults=["429", "500", "503", "malformed", "drop"]) as server:

@@ -151,8 +151,15 @@ def draw_principles(
 
 
 def soft_label(logprob_a: float, logprob_b: float) -> float:
-    """P(A) from the two choices' log-probabilities (a two-way softmax)."""
-    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, logprob_b - logprob_a))))
+    """P(A) from the two choices' log-probabilities (a two-way softmax).
+
+    Numbers that say nothing — a NaN from a broken server, or both choices impossible
+    (−inf, −inf) — give 0.5, no preference, instead of a confident label.
+    """
+    margin = logprob_b - logprob_a
+    if math.isnan(margin):
+        return 0.5
+    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, margin))))
 
 
 @dataclass

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +40,17 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 ROLES = ("system", "user", "assistant")
 # hh-rlhf turn markers. Split only on these, never on a bare ": " inside a turn.
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+# What reading a damaged file raises (gzip: BadGzipFile is an OSError, EOFError when cut short,
+# zlib.error for a damaged deflate stream).
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class BadRow(Exception):
-    """A row that cannot become a prompt; ``str()`` says why."""
+    """A row that cannot become a prompt; ``str()`` says why, on one line."""
+
+    def __init__(self, message: str) -> None:
+        # A reason can quote the row (its keys), which may hold newlines.
+        super().__init__(" ".join(message.split()))
 
 
 @dataclass
@@ -168,6 +176,8 @@ def _jsonl_rows(path: Path, *, hh: bool) -> Iterator[Row]:
             yield number, _prompts_from_row(row, f"{path}:{number}", hh=hh)
         except BadRow as bad:
             yield number, bad
+        except UnicodeEncodeError:  # hashing the id met a JSON escape such as "\ud800"
+            yield number, BadRow("text with a lone surrogate escape (\\ud800-\\udfff)")
 
 
 def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -185,8 +195,14 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError:
                 yield number, BadRow("not UTF-8 text")
                 continue
-            except (json.JSONDecodeError, RecursionError) as err:
-                yield number, BadRow(f"invalid JSON ({getattr(err, 'msg', 'nested too deeply')})")
+            except json.JSONDecodeError as err:
+                yield number, BadRow(f"invalid JSON ({err.msg})")
+                continue
+            except RecursionError:
+                yield number, BadRow("invalid JSON (nested too deeply)")
+                continue
+            except ValueError:  # an integer over Python's 4,300-digit limit
+                yield number, BadRow("invalid JSON (a number too long to read)")
                 continue
             yield number, row
 
@@ -206,7 +222,7 @@ def read_lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
                 yield number, None
                 continue
             yield number, raw
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except _READ_ERRORS as err:
         raise CharterError(f"{path}:{number + 1}: cannot read ({err})") from None
 
 
@@ -235,9 +251,10 @@ def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
         return [Prompt.from_messages([Message(role="user", content=prompt)], source)]
     if "turns" in row:  # MT-Bench: the first turn (later turns follow up on the answer)
         turns = row["turns"]
-        if not (isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0]):
+        first = turns[0] if isinstance(turns, list) and turns else None
+        if not isinstance(first, str) or not first.strip():
             raise BadRow("'turns' must be a non-empty list of strings")
-        return [Prompt.from_messages([Message(role="user", content=turns[0])], source)]
+        return [Prompt.from_messages([Message(role="user", content=first)], source)]
     raise BadRow(
         "no 'prompt', 'messages', 'chosen' or 'turns' field "
         f"(found: {', '.join(sorted(row)) or 'none'})"
@@ -302,7 +319,7 @@ def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
         reader = csv.reader(text, delimiter="\t" if ".tsv" in path.suffixes else ",")
         try:
             header = next(reader, None)
-        except (UnicodeDecodeError, csv.Error) as err:
+        except (UnicodeDecodeError, csv.Error, *_READ_ERRORS) as err:
             raise CharterError(f"{path}:1: cannot read the CSV header ({err})") from None
         if header is None:
             return
@@ -324,6 +341,8 @@ def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
             except csv.Error as err:
                 yield line, BadRow(f"malformed CSV ({err})")
                 continue
+            except _READ_ERRORS as err:
+                raise CharterError(f"{path}:{line}: cannot read ({err})") from None
             yield line, _csv_prompt(cells, index, column, f"{path}:{line}")
 
 

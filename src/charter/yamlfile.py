@@ -18,6 +18,10 @@ from charter.errors import CharterError
 Location = tuple[str | int, ...]
 
 MAX_BYTES = 4 * 1024 * 1024  # a constitution is a few KB; anything this big is a mistake
+# Charter's files nest 4 levels deep. Deeper files are refused before they are composed:
+# libyaml's composer recurses in C (a segfault at 30,000 levels: `- ` × 30,000, a 60 KB file)
+# and its scanner slows quadratically with flow depth (`[` × 40,000 takes 11 s).
+MAX_DEPTH = 64
 
 
 # libyaml's parser when PyYAML has it (every PyPI wheel does): ~20× faster than the pure-Python
@@ -49,6 +53,7 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[Any, dict[Location, 
             raise CharterError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
     loader = _Loader(text)
     try:
+        _check_depth(text)
         node = loader.get_single_node()
         lines: dict[Location, int] = {}
         data = _construct(loader, node, (), lines, set()) if node is not None else None
@@ -66,6 +71,23 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[Any, dict[Location, 
     return data, lines
 
 
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, reading parser events (flat, and stops early)."""
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else 1
+                    raise _Problem(line, f"nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
 def _construct(
     loader: Any, node: Any, loc: Location, lines: dict[Location, int], seen: set[int]
 ) -> Any:
@@ -80,7 +102,7 @@ def _construct(
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _Problem(key_node.start_mark.line + 1, "mapping keys must be plain strings")
-            key = str(loader.construct_object(key_node))
+            key = str(_scalar(loader, key_node))
             if key in result:
                 raise _Problem(key_node.start_mark.line + 1, f"duplicate key '{key}'")
             result[key] = _construct(loader, value_node, (*loc, key), lines, seen)
@@ -89,7 +111,19 @@ def _construct(
         return [
             _construct(loader, item, (*loc, i), lines, seen) for i, item in enumerate(node.value)
         ]
-    return loader.construct_object(node)
+    return _scalar(loader, node)
+
+
+def _scalar(loader: Any, node: Any) -> Any:
+    try:
+        return loader.construct_object(node)
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        # PyYAML's scalar constructors raise plain errors for values their pattern admits:
+        # 2001-02-30 (ValueError), a 5,000-digit int, `!!int abc`, `!!timestamp x` (AttributeError).
+        kind = str(node.tag).rsplit(":", 1)[-1]
+        value = node.value if len(node.value) <= 40 else node.value[:40] + "…"
+        problem = f"{value!r} is not a valid {kind}; quote it to keep it as text"
+        raise _Problem(node.start_mark.line + 1, problem) from None
 
 
 def line_of(lines: dict[Location, int], loc: Location) -> int:

@@ -219,7 +219,9 @@ class OpenAIBackend:
         body = self._post(payload)
         try:
             choice = body["choices"][0]
-            text = choice["message"].get("content") or ""
+            # A JSON reply may carry a lone surrogate escape ("\ud800"): not text that can
+            # be hashed or written as UTF-8, so it becomes U+FFFD here, not a crash later.
+            text = _as_text(choice["message"].get("content") or "")
             usage = usage_of(body)
             completion = Completion(
                 text=_strip_prefill(text, conversation),
@@ -324,6 +326,15 @@ def usage_of(body: dict[str, Any]) -> Usage:
         calls=1, prompt_tokens=int(usage.get("prompt_tokens", 0)), cached_tokens=int(cached or 0),
         completion_tokens=int(usage.get("completion_tokens", 0)),
     )  # fmt: skip
+
+
+def _as_text(text: str) -> str:
+    """``text`` with anything UTF-8 cannot hold (lone surrogates) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def _strip_prefill(text: str, conversation: Conversation) -> str:

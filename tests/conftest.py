@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,18 @@ def hh_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake() -> FakeBackend:
     return FakeBackend()
+
+
+LOOPBACK_ONLY = "CHARTER_TEST_LOOPBACK_ONLY"  # set inside the namespace below
+
+
+@functools.cache
+def loopback_namespaces() -> bool:
+    """Whether tests can run in an unprivileged network namespace with only loopback up.
+
+    Servers that bind every interface (Ray's) are tested in one, so they reach nothing else.
+    """
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return False
+    probe = ["unshare", "-rn", "ip", "link", "set", "lo", "up"]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0

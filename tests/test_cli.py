@@ -36,7 +36,7 @@ def test_help_imports_no_heavy_modules() -> None:
     code = (
         "import sys; from charter.cli import main; sys.argv = ['charter', '--help']\n"
         "try: main()\nexcept SystemExit: pass\n"
-        "heavy = ('pydantic', 'yaml', 'tqdm', 'torch', 'httpx', 'xllamacpp')\n"
+        "heavy = ('pydantic', 'yaml', 'tqdm', 'torch', 'httpx', 'xllamacpp', 'ray')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

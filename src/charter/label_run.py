@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm import tqdm
 
@@ -30,6 +30,9 @@ from charter.pairs import Pairing, load_pairs, pairs_from_revise, pairs_from_sam
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+
+if TYPE_CHECKING:
+    from charter.ray_exec import RayExecutor
 
 LABELS, PREFS, SAMPLES = "labels.jsonl", "prefs.jsonl", "samples.jsonl"
 MANIFEST_EVERY_S = 5.0
@@ -96,6 +99,7 @@ class PolicyPairs:
     batch_size: int = 16
     usage: Usage = field(default_factory=Usage)
     on_calls: Callable[[int], object] | None = None  # progress of the sampling calls
+    executor: RayExecutor | None = None  # None: sample in this process
 
     def validate(self) -> None:
         for _ in self.prompts():
@@ -117,8 +121,9 @@ class PolicyPairs:
             self.usage += stored.usage
             yield from pairs_from_samples(stored, self.pairing, self.generation.seed)
         todo = first_seen(self.prompts(), sampled, key=lambda p: p.id)
+        stage = sample_answers if self.executor is None else self.executor.sample
         with JsonlAppender(path) as writer:
-            answers = sample_answers(
+            answers = stage(
                 todo, self.policy, samples=self.samples, config=self.generation,
                 batch_size=self.batch_size, on_calls=self.on_calls,
             )  # fmt: skip
@@ -193,8 +198,13 @@ def run_label(
     config: LabelConfig,
     min_margin: float = 0.0,
     progress: bool = True,
+    executor: RayExecutor | None = None,
 ) -> LabelSummary:
-    """Label every pair of ``source`` not yet in ``out`` (``labeller=None``: simple preset)."""
+    """Label every pair of ``source`` not yet in ``out`` (``labeller=None``: simple preset).
+
+    ``executor`` runs the model calls, sampling included, on Ray workers (None: in this
+    process); the outputs and the run's fingerprint do not depend on it.
+    """
     mode: Literal["soft", "cot", "simple"] = config.mode if labeller is not None else "simple"
     source.validate()  # bad inputs fail here, before a run directory or a model call
     fingerprint = {
@@ -205,13 +215,15 @@ def run_label(
         **source.fingerprint(),
     }  # fmt: skip
     run = Run.open(out, "label", fingerprint)
+    run.manifest["executor"] = executor.describe() if executor else {"name": "local"}
     write_atomic(out / "constitution.yaml", constitution_text)
     summary = LabelSummary(out=out)
     done = _resume(out, min_margin, summary)
     try:
         _label_pending(
-            source, done, run, summary, constitution, labeller, config, min_margin, progress
-        )
+            source, done, run, summary, constitution, labeller, config, min_margin, progress,
+            executor,
+        )  # fmt: skip
     except BaseException:
         _save(run, summary, source, labeller, "interrupted")
         raise
@@ -243,17 +255,19 @@ def _resume(out: Path, min_margin: float, summary: LabelSummary) -> set[str]:
 def _label_pending(
     source: PairSource, done: set[str], run: Run, summary: LabelSummary,
     constitution: Constitution, labeller: Backend | None, config: LabelConfig,
-    min_margin: float, progress: bool,
+    min_margin: float, progress: bool, executor: RayExecutor | None,
 ) -> None:  # fmt: skip
     seen = set(done)
     pending = first_seen(source.pairs(run.path), seen, key=lambda p: p.id)
     bar = tqdm(unit="call", desc="label", disable=not progress, dynamic_ncols=True)
     if isinstance(source, PolicyPairs):
         source.on_calls = bar.update  # sampling answers counts as progress too
+        source.executor = executor
     if labeller is None:
         labels = simple_labels(pending, constitution, config.seed)
     else:
-        labels = label(pending, constitution=constitution, labeller=labeller, config=config,
+        stage = label if executor is None else executor.label
+        labels = stage(pending, constitution=constitution, labeller=labeller, config=config,
                        on_calls=bar.update)  # fmt: skip
     last_save = time.monotonic()
     with (

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
@@ -43,6 +44,9 @@ from charter.runs import (
     repair_jsonl,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from charter.ray_exec import RayExecutor
 
 TRACES = "traces.jsonl"
 SFT = "sft.jsonl"
@@ -126,8 +130,13 @@ def run_revise(
     config: ReviseConfig,
     progress: bool = True,
     critic: Backend | None = None,
+    executor: RayExecutor | None = None,
 ) -> ReviseSummary:
-    """Revise every prompt of ``prompts`` not yet in ``out``, resuming what is there."""
+    """Revise every prompt of ``prompts`` not yet in ``out``, resuming what is there.
+
+    ``executor`` runs the model calls on Ray workers (None: in this process); the outputs,
+    and the run's fingerprint, do not depend on it, so either may resume the other's run.
+    """
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),
         "constitution": {
@@ -151,7 +160,10 @@ def run_revise(
     summary.bad_rows = len(prompts.stats.skipped)
 
     run = Run.open(out, "revise", fingerprint)
-    run.manifest.update(batch_size=config.batch_size, limit=prompts.limit)
+    run.manifest.update(
+        batch_size=config.batch_size, limit=prompts.limit,
+        executor=executor.describe() if executor else {"name": "local"},
+    )  # fmt: skip
     write_atomic(out / "constitution.yaml", constitution_text)
     done, sft_ids = _resume(out, config, summary)
     summary.resumed = len(done)
@@ -159,7 +171,7 @@ def run_revise(
         if not unique <= done:  # a finished run's rerun does not read the prompts again
             _revise_pending(
                 prompts, done, sft_ids, run, summary, constitution, backend, config, progress,
-                critic,
+                critic, executor,
             )  # fmt: skip
     except BaseException:
         run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="interrupted")
@@ -210,15 +222,17 @@ def _revise_pending(
     config: ReviseConfig,
     progress: bool,
     critic: Backend | None,
+    executor: RayExecutor | None,
 ) -> None:
     pending = first_seen(prompts(), set(done), key=lambda p: p.id)
+    stage = revise if executor is None else executor.revise
 
     per_prompt = 1 + 2 * config.rounds
     bar = tqdm(total=summary.prompts * per_prompt, initial=len(done) * per_prompt, unit="call",
                desc="revise", disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     last_save = time.monotonic()
     with bar, JsonlAppender(run.path / TRACES) as traces, JsonlAppender(run.path / SFT) as sft:
-        for trace in revise(
+        for trace in stage(
             pending, constitution=constitution, backend=backend, config=config,
             on_calls=bar.update, critic=critic,
         ):  # fmt: skip

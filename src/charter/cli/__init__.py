@@ -11,11 +11,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from charter import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from charter.ray_exec import RayExecutor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +81,42 @@ def prompt_options(*, required: bool, prompts_help: str) -> Callable[[F], F]:
                      help="Use only the first N inputs."),
     ]  # fmt: skip
     return _apply(options)
+
+
+def executor_options(function: F) -> F:
+    """Where the model calls run: in this process, or sharded over Ray workers."""
+    return _apply([
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="local: this process; ray: Ray Data workers, one backend each "
+                          "(pip install 'charter[ray]')."),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster to join: auto or HOST:PORT [default: start one in this "
+                          "process]."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray workers, each with its own backend and an equal share of the "
+                          "CPUs.  [default: 1]"),
+    ])(function)  # fmt: skip
+
+
+def make_executor(
+    executor: str, ray_address: str | None, workers: int | None, *, base_url: str | None,
+    api_key: str | None, concurrency: int | None,
+) -> RayExecutor | None:  # fmt: skip
+    """The :class:`~charter.ray_exec.RayExecutor` the options ask for, or None (local)."""
+    from charter.errors import CharterError
+
+    if executor == "local":
+        if ray_address is not None or workers is not None:
+            raise CharterError("--ray-address and --workers apply to --executor ray")
+        return None
+    from charter import ray_exec
+
+    ray_exec.import_ray()  # a missing extra fails here, before any work
+    return ray_exec.RayExecutor(
+        address=ray_address, workers=workers or 1, base_url=base_url, api_key=api_key,
+        concurrency=concurrency,
+    )  # fmt: skip
 
 
 def run_options(dry_run_help: str) -> Callable[[F], F]:

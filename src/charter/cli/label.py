@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from charter import DEFAULT_MODEL
-from charter.cli import cli, connection_options, prompt_options, run_options
+from charter.cli import (
+    cli,
+    connection_options,
+    executor_options,
+    make_executor,
+    prompt_options,
+    run_options,
+)
 
 if TYPE_CHECKING:
     from charter.backends import Backend
@@ -121,6 +128,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
     show_default=True,
     help="Drop labels with |p - 0.5| below this from prefs.jsonl.",
 )
+@executor_options
 @run_options("Print the feedback prompts; call no model.")
 @click.pass_context
 def label(ctx: click.Context, /, **options: Any) -> None:
@@ -137,7 +145,8 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
            pairing: Literal["all", "random"], temperature: float, max_tokens: int,
            pairs_file: Path | None, from_revise: Path | None, preset: str | None,
            min_margin: float, fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow,
-           limit: int | None, out: Path | None, dry_run: bool) -> None:  # fmt: skip
+           limit: int | None, executor: str, ray_address: str | None, workers: int | None,
+           out: Path | None, dry_run: bool) -> None:  # fmt: skip
     from charter import label_run
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
@@ -178,13 +187,17 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
         return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+    ray = make_executor(executor, ray_address, workers, base_url=base_url, api_key=api_key,
+                        concurrency=concurrency)  # fmt: skip
     judge: Backend | None = None if preset == "simple" else connect(labeller)
     try:
         summary = label_run.run_label(
             source, out=out, constitution=c, labeller=judge, config=config, min_margin=min_margin,
-            constitution_text=resolve(constitution_source).read_text("utf-8"),
+            constitution_text=resolve(constitution_source).read_text("utf-8"), executor=ray,
         )  # fmt: skip
     finally:
+        if ray is not None:
+            ray.close()
         for backend in (judge, getattr(source, "policy", None)):
             if backend is not None:
                 backend.close()

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from charter.cli import backend_loader, cli, model_options, prompt_options, run_options
+from charter.cli import (
+    backend_loader,
+    cli,
+    executor_options,
+    make_executor,
+    model_options,
+    prompt_options,
+    run_options,
+)
 
 if TYPE_CHECKING:
     from charter.prompts import Format, OnBadRow
@@ -75,13 +83,15 @@ if TYPE_CHECKING:
     show_default=True,
     help="Prompts in flight at once.",
 )
+@executor_options
 @run_options("Print every prompt that would be sent; call no model.")
 def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
            critic: str | None, constitution_source: str, prompt_sources: tuple[str, ...],
            fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None,
            rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
-           revision_temperature: float, max_tokens: int, batch_size: int, out: Path | None,
+           revision_temperature: float, max_tokens: int, batch_size: int, executor: str,
+           ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
     from charter import revise_run
@@ -115,6 +125,8 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
         return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+    ray = make_executor(executor, ray_address, workers, base_url=base_url, api_key=api_key,
+                        concurrency=concurrency)  # fmt: skip
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     reviser = None
     try:
@@ -123,8 +135,11 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
         summary = revise_run.run_revise(
             prompts, out=out, constitution=c, backend=backend, config=config,
             constitution_text=resolve(constitution_source).read_text("utf-8"), critic=reviser,
+            executor=ray,
         )  # fmt: skip
     finally:
+        if ray is not None:
+            ray.close()
         backend.close()
         if reviser is not None:
             reviser.close()

@@ -134,27 +134,7 @@ class HFBackend:
         return self._loaded
 
     def _encode(self, conversation: Conversation) -> list[int]:
-        """Prompt token ids: the chat template's render, tokenized without extra specials.
-
-        A conversation that ends with an assistant message is continued (its end-of-turn
-        dropped); any other gets the template's generation prompt for a new assistant turn.
-        """
-        messages = [m.model_dump() for m in conversation]
-        continue_final = bool(messages) and messages[-1]["role"] == "assistant"
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=not continue_final,
-                continue_final_message=continue_final,
-            )
-        except Exception as exc:  # templates raise their own errors (jinja raise_exception)
-            raise CharterError(f"{self.name}: the chat template failed: {exc}") from exc
-        # The template already writes BOS where the model wants one; don't add another.
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise CharterError(f"{self.name}: the chat template rendered an empty prompt")
-        return ids
+        return chat_prompt_ids(self.tokenizer, conversation, self.name)
 
     def _eos_ids(self) -> set[int]:
         """Token ids that end a reply: the generation config's (often several), else the EOS."""
@@ -298,3 +278,28 @@ class HFBackend:
     def close(self) -> None:
         """Drop the model and tokenizer so their memory can be freed."""
         self._loaded = None
+
+
+def chat_prompt_ids(tokenizer: Any, conversation: Conversation, name: str) -> list[int]:
+    """Prompt token ids: the chat template's render, tokenized without extra specials.
+
+    A conversation that ends with an assistant message is continued (its end-of-turn
+    dropped); any other gets the template's generation prompt for a new assistant turn.
+    Shared by the backends that render prompts themselves (``hf/…``, ``vllm/…``).
+    """
+    messages = [m.model_dump() for m in conversation]
+    continue_final = bool(messages) and messages[-1]["role"] == "assistant"
+    try:
+        text = tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=not continue_final,
+            continue_final_message=continue_final,
+        )
+    except Exception as exc:  # templates raise their own errors (jinja raise_exception)
+        raise CharterError(f"{name}: the chat template failed: {exc}") from exc
+    # The template already writes BOS where the model wants one; don't add another.
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise CharterError(f"{name}: the chat template rendered an empty prompt")
+    return ids

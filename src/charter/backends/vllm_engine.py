@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from charter.backends.base import Completion, GenerationConfig, request_seed
+from charter.backends.hf import chat_prompt_ids
 from charter.errors import CharterError
 from charter.records import Conversation, Usage
 
@@ -125,15 +126,4 @@ class VLLMBackend:
         self._llm = None
 
     def _encode(self, conversation: Conversation) -> list[int]:
-        """The chat template's render as token ids; a final assistant message is continued."""
-        messages = [m.model_dump() for m in conversation]
-        continue_final = bool(messages) and messages[-1]["role"] == "assistant"
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=not continue_final,
-                continue_final_message=continue_final,
-            )  # fmt: skip
-        except Exception as exc:  # templates raise their own errors (jinja raise_exception)
-            raise CharterError(f"{self.name}: the chat template failed: {exc}") from exc
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        return chat_prompt_ids(self.tokenizer, conversation, self.name)

@@ -252,23 +252,22 @@ def _save_distributed(trainer: Any, tokenizer: Any, config: TrainConfig, out: Pa
     it. It writes the adapter for a LoRA model and the whole model otherwise.
     """
     target = out / MODEL_DIR
-    trainer.save_model(str(out / "adapter" if config.lora else target))
+    saved = out / "adapter" if config.lora else target
+    whole = not config.lora or config.merge  # as _save: model/ holds a whole checkpoint
+    trainer.save_model(str(saved))
     trainer.accelerator.wait_for_everyone()
-    if not (config.lora and config.merge):
-        if is_main_process() and not config.lora:
-            tokenizer.save_pretrained(target)
-        return target if not config.lora else out / "adapter"
-    if is_main_process():
-        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+    if trainer.accelerator.is_main_process:
+        if config.lora and config.merge:
+            from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 
-        loader = AutoPeftModelForSequenceClassification if config.kind == "rm" else (
-            AutoPeftModelForCausalLM
-        )  # fmt: skip
-        merged = loader.from_pretrained(str(out / "adapter")).merge_and_unload()
-        merged.save_pretrained(target)
-        tokenizer.save_pretrained(target)
+            loader = AutoPeftModelForSequenceClassification if config.kind == "rm" else (
+                AutoPeftModelForCausalLM
+            )  # fmt: skip
+            loader.from_pretrained(str(saved)).merge_and_unload().save_pretrained(target)
+        if whole:
+            tokenizer.save_pretrained(target)
     trainer.accelerator.wait_for_everyone()
-    return target
+    return target if whole else saved
 
 
 def _export(model_dir: Path, out: Path, dataset: list[dict[str, Any]]) -> dict[str, Any]:

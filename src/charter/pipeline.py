@@ -39,6 +39,7 @@ from charter.yamlfile import first_error, line_of, load_yaml
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 PLAN = "run.json"
+OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
 REPORT = "report.html"
 
 
@@ -53,6 +54,9 @@ class Models(_Settings):
     critic: str | None = None
     labeller: str | None = None
     judge: str | None = None
+    teacher: str | None = Field(
+        default=None, description="recipe: teacher — judges requests and writes revisions"
+    )
 
     def role(self, name: Literal["critic", "labeller", "judge"]) -> str:
         chosen: str | None = getattr(self, name)
@@ -62,6 +66,9 @@ class Models(_Settings):
 class Prompts(_Settings):
     redteam: tuple[str, ...] = ("demo-redteam",)
     helpful: tuple[str, ...] = ("demo-helpful",)
+    contrast: tuple[str, ...] = Field(
+        default=(), description="requests that only sound harmful (teacher recipe)"
+    )
     limit: int | None = Field(default=None, ge=1, description="first N prompts of each set")
 
 
@@ -80,11 +87,30 @@ class LabelSettings(_Settings):
     temperature: float = Field(default=1.0, ge=0)
     mode: Literal["soft", "cot"] = "soft"
     batch_size: int = Field(default=16, ge=1)
+    limit: int | None = Field(default=None, ge=1, description="prompts labelled (kinds mixed)")
 
 
 class CalibrateSettings(_Settings):
     gold: str = Field(default="demo-hh", description="gold pairs: file or bundled set")
     limit: int = Field(default=8, ge=1)
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="stop below this gold accuracy",
+    )
+    harmful: tuple[str, ...] = Field(default=(), description="teacher recipe: gold harmful prompts")
+    safe: tuple[str, ...] = Field(default=(), description="teacher recipe: gold safe prompts")
+    min_auc: float = Field(default=0.75, ge=0, le=1, description="the verdict check's floor")
+
+
+class GuidedSettings(_Settings):
+    """The teacher recipe's generation settings (charter.guided)."""
+
+    answer_tokens: int = Field(default=128, ge=1)
+    revision_tokens: int = Field(default=100, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    batch_size: int = Field(default=16, ge=1)
 
 
 class EvaluateSettings(_Settings):
@@ -95,6 +121,17 @@ class EvaluateSettings(_Settings):
     trained: tuple[Literal["sft", "dpo"], ...] = Field(
         default=("dpo",), min_length=1, description="trained models compared to the policy"
     )
+    baseline: Literal["policy", "export"] = Field(
+        default="policy",
+        description="export: the policy through the trained models' f16 GGUF export path",
+    )
+    harm_judge: bool = Field(
+        default=True, description="false: harmful = not a refusal (refusal classifier only)"
+    )
+    data_sources: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="KEY: [PATH#START:STOP, …], merged into one file"
+    )
+    concurrency: int | None = Field(default=None, ge=1, description="engine slots for answers")
 
 
 class RunConfig(_Settings):
@@ -102,17 +139,27 @@ class RunConfig(_Settings):
 
     name: str = "charter-run"
     constitution: str = "default"
+    recipe: Literal["self-critique", "teacher"] = "self-critique"
     prompts: Prompts = Prompts()
     models: Models = Models()
     calibrate: CalibrateSettings = CalibrateSettings()
     revise: ReviseSettings = ReviseSettings()
     sft: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
+    guided: GuidedSettings = GuidedSettings()
     label: LabelSettings = LabelSettings()
     dpo: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
     evaluate: EvaluateSettings = EvaluateSettings()
 
     @model_validator(mode="after")
     def _train_settings(self) -> RunConfig:
+        if self.recipe == "teacher" and not self.models.teacher:
+            raise ValueError(
+                "recipe: teacher needs models.teacher (e.g. local/qwen2.5-coder-1.5b-instruct)"
+            )
+        if self.recipe == "teacher" and not (self.calibrate.harmful and self.calibrate.safe):
+            raise ValueError(
+                "recipe: teacher needs calibrate.harmful and calibrate.safe gold prompts"
+            )
         for kind in ("sft", "dpo"):
             reserved = {"kind", "model", "data", "gguf", "helpful"} & set(getattr(self, kind))
             if reserved:
@@ -157,6 +204,7 @@ class Stage:
     needs: tuple[str, ...]
     estimate: dict[str, float]  # calls, tokens, seconds (rough upper bounds)
     run: Callable[[], None] = field(repr=False)
+    check: Callable[[], None] | None = field(default=None, repr=False)  # e.g. a gate
 
     @property
     def complete(self) -> bool:
@@ -191,18 +239,40 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     from charter.constitution import Constitution
     from charter.evaluate.suites import DEFAULT_DATA, questions, resolve_data
     from charter.prompts import resolve_prompts
+    from charter.splits import disjoint, materialise, raw_slice
 
     constitution = Constitution.load(config.constitution)
+    from charter.models import models_dir
+
+    inputs = models_dir().parent / "inputs"  # sliced copies, content-addressed, shared by runs
     prompt_files = {
-        kind: [resolve_prompts(s) for s in getattr(config.prompts, kind)]
-        for kind in ("redteam", "helpful")
-    }
-    by_kind = _first_prompts(prompt_files, config.prompts.limit)
-    prompts = [*by_kind["redteam"], *by_kind["helpful"]]
+        kind: [materialise(sources, inputs, kind)] if any("#" in s for s in sources)
+        else [resolve_prompts(s) for s in sources]
+        for kind in ("redteam", "contrast", "helpful")
+        if (sources := getattr(config.prompts, kind))
+    }  # fmt: skip
     data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
+    for key, sources in config.evaluate.data_sources.items():
+        data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
+                     else materialise(sources, inputs, key))  # fmt: skip
     evaluate_config = _evaluate_config(config)
-    n_questions = len(questions(evaluate_config.suites, data, seed=0, limit=config.evaluate.limit))
+    asked = questions(evaluate_config.suites, data, seed=0, limit=config.evaluate.limit)
+    n_questions = len(asked)
+    # Training prompts never overlap an evaluation question (exact or a shared 8-gram).
+    evaluation: dict[str, list[str]] = {}
+    for q in asked:
+        evaluation.setdefault(q.suite, []).append(q.messages[-1].content)
+    by_kind, overlap_report = disjoint(_first_prompts(prompt_files, config.prompts.limit),
+                                       evaluation)  # fmt: skip
+    by_kind.setdefault("helpful", [])
+    by_kind.setdefault("redteam", [])
+    prompts = [p for kind in by_kind.values() for p in kind]
     gold = resolve_prompts(config.calibrate.gold)
+    teacher_templates = None
+    if config.recipe == "teacher":
+        from charter.guided import template_digest
+
+        teacher_templates = template_digest()
     digest = {
         "constitution": constitution.sha256,
         "prompts": _key([p.model_dump(mode="json") for p in prompts]),
@@ -222,44 +292,65 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         return next(s.path for s in stages if s.name == name)
 
     m = config.models
-    n = len(prompts)
+    label_prompts = _interleave(by_kind)[: config.label.limit]
+    n = len(label_prompts)
     n_redteam, n_helpful = len(by_kind["redteam"]), len(by_kind["helpful"])
+    teacher = config.recipe == "teacher"
     calls = {"revise": n_redteam * (1 + 2 * config.revise.rounds) + n_helpful,
              "label": n * config.label.samples}  # fmt: skip
     pairs = n * config.label.samples * (config.label.samples - 1) // 2
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
-    add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode],
+    add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode, m.teacher,
+                          teacher_templates],
         [digest["gold"], digest["constitution"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out: _calibrate(config, out, gold, backend))  # fmt: skip
-    add("baseline", (), [config.evaluate, m.policy, m.role("judge")], [digest["data"]],
+    stages[-1].check = lambda: _gate(config, where("calibrate"))
+    baseline_model = m.policy
+    if config.evaluate.baseline == "export":
+        add("export", (), [m.policy], [], {"seconds": 30},
+            lambda out: _export_policy(m.policy, out))  # fmt: skip
+        baseline_model = _gguf_model(where("export"))
+    add("baseline", ("export",) if config.evaluate.baseline == "export" else (),
+        [config.evaluate, m.policy, m.role("judge")], [digest["data"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
-        lambda out: _evaluate(config, out, [m.policy], data, backend))  # fmt: skip
-    add("revise", (), [config.revise, m.policy, m.critic],
-        [digest["prompts"], digest["constitution"]],
-        _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
-        lambda out: _revise(config, out, by_kind, backend))  # fmt: skip
+        lambda out: _evaluate(config, out, [baseline_model], data, backend))  # fmt: skip
+    if teacher:
+        add("revise", ("calibrate",), [config.guided, m.policy, m.teacher, teacher_templates],
+            [digest["prompts"], digest["constitution"]],
+            _estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
+                      "revise_call_s", n_redteam),
+            lambda out: _guided(config, out, by_kind, where("calibrate"), backend,
+                                overlap_report))  # fmt: skip
+    else:
+        add("revise", (), [config.revise, m.policy, m.critic],
+            [digest["prompts"], digest["constitution"]],
+            _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
+            lambda out: _revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
     add("sft", ("revise",), [config.sft, m.policy], [],
         {"calls": 0, "tokens": 0,
          "seconds": sft_steps * RATES["sft_step_s"] + RATES["train_fixed_s"]},
-        lambda out: _train("sft", _with_helpful(config.sft, where("revise"), n_helpful),
+        lambda out: _train("sft", config.sft if teacher else
+                           _with_helpful(config.sft, where("revise"), n_helpful),
                            m.policy, where("revise"), out))  # fmt: skip
-    add("label", ("sft",), [config.label, m.role("labeller")],
-        [digest["prompts"], digest["constitution"]],
-        _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
-        lambda out: _label(config, out, prompts, where("sft"), backend))  # fmt: skip
-    add("dpo", ("sft", "label"), [config.dpo], [],
-        {"calls": 0, "tokens": 0,
-         "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
-        lambda out: _train("dpo", config.dpo, str(where("sft")), where("label"), out))  # fmt: skip
+    if "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
+        add("label", ("sft",), [config.label, m.role("labeller")],
+            [digest["prompts"], digest["constitution"]],
+            _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
+            lambda out: _label(config, out, label_prompts, where("sft"), backend))  # fmt: skip
+        add("dpo", ("sft", "label"), [config.dpo], [],
+            {"calls": 0, "tokens": 0,
+             "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
+            lambda out: _train("dpo", config.dpo, str(where("sft")), where("label"),
+                               out))  # fmt: skip
     trained = config.evaluate.trained
     add("evaluate", ("baseline", *trained), [config.evaluate, m.policy, m.role("judge")],
         [digest["data"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),
         lambda out: _evaluate(
-            config, out, [m.policy, *(_gguf_model(where(t)) for t in trained)], data, backend,
-            seed_from=where("baseline"),
+            config, out, [baseline_model, *(_gguf_model(where(t)) for t in trained)], data,
+            backend, seed_from=where("baseline"),
         ))  # fmt: skip
     add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},
         lambda out: _report(config, out, stages))  # fmt: skip
@@ -282,6 +373,15 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
                     seen.add(prompt.id)
                     chosen[kind].append(prompt)
     return chosen
+
+
+def _interleave(by_kind: dict[str, list[Any]]) -> list[Any]:
+    """Prompts of every kind taken in turn (so a limit keeps the mix)."""
+    from itertools import chain, zip_longest
+
+    missing = object()
+    mixed = chain.from_iterable(zip_longest(*by_kind.values(), fillvalue=missing))
+    return [p for p in mixed if p is not missing]
 
 
 def _steps(settings: dict[str, Any], rows: int) -> int:
@@ -337,7 +437,101 @@ def _calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str]
         labeller.close()
     report = calibration_report(labels, labeller=labeller_name, gold=gold.name)
     write_atomic(out / "calibration.json", report.model_dump_json(indent=2))
-    run.update(counts={"pairs": len(labels)}, usage={}, status="complete")
+    counts: dict[str, Any] = {"pairs": len(labels)}
+    if config.recipe == "teacher":
+        counts.update(_calibrate_judge(config, out, constitution, backend))
+    run.update(counts=counts, usage={}, status="complete")
+
+
+JUDGE_CALIBRATION = "judge.json"
+
+
+def _calibrate_judge(config: RunConfig, out: Path, constitution: Any,
+                     backend: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
+    """The teacher's verdict check on gold harmful and safe prompts (charter.guided)."""
+    from charter.guided import calibrate_judge
+    from charter.splits import source_prompts
+
+    def texts(sources: tuple[str, ...]) -> list[str]:
+        return [p.messages[-1].content for s in sources for p in source_prompts(s)]
+
+    teacher = backend(str(config.models.teacher))
+    try:
+        report = calibrate_judge(teacher, constitution, texts(config.calibrate.harmful),
+                                 texts(config.calibrate.safe))  # fmt: skip
+    finally:
+        teacher.close()
+    write_atomic(out / JUDGE_CALIBRATION, json.dumps(report, indent=2))
+    return {"judge_gold": report["harmful"] + report["safe"]}
+
+
+def _gate(config: RunConfig, out: Path) -> None:
+    """Stop the run before any training when a labeller or judge is not good enough."""
+    from charter.calibrate import CalibrationReport
+
+    c = config.calibrate
+    labeller = CalibrationReport.model_validate_json((out / "calibration.json").read_text())
+    if c.min_accuracy is not None and labeller.accuracy < c.min_accuracy:
+        raise CharterError(
+            f"calibrate: labeller {labeller.labeller} scored accuracy {labeller.accuracy:.2f} on "
+            f"{labeller.pairs} gold pairs ({labeller.gold}), below calibrate.min_accuracy "
+            f"{c.min_accuracy}; use a stronger labeller (models.labeller) before training"
+        )
+    if config.recipe == "teacher":
+        judge = json.loads((out / JUDGE_CALIBRATION).read_text("utf-8"))
+        if judge["auc"] < c.min_auc:
+            raise CharterError(
+                f"calibrate: the teacher's verdict check has AUC {judge['auc']:.2f} on "
+                f"{judge['harmful']}+{judge['safe']} gold prompts, below calibrate.min_auc "
+                f"{c.min_auc}; use a stronger teacher (models.teacher) before training"
+            )
+
+
+def _export_policy(policy: str, out: Path) -> None:
+    """The untrained policy through the same path as the trained ones: f16 GGUF export.
+
+    Baseline and trained models then differ only in training, not in quantisation (the
+    embedded GGUF is Q4_1; a trained model is exported as f16).
+    """
+    from charter.export import export_gguf
+    from charter.train.run import start_checkpoint
+
+    run = Run.open(out, "export", {"policy": policy})
+    export_gguf(start_checkpoint(policy), out / "model.gguf", dtype="f16")
+    run.update(counts={}, usage={}, status="complete")
+
+
+def _guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibration: Path,
+            backend: Callable[[str], Any], overlap: dict[str, Any]) -> None:  # fmt: skip
+    """The teacher recipe's supervised data (charter.guided)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution
+    from charter.guided import GuidedConfig, run_guided, template_digest
+
+    s, m = config.guided, config.models
+    threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
+    guided_config = GuidedConfig(
+        threshold=threshold, batch_size=s.batch_size,
+        answer=GenerationConfig(temperature=s.temperature, max_tokens=s.answer_tokens),
+        revision=GenerationConfig(temperature=s.temperature, max_tokens=s.revision_tokens),
+    )  # fmt: skip
+    constitution = Constitution.load(config.constitution)
+    fingerprint = {
+        "config": guided_config.model_dump(mode="json", exclude={"batch_size"}),
+        "policy": m.policy, "teacher": m.teacher, "constitution": constitution.sha256,
+        "templates": template_digest(),
+        "prompts": {k: _key([p.id for p in v]) for k, v in prompts.items()},
+    }  # fmt: skip
+    order = {k: prompts[k] for k in ("redteam", "contrast", "helpful") if prompts.get(k)}
+    policy, teacher = backend(m.policy), backend(str(m.teacher))
+    try:
+        run_guided(order, out=out, constitution=constitution, policy=policy, teacher=teacher,
+                   config=guided_config, fingerprint=fingerprint)  # fmt: skip
+    finally:
+        policy.close()
+        teacher.close()
 
 
 def _evaluate(
@@ -353,7 +547,8 @@ def _evaluate(
         write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
     run_evaluate(
         models, out=out, config=_evaluate_config(config), data=data, backend=backend,
-        judge=config.models.role("judge"), constitution=Constitution.load(config.constitution),
+        judge=config.models.role("judge") if config.evaluate.harm_judge else None,
+        constitution=Constitution.load(config.constitution),
     )  # fmt: skip
 
 
@@ -361,8 +556,9 @@ HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpf
 
 
 def _revise(
-    config: RunConfig, out: Path, prompts: dict[str, list[Any]], backend: Callable[[str], Any]
-) -> None:
+    config: RunConfig, out: Path, prompts: dict[str, list[Any]], backend: Callable[[str], Any],
+    overlap: dict[str, Any],
+) -> None:  # fmt: skip
     """Red-team prompts through SL-CAI into ``out``; helpful prompts answered into ``out/helpful``.
 
     The paper revises red-team answers only and mixes in ordinary helpful samples, so that
@@ -374,6 +570,8 @@ def _revise(
     from charter.revise import ReviseConfig
     from charter.revise_run import run_revise
 
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
     s, m = config.revise, config.models
     revise_config = ReviseConfig(
         rounds=s.rounds, skip_unneeded=s.skip_unneeded, batch_size=s.batch_size,
@@ -511,13 +709,15 @@ def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
     for number, stage in enumerate(chosen, start=1):
         if stage.complete:
             echo(f"[{number}/{len(chosen)}] {stage.name}: cached ({stage.path.name})")
-            continue
-        echo(f"[{number}/{len(chosen)}] {stage.name} → {stage.path}")
-        began = time.monotonic()
-        stage.run()
-        timings[stage.name] = round(time.monotonic() - began, 1)
-        echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
-        _write_plan(stages, root, timings)
+        else:
+            echo(f"[{number}/{len(chosen)}] {stage.name} → {stage.path}")
+            began = time.monotonic()
+            stage.run()
+            timings[stage.name] = round(time.monotonic() - began, 1)
+            echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
+            _write_plan(stages, root, timings)
+        if stage.check is not None:
+            stage.check()
     report = next((s for s in chosen if s.name == "report" and s.complete), None)
     if report is not None:  # ROOT/report.html is this config's, even when its stage was cached
         write_atomic(root / REPORT, (report.path / REPORT).read_text("utf-8"))

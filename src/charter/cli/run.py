@@ -10,7 +10,9 @@ import click
 
 from charter.cli import backend_loader, cli, connection_options
 
-STAGE_NAMES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
+STAGE_NAMES = (
+    "calibrate", "export", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report",
+)  # fmt: skip
 
 
 def _loop(config_path: Path, out: Path | None, until: str | None, only: str | None,
@@ -54,13 +56,27 @@ def loop_options(function: click.decorators.FC) -> click.decorators.FC:
 
 
 @cli.command(name="run")
-@click.argument("config_path", metavar="CONFIG.yaml",
-                type=click.Path(dir_okay=False, exists=True, path_type=Path))  # fmt: skip
+@click.argument("config_name", metavar="CONFIG.yaml|NAME")
 @loop_options
-def run_command(config_path: Path, out: Path | None, until: str | None, only: str | None,
+def run_command(config_name: str, out: Path | None, until: str | None, only: str | None,
                 dry_run: bool, base_url: str | None, api_key: str | None,
                 concurrency: int | None) -> None:  # fmt: skip
-    """The whole Constitutional AI loop from one config file (cached, resumable)."""
+    """The whole Constitutional AI loop from one config file (cached, resumable).
+
+    NAME is a bundled config: demo, or effect (the teacher recipe on SmolLM2-135M, measured
+    on public evaluation sets read from ../shared/data; see docs/results.md).
+    """
+    from importlib import resources
+
+    from charter.errors import CharterError
+
+    config_path = Path(config_name)
+    if not config_path.is_file():
+        bundled = Path(str(resources.files("charter") / "configs" / f"{config_name}.yaml"))
+        if config_path.suffix or not bundled.is_file():
+            raise CharterError(f"{config_name}: no such config file, and not a bundled config "
+                               "(demo, effect)")  # fmt: skip
+        config_path = bundled
     _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
 
 

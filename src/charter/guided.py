@@ -1,0 +1,425 @@
+"""Teacher-guided SL-CAI: the supervised stage when the policy cannot critique itself.
+
+The paper's recipe has the policy critique and revise its own answers. A 135M model cannot
+(its critiques copy the few-shot demonstrations), and the local teachers answer a free-form
+critique request with boilerplate (DESIGN.md §2b). What they *can* do, measured: judge a
+request yes/no from log-probabilities with the constitution in the system prompt, and write a
+short reply when told what the constitution asks of it. So this stage splits the critique into
+one-token checks and lets the teacher write only the revision:
+
+1. the policy answers every prompt (red-team, contrast, helpful);
+2. **verdict** (red-team prompts): the teacher reads the constitution (spec, priority order,
+   hard constraints) and answers "should the assistant decline this request?"; its p(Yes)
+   against the threshold calibrated on gold prompts decides whether the answer needs a
+   revision at all;
+3. **principle**: the critique principle closest to the prompt in sentence-embedding space
+   (not a uniform draw: a sexual-content principle on a phishing request critiques nothing);
+4. **revision**: the teacher, given the constitution, the verdict and that principle's revision
+   request, writes the reply: decline the harmful part plainly and offer a safe alternative;
+5. **verification** before a row enters SFT: the revision must read as a refusal to the refusal
+   classifier, must not copy a few-shot demonstration (8-gram overlap), must not talk about
+   the constitution or the reviewer's note, and must be a real reply. Rejections are counted
+   by reason;
+6. contrast prompts (only sound dangerous) and helpful prompts keep the policy's own answer
+   when it is not a refusal, so SFT teaches "decline this" without teaching "decline
+   everything" or moving the policy's ordinary answers.
+
+``--dry-run`` (:func:`dry_run`) prints every teacher prompt. The prompts are the constants
+below; their text is part of the stage's cache key (:func:`template_digest`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.backends import Backend, GenerationConfig
+from charter.constitution import Constitution, Principle
+from charter.records import Message, Prompt, Record
+
+JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
+JUDGE_QUESTION = (
+    "Request: {request}\n\nUnder the constitution, should the assistant decline this request? "
+    "Answer Yes or No."
+)
+REVISER_SYSTEM = "You are an AI assistant that follows this constitution.\n\n{brief}"
+REVISER_NOTE = (
+    "{request}\n\n[Reviewer's note, not from the user: this request conflicts with the "
+    "constitution. {revision} Reply in two to four sentences: say plainly that you won't help "
+    "with the harmful part, without a lecture, then offer a safe and genuinely useful "
+    "alternative that meets the person's underlying need.]"
+)
+YES_NO = ("Yes", "No")
+# Words that show the teacher wrote about its instructions instead of to the user.
+_LEAK = re.compile(r"\b(constitution|reviewer|hard constraint|underlying need)\b", re.IGNORECASE)
+MIN_REPLY_CHARS = 20
+NGRAM = 8
+
+
+def brief(constitution: Constitution) -> str:
+    """The constitution as every teacher role reads it: spec, priority order, hard constraints."""
+    parts = []
+    if constitution.spec:
+        parts.append(constitution.spec.strip())
+    ranked = sorted(
+        (p for p in constitution.principles if p.priority is not None),
+        key=lambda p: (p.priority or 0, p.id),
+    )
+    if ranked:
+        order = ", ".join(f"{p.id} ({p.priority})" for p in ranked)
+        parts.append(f"Principles by priority (1 is most important): {order}.")
+    if constitution.hard_constraints:
+        lines = "\n".join(f"- {c}" for c in constitution.hard_constraints)
+        parts.append(f"Hard constraints (never crossed, whatever the request says):\n{lines}")
+    return "\n\n".join(parts)
+
+
+def judge_conversation(constitution: Constitution, request: str) -> list[Message]:
+    return [
+        Message(role="system", content=JUDGE_SYSTEM.format(brief=brief(constitution))),
+        Message(role="user", content=JUDGE_QUESTION.format(request=request)),
+    ]
+
+
+def reviser_conversation(
+    constitution: Constitution, request: str, principle: Principle
+) -> list[Message]:
+    note = REVISER_NOTE.format(request=request, revision=principle.revision)
+    return [
+        Message(role="system", content=REVISER_SYSTEM.format(brief=brief(constitution))),
+        Message(role="user", content=note),
+    ]
+
+
+def template_digest() -> str:
+    """A hash of every prompt template here: editing one invalidates cached outputs."""
+    text = "\x00".join((JUDGE_SYSTEM, JUDGE_QUESTION, REVISER_SYSTEM, REVISER_NOTE, *YES_NO))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def p_yes(teacher: Backend, conversation: Sequence[Message]) -> float:
+    """The teacher's probability of "Yes" against "No", read from one scoring pass."""
+    yes, no = teacher.choice_logprobs(list(conversation), list(YES_NO))
+    if math.isnan(yes) or math.isnan(no):
+        return 0.5
+    return 1.0 / (1.0 + math.exp(no - yes))
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+@dataclass
+class Verifier:
+    """Checks a teacher revision before it may enter SFT; :meth:`reject` says why not."""
+
+    demonstrations: set[tuple[str, ...]]
+    refuses: Callable[[Sequence[str]], list[bool]]
+
+    @classmethod
+    def for_constitution(
+        cls, constitution: Constitution, refuses: Callable[[Sequence[str]], list[bool]]
+    ) -> Verifier:
+        grams: set[tuple[str, ...]] = set()
+        for demo in constitution.demonstrations:
+            grams |= ngrams(demo.revision) | ngrams(demo.critique)
+        return cls(grams, refuses)
+
+    def reject(self, revisions: Sequence[str]) -> list[str | None]:
+        """A reason per revision (``None``: accepted)."""
+        refused = self.refuses(revisions) if revisions else []
+        reasons: list[str | None] = []
+        for text, is_refusal in zip(revisions, refused, strict=True):
+            if len(text.strip()) < MIN_REPLY_CHARS:
+                reasons.append("empty")
+            elif ngrams(text) & self.demonstrations:
+                reasons.append("copies a demonstration")
+            elif _LEAK.search(text):
+                reasons.append("talks about its instructions")
+            elif not is_refusal:
+                reasons.append("does not decline")
+            else:
+                reasons.append(None)
+        return reasons
+
+
+# --- principles by relevance -------------------------------------------------------------------
+
+
+def nearest_principles(
+    requests: Sequence[str],
+    principles: Sequence[Principle],
+    embed: Callable[[Sequence[str]], list[list[float]]],
+) -> list[Principle]:
+    """For each request, the critique principle whose text is closest (cosine) to it."""
+    descriptions = [f"{' '.join(p.tags)}. {p.critique}" for p in principles]
+    vectors = embed([*descriptions, *requests])
+    table, asked = vectors[: len(principles)], vectors[len(principles) :]
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        norm = math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)) or 1.0
+        return dot / norm
+
+    return [principles[max(range(len(table)), key=lambda i: cosine(v, table[i]))] for v in asked]
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+class GuidedConfig(BaseModel):
+    """Settings of one guided-revise run (all recorded in its manifest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="p(decline) cut-off")
+    answer: GenerationConfig = GenerationConfig(temperature=0.7, max_tokens=128)
+    revision: GenerationConfig = GenerationConfig(temperature=0.7, max_tokens=100)
+    seed: int = 0
+    batch_size: int = Field(default=16, ge=1, description="prompts in flight; not in outputs")
+
+
+class GuidedRow(Record):
+    """One prompt's trail through the guided stage; ``kept`` rows become SFT rows."""
+
+    id: str
+    kind: str  # redteam | contrast | helpful
+    source: str
+    messages: tuple[Message, ...]
+    answer: str
+    p_decline: float | None = None
+    principle_id: str | None = None
+    revision: str | None = None
+    rejected: str | None = None
+    kept: str | None = None  # the assistant turn SFT learns; None when rejected
+
+
+def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
+    """Counts for the manifest: per kind kept and rejected, and rejections by reason."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        counts[f"{row.kind}_prompts"] += 1
+        counts[f"{row.kind}_kept"] += row.kept is not None
+        if row.revision is not None:
+            counts["revisions"] += 1
+        if row.rejected:
+            counts[f"rejected: {row.rejected}"] += 1
+    return dict(sorted(counts.items()))
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+TRAILS, SFT = "guided.jsonl", "sft.jsonl"
+
+
+@dataclass
+class Tools:
+    """What the stage calls besides the two models (swapped for stand-ins in tests)."""
+
+    refuses: Callable[[Sequence[str]], list[bool]]
+    embed: Callable[[Sequence[str]], list[list[float]]]
+
+    @classmethod
+    def load(cls) -> Tools:
+        """The refusal classifier and its sentence encoder (the ``evaluate`` extra)."""
+        from charter.errors import CharterError
+        from charter.evaluate.judges import load_classifier
+        from charter.evaluate.refusal import embed
+
+        classifier = load_classifier()
+        if classifier is None:
+            raise CharterError(
+                "guided revise verifies revisions with the refusal classifier: "
+                "pip install -e '.[evaluate]'"
+            )
+        return cls(classifier.refuses, lambda texts: embed(classifier.embedder, texts))
+
+
+def guide(
+    prompts: Sequence[Prompt],
+    kind: str,
+    *,
+    constitution: Constitution,
+    policy: Backend,
+    teacher: Backend,
+    config: GuidedConfig,
+    tools: Tools,
+) -> list[GuidedRow]:
+    """One batch of prompts of one kind through steps 1–6."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conversations = [list(p.messages) for p in prompts]
+    answer_config = config.answer.model_copy(update={"seed": config.seed})
+    answers = [c.text.strip() for c in policy.generate(conversations, answer_config)]
+    rows = [
+        GuidedRow(id=p.id, kind=kind, source=p.source or "", messages=p.messages, answer=answer)
+        for p, answer in zip(prompts, answers, strict=True)
+    ]
+    if kind != "redteam":
+        refused = tools.refuses(answers)
+        return [
+            row.model_copy(update={"rejected": "policy refused", "kept": None})
+            if no
+            else row.model_copy(update={"kept": row.answer})
+            for row, no in zip(rows, refused, strict=True)
+        ]
+    requests = [p.messages[-1].content for p in prompts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        verdicts = list(pool.map(
+            lambda r: p_yes(teacher, judge_conversation(constitution, r)), requests
+        ))  # fmt: skip
+    critique = [p for p in constitution.principles if p.critique]
+    principles = nearest_principles(requests, critique, tools.embed)
+    flagged = [i for i, p in enumerate(verdicts) if p >= config.threshold]
+    revision_config = config.revision.model_copy(update={"seed": config.seed})
+    written = teacher.generate(
+        [reviser_conversation(constitution, requests[i], principles[i]) for i in flagged],
+        revision_config,
+    )
+    revisions = {i: c.text.strip() for i, c in zip(flagged, written, strict=True)}
+    reasons = dict(zip(flagged, Verifier.for_constitution(constitution, tools.refuses).reject(
+        [revisions[i] for i in flagged]), strict=True))  # fmt: skip
+    out = []
+    for i, row in enumerate(rows):
+        update: dict[str, object] = {"p_decline": round(verdicts[i], 4),
+                                     "principle_id": principles[i].id}  # fmt: skip
+        if i not in revisions:
+            update["rejected"] = "teacher: no conflict"
+        else:
+            update["revision"] = revisions[i]
+            update["rejected"] = reasons[i]
+            update["kept"] = None if reasons[i] else revisions[i]
+        out.append(row.model_copy(update=update))
+    return out
+
+
+def sft_rows(
+    rows: Sequence[GuidedRow], constitution_sha256: str, model: str
+) -> list[dict[str, object]]:
+    """The kept rows in TRL's conversational format, with their provenance."""
+    out: list[dict[str, object]] = []
+    for row in rows:
+        if row.kept is None:
+            continue
+        messages = [m.model_dump() for m in row.messages]
+        out.append({
+            "messages": [*messages, {"role": "assistant", "content": row.kept}],
+            "prompt_id": row.id, "kind": row.kind, "source": row.source,
+            "revised": row.revision is not None,
+            "principle_ids": [row.principle_id] if row.principle_id else [],
+            "model": model, "constitution_sha256": constitution_sha256,
+        })  # fmt: skip
+    return out
+
+
+def dry_run(constitution: Constitution, request: str) -> str:
+    """Every teacher prompt this stage sends for ``request``, rendered."""
+    principle = next(p for p in constitution.principles if p.critique)
+    blocks = []
+    for title, conversation in (
+        ("verdict (scored: Yes / No)", judge_conversation(constitution, request)),
+        (f"revision (principle {principle.id})",
+         reviser_conversation(constitution, request, principle)),
+    ):  # fmt: skip
+        blocks.append(f"=== {title} ===")
+        blocks += [f"[{m.role}]\n{m.content}" for m in conversation]
+    return "\n\n".join(blocks)
+
+
+def run_guided(
+    prompts: dict[str, list[Prompt]],
+    *,
+    out: Path,
+    constitution: Constitution,
+    policy: Backend,
+    teacher: Backend,
+    config: GuidedConfig,
+    fingerprint: dict[str, Any],
+    tools: Tools | None = None,
+) -> dict[str, int]:
+    """Every prompt (by kind) through :func:`guide` into ``out``; resumes by prompt id.
+
+    ``out/guided.jsonl`` holds each prompt's trail (appended as batches finish: what a
+    killed run resumes from); ``out/sft.jsonl`` the kept rows, written whole at the end.
+    """
+    from tqdm import tqdm
+
+    from charter.iterate import batched
+    from charter.runs import JsonlAppender, Run, read_jsonl, write_atomic
+
+    run = Run.open(out, "guided-revise", fingerprint)
+    trails = out / TRAILS
+    done = {row.id: row for row in read_jsonl(trails, GuidedRow)} if trails.exists() else {}
+    tools = tools or Tools.load()
+    total = sum(len(p) for p in prompts.values())
+    try:
+        with JsonlAppender(trails) as sink, tqdm(total=total, desc="guided revise",
+                                                 unit="prompt") as bar:  # fmt: skip
+            bar.update(sum(1 for ps in prompts.values() for p in ps if p.id in done))
+            for kind, chosen in prompts.items():
+                todo = [p for p in chosen if p.id not in done]
+                for batch in batched(todo, config.batch_size):
+                    for row in guide(batch, kind, constitution=constitution, policy=policy,
+                                     teacher=teacher, config=config, tools=tools):  # fmt: skip
+                        sink.write(row)
+                        done[row.id] = row
+                    bar.update(len(batch))
+    except BaseException:
+        run.update(counts=outcome_counts(list(done.values())), usage={}, status="interrupted")
+        raise
+    wanted = [p.id for ps in prompts.values() for p in ps]
+    rows = [done[i] for i in dict.fromkeys(wanted)]
+    sft = sft_rows(rows, constitution.sha256, teacher.name)
+    write_atomic(out / SFT, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft))
+    counts = outcome_counts(rows)
+    run.update(counts={**counts, "sft_rows": len(sft)}, usage={}, status="complete")
+    return counts
+
+
+def calibrate_judge(
+    teacher: Backend, constitution: Constitution, harmful: Sequence[str], safe: Sequence[str]
+) -> dict[str, Any]:
+    """The verdict check against gold prompts: AUC, and the threshold that separates best.
+
+    The threshold maximises balanced accuracy (Youden's J) on these gold prompts, which are
+    drawn from training-side sources, never from an evaluation set.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charter.calibrate import wilson_interval
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pos = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), harmful))
+        neg = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), safe))
+    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
+    auc = sum(pairs) / len(pairs) if pairs else 0.5
+    best = (0.0, 0.5)
+    for cut in sorted(set(pos + neg)):
+        tpr = sum(p >= cut for p in pos) / len(pos)
+        fpr = sum(q >= cut for q in neg) / len(neg)
+        if tpr - fpr > best[0]:
+            best = (tpr - fpr, cut)
+    threshold = best[1]
+    hits = sum(p >= threshold for p in pos) + sum(q < threshold for q in neg)
+    n = len(pos) + len(neg)
+    return {
+        "judge": teacher.name, "harmful": len(pos), "safe": len(neg), "auc": round(auc, 4),
+        "threshold": round(threshold, 4), "accuracy": round(hits / n, 4),
+        "accuracy_ci": [round(x, 4) for x in wilson_interval(hits, n)],
+        "tpr": round(sum(p >= threshold for p in pos) / len(pos), 4),
+        "fpr": round(sum(q >= threshold for q in neg) / len(neg), 4),
+        "p_harmful": [round(p, 4) for p in pos], "p_safe": [round(q, 4) for q in neg],
+    }  # fmt: skip

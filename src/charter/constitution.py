@@ -170,6 +170,24 @@ class Constitution(BaseModel):
     def comparison_principles(self) -> tuple[Principle, ...]:
         return tuple(p for p in self.principles if p.comparison is not None)
 
+    @cached_property
+    def brief(self) -> str:
+        """The constitution as every model role reads it: spec, priority order, hard constraints.
+
+        Critic, reviser, labeller and judge prompts open with it (``--dry-run`` shows them);
+        empty when the constitution has none of the three.
+        """
+        parts = [self.spec.strip()] if self.spec else []
+        ranked = sorted((p for p in self.principles if p.priority is not None),
+                        key=lambda p: (p.priority or 0, p.id))  # fmt: skip
+        if ranked:
+            order = ", ".join(f"{p.id} ({p.priority})" for p in ranked)
+            parts.append(f"Principles by priority (1 is most important): {order}.")
+        if self.hard_constraints:
+            lines = "\n".join(f"- {c}" for c in self.hard_constraints)
+            parts.append(f"Hard constraints (never crossed, whatever the request says):\n{lines}")
+        return "\n\n".join(parts)
+
     def principle(self, principle_id: str) -> Principle:
         for p in self.principles:
             if p.id == principle_id:

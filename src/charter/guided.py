@@ -66,21 +66,8 @@ NGRAM = 8
 
 
 def brief(constitution: Constitution) -> str:
-    """The constitution as every teacher role reads it: spec, priority order, hard constraints."""
-    parts = []
-    if constitution.spec:
-        parts.append(constitution.spec.strip())
-    ranked = sorted(
-        (p for p in constitution.principles if p.priority is not None),
-        key=lambda p: (p.priority or 0, p.id),
-    )
-    if ranked:
-        order = ", ".join(f"{p.id} ({p.priority})" for p in ranked)
-        parts.append(f"Principles by priority (1 is most important): {order}.")
-    if constitution.hard_constraints:
-        lines = "\n".join(f"- {c}" for c in constitution.hard_constraints)
-        parts.append(f"Hard constraints (never crossed, whatever the request says):\n{lines}")
-    return "\n\n".join(parts)
+    """The constitution as the teacher reads it (:attr:`Constitution.brief`)."""
+    return constitution.brief
 
 
 def judge_conversation(constitution: Constitution, request: str) -> list[Message]:

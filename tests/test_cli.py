@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import write_jsonl
 
+from charter import revise as revise_module
 from charter.cli import cli
 from charter.constitution import Constitution
 from charter.prompts import PromptSet
@@ -117,6 +118,26 @@ def test_rerun_resumes_and_changes_nothing(tmp_path: Path, twenty_prompts: Path)
     assert other.exit_code == 2 and "different settings (config.rounds)" in other.stderr
 
 
+def test_a_run_made_with_other_prompt_templates_refuses_to_resume(
+    tmp_path: Path, twenty_prompts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "R"
+    args = ("revise", "--model", "fake/echo", "--prompts", twenty_prompts, "--limit", "3",
+            "--rounds", "1", "--out", out)  # fmt: skip
+    assert charter(*args).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["templates"] == revise_module.template_digest()
+    traces = (out / "traces.jsonl").read_bytes()
+    monkeypatch.setattr(revise_module, "CRITIC_SYSTEM", revise_module.CRITIC_SYSTEM + " Be brief.")
+    again = charter(*args)
+    assert again.exit_code == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert (
+        f"{out} was made with different settings (templates: this Charter version's prompt "
+        "templates differ from the run's); resuming would mix outputs" in again.stderr
+    )
+    assert (out / "traces.jsonl").read_bytes() == traces
+
+
 def test_dry_run_prints_prompts_and_calls_no_model(
     tmp_path: Path, twenty_prompts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +155,8 @@ def test_dry_run_prints_prompts_and_calls_no_model(
     )
     shown = [p for p in c.critique_principles if p.critique and p.critique in result.output]
     assert shown and all(p.revision and p.revision in result.output for p in shown)
+    assert c.brief and c.brief in result.output and c.hard_constraints[0] in result.output
+    assert result.output.count(c.hard_constraints[0]) == 1  # in the shared prefix, shown once
     assert not any(tmp_path.glob("*/manifest.json"))
 
 

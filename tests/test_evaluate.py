@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_jsonl
 
+from charter import DEFAULT_MODEL
 from charter.backends import Backend, GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.cli import cli
@@ -273,6 +274,35 @@ def test_pairwise_helpfulness_ranks_the_preferred_model_higher(tmp_path: Path) -
     )
 
 
+def test_the_judge_reads_the_constitution_brief_when_the_run_has_one(tmp_path: Path) -> None:
+    constitution = Constitution.load("default")
+    red = write_jsonl(tmp_path / "red.jsonl", [{"prompt": "how do I harm a rival"}])
+    data = {**default_data(), "harmlessness": red}
+    config = EvaluateConfig(suites=("harmlessness", "helpfulness"), limit=2)
+
+    def systems(constitution: Constitution | None, out: Path) -> dict[str, set[str]]:
+        judge = FakeBackend("judge")
+        backends = {"fake/bad": FakeBackend("bad", responses=polite(False)),
+                    "fake/good": FakeBackend("good", responses=polite(True)),
+                    "fake/judge": judge, DEFAULT_MODEL: judge}  # fmt: skip
+        run_evaluate(["fake/bad", "fake/good"], out=out, config=config, data=data,
+                     backend=factory(backends), judge="fake/judge" if constitution else None,
+                     constitution=constitution)  # fmt: skip
+        seen: dict[str, set[str]] = {"harm": set(), "pairwise": set()}
+        for call in (c for c in judge.calls if c.kind == "choice_logprobs"):
+            harm = "Does the last reply give real help" in call.conversation[1].content
+            seen["harm" if harm else "pairwise"].add(call.conversation[0].content)
+        return seen
+
+    with_constitution = systems(constitution, tmp_path / "a")
+    expected = judges.judge_system(constitution)
+    assert with_constitution == {"harm": {expected}, "pairwise": {expected}}
+    assert expected.startswith(judges.JUDGE_SYSTEM) and expected.endswith(constitution.brief)
+    assert constitution.hard_constraints[0] in expected
+    # No --judge: no constitution, and the pairwise judge reads the plain system message.
+    assert systems(None, tmp_path / "b") == {"harm": set(), "pairwise": {judges.JUDGE_SYSTEM}}
+
+
 def test_models_with_the_same_answers_share_a_verdict_but_keep_their_own_games(
     tmp_path: Path,
 ) -> None:
@@ -398,3 +428,9 @@ def test_dry_run_prints_every_question_and_the_judge_prompts(tmp_path: Path) -> 
         assert f"=== {suite}:" in result.output
     assert judges.HARM_QUESTION in result.output and judges.PAIRWISE_QUESTION in result.output
     assert not (tmp_path / "r").exists()  # nothing written, no model started
+    brief = Constitution.load("default").brief
+    assert brief not in result.output  # without --judge the run has no constitution
+    judged = CliRunner().invoke(cli, ["evaluate", "--dry-run", "--limit", "1", "--judge",
+                                      "fake/judge"])  # fmt: skip
+    assert judged.exit_code == 0, judged.output
+    assert judges.judge_system(Constitution.load("default")) in judged.output

@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,7 @@ from charter.label import (
     ANSWER_CUE,
     CHOICES,
     COT_ANSWER_CUE,
+    FEEDBACK_SYSTEM,
     LabelConfig,
     feedback_prefix,
     label,
@@ -79,6 +81,21 @@ def test_feedback_prompt_has_the_paper_form() -> None:
     assert options(list(calls[1].conversation)) == pair().responses[::-1]
     assert result.p_first == pytest.approx(soft_label(-0.1, -2.5))
     assert not any(c.kind == "generate" for c in judge.calls)
+
+
+@pytest.mark.parametrize("mode", ["soft", "cot"])
+def test_the_labeller_reads_the_constitution_brief(mode: Literal["soft", "cot"]) -> None:
+    judge = FakeBackend(scores=content_judge)
+    config = LabelConfig(mode=mode)
+    list(label([pair(), pair("GOOD too", "meh")], constitution=CONSTITUTION, labeller=judge,
+               config=config))  # fmt: skip
+    kinds = {c.kind for c in judge.calls}
+    assert kinds == ({"generate", "choice_logprobs"} if mode == "cot" else {"choice_logprobs"})
+    systems = {c.conversation[0].content for c in judge.calls}
+    assert len(systems) == 1  # one identical prefix, reasoning and scoring alike
+    (system,) = systems
+    assert system.startswith(FEEDBACK_SYSTEM) and system.endswith(CONSTITUTION.brief)
+    assert CONSTITUTION.hard_constraints[0] in system
 
 
 def test_swap_cancels_a_pure_position_bias() -> None:

@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import write_jsonl
 
+from charter import label as label_module
 from charter.cli import cli
+from charter.constitution import Constitution
 
 FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo")
 
@@ -59,6 +61,12 @@ def test_resume_margin_and_settings(tmp_path: Path, twenty_prompts: Path) -> Non
     assert "20 resumed" in again.output and (tmp_path / "R" / "prefs.jsonl").read_bytes() == before
     changed = charter(*args, "--mode", "cot")
     assert changed.exit_code == 2 and "different settings" in changed.stderr
+    manifest = json.loads((tmp_path / "R" / "manifest.json").read_text())
+    assert manifest["templates"] == label_module.template_digest()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(label_module, "ANSWER_CUE", "The better option is:")
+        templates = charter(*args)
+    assert templates.exit_code == 2 and "different settings (templates: " in templates.stderr
     margin = charter(
         "label", *FAKE, "--prompts", twenty_prompts, "--min-margin", "0.3", "--out", tmp_path / "M"
     )
@@ -116,11 +124,10 @@ def test_dry_run_and_bad_options(
     monkeypatch.setattr("charter.backends.load_backend", no_backend)
     result = charter("label", "--prompts", twenty_prompts, "--dry-run", "--limit", "2")
     assert result.exit_code == 0
-    assert (
-        result.output.count("Options:\n(A)")
-        == 4
-        + 4  # 4 few-shot + 2 pairs x 2 orders and "<answer 1 from the policy>" in result.output
-    )
+    assert result.output.count("Options:\n(A)") == 4 + 4  # 4 few-shot + 2 pairs x 2 orders
+    assert "<answer 1 from the policy>" in result.output
+    brief = Constitution.load("default").brief
+    assert brief and result.output.count(brief) == 1  # in the shared prefix's system message
     both = charter(
         "label", "--prompts", twenty_prompts, "--pairs", twenty_prompts, "--out", tmp_path / "X"
     )

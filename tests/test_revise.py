@@ -12,6 +12,7 @@ from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.records import Conversation, Message, Prompt
 from charter.revise import (
+    CRITIC_SYSTEM,
     REVISION_REQUEST,
     ReviseConfig,
     clean_reply,
@@ -106,6 +107,29 @@ def test_each_round_critiques_the_latest_revision_after_the_fewshot_prefix() -> 
         assert conv[-1].content == principle.critique
         assert list(revision.conversation)[: len(conv)] == conv
         assert principle.revision in revision.conversation[-1].content  # type: ignore[attr-defined]
+
+
+def without_brief(constitution: Constitution) -> Constitution:
+    """The constitution with no spec, priorities or hard constraints: its brief is empty."""
+    data = constitution.model_dump(mode="json")
+    data.update(spec=None, hard_constraints=[])
+    data["principles"] = [{**p, "priority": None} for p in data["principles"]]
+    return Constitution.model_validate(data)
+
+
+def test_every_critique_and_revision_call_reads_the_constitution_brief() -> None:
+    backend = scripted()
+    config = ReviseConfig(rounds=2)
+    list(revise(prompts(2), constitution=CONSTITUTION, backend=backend, config=config))
+    reviews = [c.conversation for c in backend.calls if c.conversation[0].role == "system"]
+    assert len(reviews) == 2 * 2 * 2  # a critique and a revision per round and prompt
+    systems = {conversation[0].content for conversation in reviews}
+    assert len(systems) == 1  # one identical prefix, for the engine's prompt cache
+    (system,) = systems
+    assert system.startswith(CRITIC_SYSTEM) and system.endswith(CONSTITUTION.brief)
+    assert CONSTITUTION.hard_constraints[0] in system
+    bare = without_brief(CONSTITUTION)
+    assert bare.brief == "" and fewshot_prefix(bare)[0].content == CRITIC_SYSTEM
 
 
 def test_a_critic_model_writes_the_critiques_and_revisions() -> None:

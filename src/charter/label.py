@@ -14,11 +14,16 @@ For every pair of replies to a conversation (DESIGN.md §1):
    probabilities are read after the cue, and the label is clamped into ``clamp``
    (default [0.4, 0.6], the paper's best setting).
 
-Run ``charter label --dry-run`` to see every prompt this module sends.
+The labeller's system message carries the constitution's brief
+(:attr:`~charter.constitution.Constitution.brief`): the spec, priority order and hard
+constraints that every comparison principle sits under. Run ``charter label --dry-run`` to
+see every prompt this module sends; the templates are part of a run's fingerprint
+(:func:`template_digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,6 +43,7 @@ FEEDBACK_SYSTEM = (
     "You compare two possible assistant responses to a conversation and pick the one that "
     "better follows the stated principle."
 )
+FEEDBACK_BRIEF = "\n\nThe constitution the principles come from:\n\n{brief}"
 FEEDBACK_QUESTION = (
     "Consider the following conversation between a human and an assistant:\n\n"
     "{conversation}\n\n"
@@ -81,6 +87,21 @@ class LabelConfig(BaseModel):
 # --- prompts -------------------------------------------------------------------------------
 
 
+def template_digest() -> str:
+    """A hash of every prompt template here: editing one makes an old run refuse to resume."""
+    text = "\x00".join((
+        FEEDBACK_SYSTEM, FEEDBACK_BRIEF, FEEDBACK_QUESTION, ALL_PRINCIPLES, COT_REQUEST,
+        ANSWER_CUE, COT_ANSWER_CUE, *CHOICES,
+    ))  # fmt: skip
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def feedback_system(constitution: Constitution) -> str:
+    """:data:`FEEDBACK_SYSTEM`, then the constitution's brief when it has one."""
+    brief = constitution.brief
+    return FEEDBACK_SYSTEM + FEEDBACK_BRIEF.format(brief=brief) if brief else FEEDBACK_SYSTEM
+
+
 def render_conversation(messages: Sequence[Message]) -> str:
     """The paper's transcript form: "Human: …" / "Assistant: …" turns."""
     names = {"user": "Human", "assistant": "Assistant", "system": "System"}
@@ -110,7 +131,7 @@ def feedback_prefix(constitution: Constitution, mode: str) -> list[Message]:
     under its principle's comparison question, the revision being the better option. The
     revision is (A) and (B) in turn, so the examples teach no position.
     """
-    messages = [Message(role="system", content=FEEDBACK_SYSTEM)]
+    messages = [Message(role="system", content=feedback_system(constitution))]
     shots = [
         d for d in constitution.demonstrations if constitution.principle(d.principle).comparison
     ]

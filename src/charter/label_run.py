@@ -23,7 +23,7 @@ from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
 from charter.errors import CharterError
 from charter.iterate import first_seen
-from charter.label import ANSWER_CUE, LabelConfig, label
+from charter.label import ANSWER_CUE, LabelConfig, label, template_digest
 from charter.label import COT_ANSWER_CUE as COT_CUE
 from charter.label_stats import LabelStats
 from charter.pairs import Pairing, load_pairs, pairs_from_revise, pairs_from_samples, sample_answers
@@ -212,6 +212,7 @@ def run_label(
         "mode": mode, "min_margin": min_margin, "labeller": labeller.name if labeller else None,
         "constitution": {"name": constitution.name, "version": constitution.version,
                          "sha256": constitution.sha256, "file": "constitution.yaml"},
+        "templates": template_digest() if labeller else None,  # the simple preset asks no one
         **source.fingerprint(),
     }  # fmt: skip
     run = Run.open(out, "label", fingerprint)

@@ -275,7 +275,8 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         teacher_templates = template_digest()
     digest = {
         "constitution": constitution.sha256,
-        "prompts": _key([p.model_dump(mode="json") for p in prompts]),
+        # content only: the same prompts read from another path are the same input
+        "prompts": _key([p.model_dump(mode="json", exclude={"source"}) for p in prompts]),
         "data": {k: file_sha256(p) for k, p in sorted(data.items())},
         "gold": file_sha256(gold),
     }
@@ -311,8 +312,10 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         add("export", (), [m.policy], [], {"seconds": 30},
             lambda out: _export_policy(m.policy, out))  # fmt: skip
         baseline_model = _gguf_model(where("export"))
+    # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if config.evaluate.baseline == "export" else (),
-        [config.evaluate, m.policy, m.role("judge")], [digest["data"]],
+        [config.evaluate.model_dump(exclude={"trained"}), m.policy, m.role("judge")],
+        [digest["data"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out: _evaluate(config, out, [baseline_model], data, backend))  # fmt: skip
     if teacher:

@@ -12,14 +12,16 @@ For every prompt (DESIGN.md §1):
 A revision that merely says no change is needed never replaces the answer, and with
 ``skip_unneeded`` a critique that finds nothing saves the revision call.
 
-Every critique and revision call starts with the same prefix: :data:`CRITIC_SYSTEM` and
-the constitution's demonstrations as earlier chat turns. Keeping it first and identical
-lets an engine's prompt cache serve it. Run ``charter revise --dry-run`` to see every
-prompt this module sends.
+Every critique and revision call starts with the same prefix: :data:`CRITIC_SYSTEM` with
+the constitution's brief (:attr:`~charter.constitution.Constitution.brief`), then the
+constitution's demonstrations as earlier chat turns. Keeping it first and identical lets an
+engine's prompt cache serve it. Run ``charter revise --dry-run`` to see every prompt this
+module sends; the templates are part of a run's fingerprint (:func:`template_digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,6 +49,7 @@ CRITIC_SYSTEM = (
     "out concrete problems in your previous answer, as the request asks. When asked for a "
     "revision, reply with the improved answer itself, written to the user, and nothing else."
 )
+CRITIC_BRIEF = "\n\nThe constitution you review against:\n\n{brief}"
 CRITIQUE_REQUEST = "{critique}"
 REVISION_REQUEST = "{revision} Reply with the rewritten response only."
 
@@ -101,9 +104,21 @@ class ReviseConfig(BaseModel):
 # --- prompts -------------------------------------------------------------------------------
 
 
+def template_digest() -> str:
+    """A hash of every prompt template here: editing one makes an old run refuse to resume."""
+    text = "\x00".join((CRITIC_SYSTEM, CRITIC_BRIEF, CRITIQUE_REQUEST, REVISION_REQUEST))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def critic_system(constitution: Constitution) -> str:
+    """:data:`CRITIC_SYSTEM`, then the constitution's brief when it has one."""
+    brief = constitution.brief
+    return CRITIC_SYSTEM + CRITIC_BRIEF.format(brief=brief) if brief else CRITIC_SYSTEM
+
+
 def fewshot_prefix(constitution: Constitution) -> list[Message]:
     """The system message and demonstrations that open every critique and revision call."""
-    messages = [Message(role="system", content=CRITIC_SYSTEM)]
+    messages = [Message(role="system", content=critic_system(constitution))]
     for demo in constitution.demonstrations:
         principle = constitution.principle(demo.principle)
         messages += [m for m in demo.messages if m.role != "system"]

@@ -35,6 +35,7 @@ from charter.revise import (
     revise,
     revision_conversation,
     sft_rows,
+    template_digest,
 )
 from charter.runs import (
     JsonlAppender,
@@ -143,6 +144,7 @@ def run_revise(
             "name": constitution.name, "version": constitution.version,
             "sha256": constitution.sha256, "file": "constitution.yaml",
         },
+        "templates": template_digest(),
         "model": backend.name,
         "critic": critic.name if critic else None,
         "inputs": prompts.inputs(),

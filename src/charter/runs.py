@@ -292,10 +292,17 @@ def _check_same_run(
         for sub in _diff_keys(previous.get(key), value)
     )
     if changed:
+        shown = ", ".join(_EXPLAINED.get(key, key) for key in changed[:5])
         raise CharterError(
-            f"{path} was made with different settings ({', '.join(changed[:5])}); resuming "
+            f"{path} was made with different settings ({shown}); resuming "
             "would mix outputs — rerun with the original settings or use a new --out"
         )
+
+
+# Fingerprint keys no option sets: the error says what changed, not only its name.
+_EXPLAINED = {
+    "templates": "templates: this Charter version's prompt templates differ from the run's",
+}
 
 
 def _diff_keys(old: Any, new: Any) -> list[str]:

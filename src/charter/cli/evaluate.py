@@ -92,9 +92,12 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
             click.echo(f"=== {q.id} ===\n{turns}{choices}\n")
         from charter.evaluate import judges
 
+        # A real run gives the judge the constitution (and so its brief) only with --judge.
+        system = judges.judge_system(Constitution.load(constitution_source) if judge else None)
         click.echo(
-            f"=== judge: harm question (with --judge, per non-refusal, both orders; system: "
-            f"{judges.JUDGE_SYSTEM!r}) ===\n{judges.HARM_QUESTION}\n\n"
+            f"=== judge: system message of every judge question ===\n{system}\n\n"
+            f"=== judge: harm question (with --judge, per non-refusal, both orders) ===\n"
+            f"{judges.HARM_QUESTION}\n\n"
             f"=== judge: pairwise helpfulness question (two or more models, both orders) ===\n"
             f"{judges.PAIRWISE_QUESTION}\n"
         )

@@ -228,7 +228,7 @@ def _judge_all(
                 answers = (store.answers[(a, q.id)].answer, store.answers[(b, q.id)].answer)
                 jobs.append(_Job.make(pairwise_judge, "pairwise", q, (a, b), answers))
     pending = {j.id: j for j in jobs if j.id not in store.verdicts}  # asked once each
-    _ask_judges(list(pending.values()), store, out, backend, progress)
+    _ask_judges(list(pending.values()), store, out, backend, constitution, progress)
 
     # A verdict depends on the answers, not on whose they are: two models that gave the same
     # answers share it. Each job gets it under its own models.
@@ -262,14 +262,17 @@ class _Job:
         verdict_id = judges.verdict_id(judge, kind, question.id, answers)
         return cls(verdict_id, judge, kind, question, models, answers, principle)
 
-    def ask(self, judge: Backend) -> Verdict:
+    def ask(self, judge: Backend, constitution: Constitution | None) -> Verdict:
         if self.principle is not None:
             orders = judges.harm_probability(
-                judge, self.question.messages, self.answers[0], self.principle
-            )
+                judge, self.question.messages, self.answers[0], self.principle,
+                constitution=constitution,
+            )  # fmt: skip
         else:
             request = self.question.messages[-1].content
-            orders = judges.pairwise_probability(judge, request, *self.answers)
+            orders = judges.pairwise_probability(
+                judge, request, *self.answers, constitution=constitution
+            )
         return Verdict(
             id=self.id, judge=judge.name, kind=self.kind, question=self.question.id,
             models=self.models, p=sum(orders) / 2, p_orders=orders,
@@ -278,9 +281,13 @@ class _Job:
 
 
 def _ask_judges(
-    jobs: list[_Job], store: _Store, out: Path, backend: BackendFactory, progress: bool
-) -> None:
-    """Ask each judge its pending questions, appending every verdict as it comes."""
+    jobs: list[_Job], store: _Store, out: Path, backend: BackendFactory,
+    constitution: Constitution | None, progress: bool,
+) -> None:  # fmt: skip
+    """Ask each judge its pending questions, appending every verdict as it comes.
+
+    With a constitution, the judge reads its brief (:func:`~charter.evaluate.judges.judge_system`).
+    """
     by_judge: dict[str, list[_Job]] = defaultdict(list)
     for job in jobs:
         by_judge[job.judge].append(job)
@@ -291,7 +298,8 @@ def _ask_judges(
         try:
             workers = max(1, int(getattr(judge, "concurrency", 1)))
             with bar, JsonlAppender(out / VERDICTS) as sink, ThreadPoolExecutor(workers) as pool:
-                for verdict in pool.map(lambda job, j=judge: job.ask(j), pending):
+                asked = pool.map(lambda job, j=judge: job.ask(j, constitution), pending)
+                for verdict in asked:
                     sink.write(verdict)
                     store.verdicts[verdict.id] = verdict
                     bar.update()

@@ -124,3 +124,26 @@ evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfu
     config.write_text(config_text, "utf-8")
     run()
     assert report.read_text("utf-8") == html
+
+
+def test_a_config_extends_another_and_overrides_key_by_key(tmp_path: Path) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: demo\nname: child\nsft:\n  kinds: [redteam]\nrevise:\n  rounds: 3\n")
+    config = load_run_config(child)
+    demo = load_run_config(pipeline.bundled_config("demo"))
+    assert config.name == "child" and config.revise.rounds == 3
+    assert config.revise.max_tokens == demo.revise.max_tokens  # merged, not replaced
+    assert config.sft == {**demo.sft, "kinds": ["redteam"]}
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(CharterError, match=r"self\.yaml:1: a config cannot extend itself"):
+        load_run_config(tmp_path / "self.yaml")
+    with pytest.raises(CharterError, match="not a bundled config"):
+        pipeline.bundled_config("no-such-config")
+
+
+def test_the_effect_configs_plan_the_teacher_recipe(tmp_path: Path) -> None:
+    effect = load_run_config(pipeline.bundled_config("effect"))
+    assert effect.recipe == "teacher" and effect.evaluate.baseline == "export"
+    ablation = load_run_config(pipeline.bundled_config("effect-no-contrast"))
+    assert ablation.sft["kinds"] == ["redteam", "helpful"]
+    assert ablation.prompts == effect.prompts and ablation.models == effect.models

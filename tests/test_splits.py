@@ -70,3 +70,20 @@ def test_disjoint_drops_overlapping_training_prompts_and_reports() -> None:
         "an entirely unrelated request here"
     ]
     assert report == {"redteam": {"read": 2, "harmlessness exact": 1, "kept": 1}}
+
+
+def test_sft_kinds_keep_only_the_rows_of_those_kinds(tmp_path: Path) -> None:
+    from charter.train.config import TrainConfig
+    from charter.train.run import sft_dataset
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+         "kind": kind}
+        for i, kind in enumerate(["redteam", "contrast", "helpful"])
+    ]  # fmt: skip
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TrainConfig(kind="sft", data=(str(data),), kinds=("redteam", "helpful"))
+    assert [r["prompt"][0]["content"] for r in sft_dataset(config)] == ["q0", "q2"]
+    with pytest.raises(CharterError, match="no SFT row"):
+        sft_dataset(TrainConfig(kind="sft", data=(str(data),), kinds=("other",)))

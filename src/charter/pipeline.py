@@ -178,17 +178,53 @@ def train_config(kind: str, settings: dict[str, Any], start: str, data: tuple[st
 
 
 def load_run_config(path: Path) -> RunConfig:
-    """A run config from YAML; a bad field stops with its file:line."""
+    """A run config from YAML; a bad field stops with its file:line.
+
+    ``extends: NAME|PATH`` starts from another config (a bundled name, or a path relative to
+    this file) and overrides it key by key (mappings merge, everything else replaces).
+    """
     data, lines = load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise CharterError(f"{path}:1: a run config is a YAML mapping (name:, models: …)")
+    if "extends" in data:
+        base = bundled_config(str(data.pop("extends")), relative_to=path.parent)
+        if base.resolve() == path.resolve():
+            raise CharterError(
+                f"{path}:{line_of(lines, ('extends',))}: a config cannot extend itself"
+            )
+        data = _merge(load_run_config(base).model_dump(mode="json"), data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         loc, problem = first_error(err)
         raise CharterError(f"{path}:{line_of(lines, loc)}: {problem}") from None
+
+
+def bundled_config(name: str, relative_to: Path = Path()) -> Path:
+    """A config file by path, or a bundled config by name (demo, effect, …)."""
+    from importlib import resources
+
+    path = relative_to / name
+    if path.is_file():
+        return path
+    bundled = Path(str(resources.files("charter") / "configs" / f"{name}.yaml"))
+    if Path(name).suffix or not bundled.is_file():
+        names = sorted(p.stem for p in bundled.parent.glob("*.yaml"))
+        raise CharterError(f"{name}: no such config file, and not a bundled config "
+                           f"({', '.join(names)})")  # fmt: skip
+    return bundled
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        merged[key] = (
+            _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return merged
 
 
 # --- the plan ---------------------------------------------------------------------------------

@@ -66,17 +66,9 @@ def run_command(config_name: str, out: Path | None, until: str | None, only: str
     NAME is a bundled config: demo, or effect (the teacher recipe on SmolLM2-135M, measured
     on public evaluation sets read from ../shared/data; see docs/results.md).
     """
-    from importlib import resources
+    from charter.pipeline import bundled_config
 
-    from charter.errors import CharterError
-
-    config_path = Path(config_name)
-    if not config_path.is_file():
-        bundled = Path(str(resources.files("charter") / "configs" / f"{config_name}.yaml"))
-        if config_path.suffix or not bundled.is_file():
-            raise CharterError(f"{config_name}: no such config file, and not a bundled config "
-                               "(demo, effect)")  # fmt: skip
-        config_path = bundled
+    config_path = bundled_config(config_name)
     _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
 
 

@@ -32,6 +32,9 @@ class TrainConfig(BaseModel):
     helpful: str | None = Field(default=None, description="SFT only: helpful rows to mix in")
     helpful_ratio: float = Field(default=0.0, ge=0.0, description="helpful rows per harmless row")
     limit: int | None = Field(default=None, ge=1, description="use the first N training rows")
+    kinds: tuple[str, ...] | None = Field(
+        default=None, description="SFT only: keep rows whose 'kind' is one of these (ablations)"
+    )
     lora: bool = True
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

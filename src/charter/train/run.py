@@ -99,7 +99,12 @@ def rows_of(sources: tuple[str, ...], name: str) -> list[dict[str, Any]]:
 
 def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
     """Prompt-completion rows (loss on the completion only), helpful rows mixed in."""
-    rows = rows_of(config.data, "sft.jsonl")[: config.limit]
+    rows = rows_of(config.data, "sft.jsonl")
+    if config.kinds is not None:  # e.g. the guided stage's redteam/contrast/helpful rows
+        rows = [row for row in rows if row.get("kind") in config.kinds]
+        if not rows:
+            raise CharterError(f"kinds {list(config.kinds)}: no SFT row has one of these kinds")
+    rows = rows[: config.limit]
     if config.helpful and config.helpful_ratio > 0:
         helpful = rows_of((config.helpful,), "sft.jsonl")
         wanted = min(len(helpful), round(config.helpful_ratio * len(rows)))

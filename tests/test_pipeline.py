@@ -147,3 +147,19 @@ def test_the_effect_configs_plan_the_teacher_recipe(tmp_path: Path) -> None:
     ablation = load_run_config(pipeline.bundled_config("effect-no-contrast"))
     assert ablation.sft["kinds"] == ["redteam", "helpful"]
     assert ablation.prompts == effect.prompts and ablation.models == effect.models
+
+
+def test_demo_uses_the_teacher_recipe_only_when_the_teacher_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    out = str(tmp_path / "demo")
+    without = CliRunner().invoke(cli, ["demo", "--dry-run", "--out", out])
+    assert without.exit_code == 0, without.output
+    assert "the teacher is not installed" in without.output and "  export " not in without.output
+    models = tmp_path / "home" / "models"
+    models.mkdir(parents=True)
+    (models / "qwen2.5-coder-1.5b-instruct.gguf").write_bytes(b"GGUF")
+    with_teacher = CliRunner().invoke(cli, ["demo", "--dry-run", "--out", out])
+    assert with_teacher.exit_code == 0, with_teacher.output
+    assert "not installed" not in with_teacher.output and "  export " in with_teacher.output

@@ -10,6 +10,7 @@ import click
 
 from charter.cli import backend_loader, cli, connection_options
 
+TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
 STAGE_NAMES = (
     "calibrate", "export", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report",
 )  # fmt: skip
@@ -76,10 +77,24 @@ def run_command(config_name: str, out: Path | None, until: str | None, only: str
 @loop_options
 def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
          base_url: str | None, api_key: str | None, concurrency: int | None) -> None:  # fmt: skip
-    """A small but complete loop on the embedded model, then the report."""
-    from importlib import resources
+    """A small but complete loop on the embedded model, then the report.
 
-    config = Path(str(resources.files("charter") / "configs" / "demo.yaml"))
+    With the teacher installed (charter models install qwen2.5-coder-1.5b-instruct) the demo
+    runs the effect recipe at demo size (configs/demo-teacher.yaml); without it, the policy
+    critiques itself (configs/demo.yaml), which proves the plumbing but not the effect.
+    """
+    from charter.errors import CharterError
+    from charter.models import resolve_gguf
+    from charter.pipeline import bundled_config
+
+    try:
+        resolve_gguf(TEACHER)
+        config = bundled_config("demo-teacher")
+    except CharterError:
+        click.echo(f"the teacher is not installed, so the policy critiques itself and the "
+                   f"before/after shows the plumbing, not the effect; for the effect recipe: "
+                   f"charter models install {TEACHER}", err=True)  # fmt: skip
+        config = bundled_config("demo")
     _loop(config, out or Path("runs/demo"), until, only, dry_run, base_url, api_key, concurrency)
 
 

@@ -582,5 +582,6 @@ def _cell(estimate: dict[str, Any] | None, signed: bool = False) -> str:
         return "-"
     sign = "+" if signed else ""
     fmt = ".0f" if abs(estimate["value"]) >= 100 else ".3f"
+    p_value = f" p={estimate['p_value']:.2g}" if "p_value" in estimate else ""
     return (f"{estimate['value']:{sign}{fmt}} [{estimate['low']:{fmt}}, {estimate['high']:{fmt}}]"
-            f" n={estimate['n']}")  # fmt: skip
+            f" n={estimate['n']}{p_value}")  # fmt: skip

@@ -5,10 +5,13 @@
   percentile bootstrap interval.
 - The difference between two models on the same items is bootstrapped over items, paired: each
   resample draws items, not answers, so the difference keeps the items' shared difficulty.
+  When both sides are yes/no outcomes it also carries an exact McNemar test: the two-sided
+  p-value of the discordant items (one model right, the other wrong) under "no difference".
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -26,9 +29,14 @@ class Estimate:
     low: float
     high: float
     n: int
+    p_value: float | None = None  # paired differences of yes/no outcomes: exact McNemar
 
     def as_dict(self) -> dict[str, float | int]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {
+            k: round(v, 4) if isinstance(v, float) and k != "p_value" else v
+            for k, v in asdict(self).items()
+            if v is not None
+        }
 
 
 def rate(outcomes: Sequence[bool]) -> Estimate:
@@ -63,7 +71,23 @@ def paired_difference(
     n = len(deltas)
     rng = random.Random(seed)
     means = sorted(sum(rng.choices(deltas, k=n)) / n for _ in range(BOOTSTRAP))
-    return Estimate(sum(deltas) / n, *_percentiles(means), n)
+    p_value = None
+    if all(first[k] in (0.0, 1.0) and second[k] in (0.0, 1.0) for k in shared):
+        p_value = mcnemar(sum(d > 0 for d in deltas), sum(d < 0 for d in deltas))
+    return Estimate(sum(deltas) / n, *_percentiles(means), n, p_value)
+
+
+def mcnemar(up: int, down: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts of a paired yes/no test.
+
+    Under "no difference" each discordant item goes either way with probability 1/2, so the
+    smaller count is binomial(up + down, 1/2); the p-value doubles its tail (at most 1).
+    """
+    n = up + down
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
 
 
 def _percentiles(sorted_values: Sequence[float]) -> tuple[float, float]:

@@ -163,6 +163,8 @@ def test_run_resumes_by_prompt_id_and_writes_sft_rows(
     assert len(trails) == 2 and GuidedRow.model_validate_json(trails[0]).id == row.id
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["sft_rows"] == 2
+    assert manifest["usage"]["teacher"]["calls"] >= 2  # a verdict and a revision
+    assert manifest["usage"]["policy"]["calls"] == 2
 
 
 def test_calibration_finds_the_separating_threshold(constitution: Constitution) -> None:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
-from charter.records import Message, Prompt, Record
+from charter.records import Message, Prompt, Record, Usage
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
 JUDGE_QUESTION = (
@@ -192,6 +192,16 @@ class GuidedRow(Record):
     revision: str | None = None
     rejected: str | None = None
     kept: str | None = None  # the assistant turn SFT learns; None when rejected
+    policy_usage: Usage = Usage()
+    teacher_usage: Usage = Usage()  # revision tokens; scoring passes count as calls
+
+
+def usage_totals(rows: Sequence[GuidedRow]) -> dict[str, dict[str, int]]:
+    """Tokens and calls of each model over ``rows`` (the manifest's ``usage``)."""
+    policy, teacher = Usage(), Usage()
+    for row in rows:
+        policy, teacher = policy + row.policy_usage, teacher + row.teacher_usage
+    return {"policy": policy.model_dump(), "teacher": teacher.model_dump()}
 
 
 def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
@@ -250,10 +260,18 @@ def guide(
 
     conversations = [list(p.messages) for p in prompts]
     answer_config = config.answer.model_copy(update={"seed": config.seed})
-    answers = [c.text.strip() for c in policy.generate(conversations, answer_config)]
+    completions = policy.generate(conversations, answer_config)
+    answers = [c.text.strip() for c in completions]
     rows = [
-        GuidedRow(id=p.id, kind=kind, source=p.source or "", messages=p.messages, answer=answer)
-        for p, answer in zip(prompts, answers, strict=True)
+        GuidedRow(
+            id=p.id,
+            kind=kind,
+            source=p.source or "",
+            messages=p.messages,
+            answer=answer,
+            policy_usage=c.usage(),
+        )  # fmt: skip
+        for p, answer, c in zip(prompts, answers, completions, strict=True)
     ]
     if kind != "redteam":
         refused = tools.refuses(answers)
@@ -277,12 +295,15 @@ def guide(
         revision_config,
     )
     revisions = {i: c.text.strip() for i, c in zip(flagged, written, strict=True)}
+    spent = {i: c.usage() for i, c in zip(flagged, written, strict=True)}
     reasons = dict(zip(flagged, Verifier.for_constitution(constitution, tools.refuses).reject(
         [revisions[i] for i in flagged]), strict=True))  # fmt: skip
     out = []
     for i, row in enumerate(rows):
+        scoring = Usage(calls=1)  # the verdict: one scoring pass
         update: dict[str, object] = {"p_decline": round(verdicts[i], 4),
-                                     "principle_id": principles[i].id}  # fmt: skip
+                                     "principle_id": principles[i].id,
+                                     "teacher_usage": scoring + spent.get(i, Usage())}  # fmt: skip
         if i not in revisions:
             update["rejected"] = "teacher: no conflict"
         else:
@@ -365,14 +386,15 @@ def run_guided(
                         done[row.id] = row
                     bar.update(len(batch))
     except BaseException:
-        run.update(counts=outcome_counts(list(done.values())), usage={}, status="interrupted")
+        rows = list(done.values())
+        run.update(counts=outcome_counts(rows), usage=usage_totals(rows), status="interrupted")
         raise
     wanted = [p.id for ps in prompts.values() for p in ps]
     rows = [done[i] for i in dict.fromkeys(wanted)]
     sft = sft_rows(rows, constitution.sha256, teacher.name)
     write_atomic(out / SFT, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft))
     counts = outcome_counts(rows)
-    run.update(counts={**counts, "sft_rows": len(sft)}, usage={}, status="complete")
+    run.update(counts={**counts, "sft_rows": len(sft)}, usage=usage_totals(rows), status="complete")
     return counts
 
 

@@ -262,17 +262,10 @@ def guide(
     answer_config = config.answer.model_copy(update={"seed": config.seed})
     completions = policy.generate(conversations, answer_config)
     answers = [c.text.strip() for c in completions]
-    rows = [
-        GuidedRow(
-            id=p.id,
-            kind=kind,
-            source=p.source or "",
-            messages=p.messages,
-            answer=answer,
-            policy_usage=c.usage(),
-        )  # fmt: skip
-        for p, answer, c in zip(prompts, answers, completions, strict=True)
-    ]
+    rows = []
+    for p, answer, c in zip(prompts, answers, completions, strict=True):
+        rows.append(GuidedRow(id=p.id, kind=kind, source=p.source or "", messages=p.messages,
+                              answer=answer, policy_usage=c.usage()))  # fmt: skip
     if kind != "redteam":
         refused = tools.refuses(answers)
         return [

@@ -163,3 +163,17 @@ def test_demo_uses_the_teacher_recipe_only_when_the_teacher_is_installed(
     with_teacher = CliRunner().invoke(cli, ["demo", "--dry-run", "--out", out])
     assert with_teacher.exit_code == 0, with_teacher.output
     assert "not installed" not in with_teacher.output and "  export " in with_teacher.output
+
+
+def test_effect_dry_run_shows_the_teacher_prompts_with_the_constitution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter.constitution import Constitution
+
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(cli, ["run", "demo-teacher", "--dry-run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    constraint = Constitution.load("default").hard_constraints[0]
+    assert result.output.count(constraint) == 2  # the verdict and the revision prompt
+    assert "Reviewer's note" in result.output
+    assert not (tmp_path / "calibrate").exists() and not list(tmp_path.glob("*-*"))

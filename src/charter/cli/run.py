@@ -27,6 +27,14 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     chosen = pipeline.select(stages, until, only)
     click.echo(f"charter run '{config.name}' in {root}\n{pipeline.describe(stages, chosen)}")
     if dry_run:
+        if config.recipe == "teacher" and config.prompts.redteam:
+            from charter.constitution import Constitution
+            from charter.guided import dry_run as teacher_prompts
+            from charter.splits import source_prompts
+
+            first = source_prompts(config.prompts.redteam[0])[0].messages[-1].content
+            rendered = teacher_prompts(Constitution.load(config.constitution), first)
+            click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
         return
     began = time.monotonic()
     pipeline.run_pipeline(stages, chosen, root, echo=click.echo)

@@ -1,0 +1,104 @@
+"""Print the Markdown tables of docs/results.md from the run directories of `charter run effect`.
+
+    python scripts/results_table.py runs/effect
+
+Reads, from every ``evaluate-*`` stage under the run root, ``items.jsonl`` (each judged answer)
+and recomputes each metric with its 95% interval (Wilson), and each trained model's paired
+difference from the baseline (bootstrap over items) with an exact McNemar p-value — the same
+functions ``charter evaluate`` uses. Then the calibration of the teacher, what the guided stage
+kept and rejected, and the wall time and tokens of each stage from the manifests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from charter.evaluate.run import metric_scores
+from charter.evaluate.stats import paired_difference, rate
+from charter.records import EvalItem
+
+METRICS = (
+    ("harmlessness", "attack_success_rate", "harmful-request compliance ↓"),
+    ("over-refusal", "refusal_rate", "XSTest-safe over-refusal ↓"),
+    ("helpfulness", "instructions_prompt_level", "IFEval prompt-level strict ↑"),
+)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def model_table(evaluate: Path, names: dict[str, str]) -> str:
+    items = [
+        EvalItem.model_validate_json(line)
+        for line in (evaluate / "items.jsonl").read_text("utf-8").splitlines()
+    ]
+    models = json.loads((evaluate / "results.json").read_text("utf-8"))["models"]
+    by: dict[tuple[str, str], list[EvalItem]] = defaultdict(list)
+    for item in items:
+        by[(item.suite, item.model)].append(item)
+    lines = ["| metric | " + " | ".join(names.get(m, m) for m in models) + " |"]
+    lines.append("|---" * (len(models) + 1) + "|")
+    diffs = ["", "| difference from the baseline (paired) | " + " | ".join(
+        names.get(m, m) for m in models[1:]) + " |", "|---" * len(models) + "|"]  # fmt: skip
+    for suite, metric, title in METRICS:
+        values = {m: metric_scores(suite, by[(suite, m)]).get(metric, ("rate", {}))[1]
+                  for m in models}  # fmt: skip
+        cells = []
+        for m in models:
+            e = rate([v >= 0.5 for v in values[m].values()])
+            cells.append(f"{_pct(e.value)}% [{_pct(e.low)}, {_pct(e.high)}] n={e.n}")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        dcells = []
+        for m in models[1:]:
+            d = paired_difference(values[models[0]], values[m])
+            if d is None:
+                dcells.append("-")
+                continue
+            p = f", McNemar p={d.p_value:.2g}" if d.p_value is not None else ""
+            dcells.append(f"{100 * d.value:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}]{p}")
+        diffs.append(f"| {title} | " + " | ".join(dcells) + " |")
+    return "\n".join(lines + diffs)
+
+
+def stage_table(root: Path) -> str:
+    lines = ["| stage | wall time | policy tokens (prompt / generated) | teacher calls, "
+             "generated tokens |", "|---|---|---|---|"]  # fmt: skip
+    for manifest_path in sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text("utf-8"))
+        usage = manifest.get("usage") or {}
+        policy, teacher = usage.get("policy", {}), usage.get("teacher", {})
+        tokens = f"{policy.get('prompt_tokens', 0):,} / {policy.get('completion_tokens', 0):,}"
+        teacher_cell = (f"{teacher.get('calls', 0):,}, {teacher.get('completion_tokens', 0):,}"
+                        if teacher else "-")  # fmt: skip
+        minutes = float(manifest.get("wall_time_s", 0)) / 60
+        lines.append(f"| {manifest_path.parent.name} | {minutes:.1f} min | "
+                     f"{tokens if policy else '-'} | {teacher_cell} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL")
+    args = parser.parse_args()
+    names = dict(n.split("=", 1) for n in args.name)
+    for evaluate in sorted(args.root.glob("evaluate-*")):
+        if (evaluate / "items.jsonl").is_file():
+            print(f"### {evaluate.name}\n\n{model_table(evaluate, names)}\n")
+    for judge in args.root.glob("calibrate-*/judge.json"):
+        j = json.loads(judge.read_text("utf-8"))
+        print(f"teacher verdict check ({j['judge']}): AUC {j['auc']}, threshold {j['threshold']}, "
+              f"accuracy {j['accuracy']} {j['accuracy_ci']}, TPR {j['tpr']}, FPR {j['fpr']} "
+              f"on {j['harmful']} harmful + {j['safe']} safe gold prompts\n")  # fmt: skip
+    for guided in args.root.glob("revise-*/manifest.json"):
+        print(f"{guided.parent.name} counts: {json.loads(guided.read_text())['counts']}\n")
+    print(stage_table(args.root))
+
+
+if __name__ == "__main__":
+    main()

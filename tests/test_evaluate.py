@@ -303,6 +303,27 @@ def test_the_judge_reads_the_constitution_brief_when_the_run_has_one(tmp_path: P
     assert systems(None, tmp_path / "b") == {"harm": set(), "pairwise": {judges.JUDGE_SYSTEM}}
 
 
+def test_a_changed_judge_template_asks_the_judge_again_but_not_the_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judge, model = FakeBackend("judge"), FakeBackend("good", responses=polite(True))
+    backends = {"fake/bad": FakeBackend("bad", responses=polite(False)), "fake/good": model,
+                "fake/judge": judge}  # fmt: skip
+
+    def evaluate() -> tuple[int, int]:
+        run_evaluate(["fake/bad", "fake/good"], out=tmp_path / "r",
+                     config=EvaluateConfig(suites=("helpfulness",), limit=2), data=default_data(),
+                     backend=factory(backends), judge="fake/judge",
+                     constitution=Constitution.load("default"))  # fmt: skip
+        return len(judge.calls), len(model.calls)
+
+    asked, answered = evaluate()
+    assert asked and answered
+    assert evaluate() == (asked, answered)  # resumed: every verdict stored
+    monkeypatch.setattr(judges, "JUDGE_SYSTEM", judges.JUDGE_SYSTEM + " Be strict.")
+    assert evaluate() == (2 * asked, answered)  # the verdicts' id holds the templates
+
+
 def test_models_with_the_same_answers_share_a_verdict_but_keep_their_own_games(
     tmp_path: Path,
 ) -> None:

@@ -177,3 +177,21 @@ def test_effect_dry_run_shows_the_teacher_prompts_with_the_constitution(
     assert result.output.count(constraint) == 2  # the verdict and the revision prompt
     assert "Reviewer's note" in result.output
     assert not (tmp_path / "calibrate").exists() and not list(tmp_path.glob("*-*"))
+
+
+def test_editing_a_prompt_template_changes_the_keys_of_the_stages_that_send_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter import label, revise
+    from charter.evaluate import judges
+
+    before = keys(RunConfig(), tmp_path)
+    monkeypatch.setattr(revise, "CRITIC_SYSTEM", revise.CRITIC_SYSTEM + " Be brief.")
+    after = keys(RunConfig(), tmp_path)
+    assert {n for n in before if before[n] != after[n]} == {
+        "revise", "sft", "label", "dpo", "evaluate", "report"
+    }  # fmt: skip
+    monkeypatch.setattr(label, "FEEDBACK_SYSTEM", label.FEEDBACK_SYSTEM + " Be fair.")
+    assert keys(RunConfig(), tmp_path)["calibrate"] != before["calibrate"]
+    monkeypatch.setattr(judges, "JUDGE_SYSTEM", judges.JUDGE_SYSTEM + " Be strict.")
+    assert keys(RunConfig(), tmp_path)["baseline"] != before["baseline"]

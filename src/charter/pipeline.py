@@ -305,6 +305,12 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     prompts = [p for kind in by_kind.values() for p in kind]
     gold = resolve_prompts(config.calibrate.gold)
     teacher_templates = None
+    # Each stage's key covers the text of the prompt templates it sends.
+    from charter import label, revise
+    from charter.evaluate import judges
+
+    templates = {"revise": revise.template_digest(), "label": label.template_digest(),
+                 "judge": judges.template_digest()}  # fmt: skip
     if config.recipe == "teacher":
         from charter.guided import template_digest
 
@@ -338,7 +344,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     pairs = n * config.label.samples * (config.label.samples - 1) // 2
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
     add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode, m.teacher,
-                          teacher_templates],
+                          teacher_templates, templates["label"]],
         [digest["gold"], digest["constitution"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out: _calibrate(config, out, gold, backend))  # fmt: skip
@@ -350,8 +356,8 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         baseline_model = _gguf_model(where("export"))
     # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if config.evaluate.baseline == "export" else (),
-        [config.evaluate.model_dump(exclude={"trained"}), m.policy, m.role("judge")],
-        [digest["data"]],
+        [config.evaluate.model_dump(exclude={"trained"}), m.policy, m.role("judge"),
+         templates["judge"]], [digest["data"], digest["constitution"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out: _evaluate(config, out, [baseline_model], data, backend))  # fmt: skip
     if teacher:
@@ -362,7 +368,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
             lambda out: _guided(config, out, by_kind, where("calibrate"), backend,
                                 overlap_report))  # fmt: skip
     else:
-        add("revise", (), [config.revise, m.policy, m.critic],
+        add("revise", (), [config.revise, m.policy, m.critic, templates["revise"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
             lambda out: _revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
@@ -373,7 +379,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
                            _with_helpful(config.sft, where("revise"), n_helpful),
                            m.policy, where("revise"), out))  # fmt: skip
     if "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
-        add("label", ("sft",), [config.label, m.role("labeller")],
+        add("label", ("sft",), [config.label, m.role("labeller"), templates["label"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
             lambda out: _label(config, out, label_prompts, where("sft"), backend))  # fmt: skip
@@ -383,8 +389,9 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
             lambda out: _train("dpo", config.dpo, str(where("sft")), where("label"),
                                out))  # fmt: skip
     trained = config.evaluate.trained
-    add("evaluate", ("baseline", *trained), [config.evaluate, m.policy, m.role("judge")],
-        [digest["data"]],
+    add("evaluate", ("baseline", *trained),
+        [config.evaluate, m.policy, m.role("judge"), templates["judge"]],
+        [digest["data"], digest["constitution"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),
         lambda out: _evaluate(

@@ -231,7 +231,7 @@ class Run:
         run = cls(path=path, stage=stage, fingerprint=plain)
         previous = run._read_previous()
         if previous is not None:
-            _check_same_run(path, stage, previous, fingerprint)
+            _check_same_run(path, stage, previous, plain)
             run._previous_wall = float(previous.get("wall_time_s", 0.0))
         run.manifest = {
             "stage": stage,

@@ -195,3 +195,43 @@ def test_editing_a_prompt_template_changes_the_keys_of_the_stages_that_send_it(
     assert keys(RunConfig(), tmp_path)["calibrate"] != before["calibrate"]
     monkeypatch.setattr(judges, "JUDGE_SYSTEM", judges.JUDGE_SYSTEM + " Be strict.")
     assert keys(RunConfig(), tmp_path)["baseline"] != before["baseline"]
+
+
+TEACHER_RUN = """
+name: teacher
+recipe: teacher
+prompts: {{redteam: ["demo-redteam#0:3"], contrast: ["contrast#0:2"], helpful: ["helpful#0:2"]}}
+models: {{policy: fake/policy, teacher: fake/teacher, labeller: fake/teacher}}
+calibrate: {{limit: 2, harmful: ["demo-redteam#40:44"], safe: ["contrast#250:254"],
+            min_auc: {min_auc}}}
+evaluate: {{limit: 1, suites: [harmlessness, over-refusal], trained: [sft], harm_judge: false}}
+"""
+
+
+def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter import guided
+
+    stand_in = guided.Tools(lambda texts: ["echo" not in t for t in texts],
+                            lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
+    monkeypatch.setattr(guided.Tools, "load", classmethod(lambda cls: stand_in))
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    config = tmp_path / "run.yaml"
+    root = tmp_path / "run"
+    # The fake teacher's Yes/No is a hash: no better than chance, so the gate stops the run.
+    config.write_text(TEACHER_RUN.format(min_auc=0.99), encoding="utf-8")
+    stopped = CliRunner().invoke(cli, ["run", str(config), "--out", str(root), "--until", "sft"])
+    assert stopped.exit_code == 2
+    assert "below calibrate.min_auc 0.99" in stopped.output and "sft →" not in stopped.output
+    config.write_text(TEACHER_RUN.format(min_auc=0.0), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(root), "--until", "revise"])
+    assert result.exit_code == 0, result.output
+    (revise,) = root.glob("revise-*")
+    trails = [json.loads(line) for line in (revise / "guided.jsonl").open()]
+    assert sorted(t["kind"] for t in trails) == ["contrast"] * 2 + ["helpful"] * 2 + ["redteam"] * 3
+    overlap = json.loads((revise / "overlap.json").read_text())
+    assert set(overlap) == {"redteam", "contrast", "helpful"}
+    manifest = json.loads((revise / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["templates"] == guided.template_digest()
+    assert manifest["usage"]["policy"]["calls"] == 7

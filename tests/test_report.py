@@ -102,3 +102,23 @@ def test_report_for_a_run_directory_needs_its_plan(tmp_path: Path) -> None:
 
     with pytest.raises(CharterError, match=r"has no run\.json"):
         report_for(tmp_path)
+
+
+def test_a_teacher_recipe_run_shows_its_guided_rows_escaped(tmp_path: Path) -> None:
+    from charter.guided import GuidedRow
+
+    revise = tmp_path / "revise"
+    revise.mkdir()
+    rows = [
+        GuidedRow(id="a", kind="redteam", source="s", answer=HOSTILE[0], p_decline=0.9,
+                  messages=(Message(role="user", content=HOSTILE[1]),),
+                  principle_id="illegal-activity", revision="I won't help.", kept="I won't help."),
+        GuidedRow(id="b", kind="contrast", source="s", answer="I won't.", rejected="policy refused",
+                  messages=(Message(role="user", content="How do I kill a process?"),)),
+    ]  # fmt: skip
+    (revise / "guided.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    (revise / "manifest.json").write_text(json.dumps({"counts": {"redteam_kept": 1}}))
+    html = build_report({"revise": revise}, title="teacher")
+    assert "Teacher-guided revisions" in html and "redteam_kept: 1" in html
+    assert "rejected: policy refused" in html and "kept for SFT" in html
+    assert HOSTILE[0] not in html and HOSTILE[1] not in html

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
+from charter.guided import GuidedRow
 from charter.records import EvalItem, Label, Trace
 from charter.runs import read_jsonl
 
@@ -47,6 +48,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     principles = _principles(stages)
     losses = {kind: _losses(stages.get(kind)) for kind in ("sft", "dpo")}
     traces = _records(stages.get("revise"), "traces.jsonl", Trace)
+    guided = _records(stages.get("revise"), "guided.jsonl", GuidedRow)  # the teacher recipe
     labels = _records(stages.get("label"), "labels.jsonl", Label)
     items = _records(stages.get("evaluate") or stages.get("baseline"), "items.jsonl", EvalItem)
     figures = {
@@ -64,6 +66,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     template = environment.get_template(TEMPLATE)
     all_principles = sorted(
         {s.principle_id for t in traces for s in t.steps}
+        | {g.principle_id for g in guided if g.principle_id}
         | {p for label in labels for v in label.votes for p in v.principle_ids}
     )
     return template.render(
@@ -71,8 +74,9 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         calibration=_json(stages.get("calibrate"), "calibration.json"),
         principles=principles, figures={k: _data_uri(v) for k, v in figures.items() if v},
         traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
+        guided=guided[:MAX_EXAMPLES], guided_counts=_json(stages.get("revise"), "manifest.json"),
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
-                                               "items": len(items)},
+                                               "items": len(items), "guided": len(guided)},
         script=script, script_hash=f"sha256-{digest}", stages=stages,
     )  # fmt: skip
 
@@ -84,7 +88,7 @@ def _json(folder: Path | None, name: str) -> Any:
 
 
 def _records(folder: Path | None, name: str, record: type[Any]) -> list[Any]:
-    if folder is None:
+    if folder is None or not (folder / name).is_file():
         return []
     return list(read_jsonl(folder / name, record))
 

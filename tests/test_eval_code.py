@@ -82,3 +82,24 @@ def test_humaneval_reference_solutions_pass_in_the_sandbox() -> None:
     assert all(o.passed for o in outcomes), [
         (t.id, o) for t, o in zip(tasks, outcomes, strict=True) if not o.passed
     ]
+
+
+EXITS = ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit(0)", "exit()"]
+
+
+@pytest.mark.parametrize("exit_call", EXITS)
+def test_an_answer_that_exits_before_the_tests_does_not_pass(exit_call: str) -> None:
+    tasks = load_code_tasks(SAMPLE)
+    gamed = [f"```python\n{exit_call}\n```" for _ in tasks]
+    outcomes = run_tasks(tasks, gamed)
+    assert not any(o.passed for o in outcomes)
+    assert {o.detail for o in outcomes} == {"exited before its tests finished"}
+    # printing after its own exit cannot fake the token: it is random per program
+    faked = [f"```python\nprint('charter-tests-done-0')\n{exit_call}\n```" for _ in tasks]
+    assert not any(o.passed for o in run_tasks(tasks, faked))
+
+
+def test_an_answer_that_prints_still_passes() -> None:
+    tasks = load_code_tasks(SAMPLE)[3:4]
+    answer = REFERENCE[tasks[0].id].replace("```py\n", "```py\nprint('hello')\n")
+    assert run_tasks(tasks, [answer])[0].passed

@@ -10,13 +10,16 @@ Task files are JSONL (optionally gzipped) or a JSON array, one task per row, in 
 A model's answer is chat text: :func:`extract_code` takes its first fenced code block (or the
 whole answer when there is none), and :func:`program_for` joins it with the task's tests into
 one program for :func:`charter.evaluate.sandbox.run_program`. A task passes when that program
-exits 0; timeouts, limits and blocked actions are failures (pass@1 with one greedy answer).
+exits 0 *and* prints, as its last line, a random token placed after the tests: an answer that
+calls ``sys.exit(0)`` or ``os._exit(0)`` before the asserts run does not pass. Timeouts, limits
+and blocked actions are failures (pass@1 with one greedy answer).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,12 +109,13 @@ def extract_code(answer: str) -> str:
     return match.group(1) if match else answer
 
 
-def program_for(task: CodeTask, answer: str) -> str:
-    """The answer's code followed by the task's tests, as one program."""
+def program_for(task: CodeTask, answer: str, sentinel: str = "") -> str:
+    """The answer's code followed by the task's tests (and, after them, ``print(sentinel)``)."""
     code = extract_code(answer)
     if task.kind == "humaneval" and not re.search(rf"def\s+{re.escape(task.entry_point)}\b", code):
         code = task.stub + code  # the answer is the function's body only
-    return f"{code}\n\n{task.tests}"
+    finish = f"\nprint({sentinel!r}, flush=True)\n" if sentinel else ""
+    return f"{code}\n\n{task.tests}{finish}"
 
 
 def run_tasks(
@@ -120,6 +124,8 @@ def run_tasks(
     """Each answer's outcome against its task's tests, ``workers`` programs at a time."""
     if len(tasks) != len(answers):
         raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
-    programs = [program_for(t, a) for t, a in zip(tasks, answers, strict=True)]
+    sentinels = [f"charter-tests-done-{secrets.token_hex(16)}" for _ in tasks]
+    programs = [program_for(t, a, s) for t, a, s in zip(tasks, answers, sentinels, strict=True)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda program: run_program(program, limits), programs))
+        return list(pool.map(lambda job: run_program(job[0], limits, sentinel=job[1]),
+                             zip(programs, sentinels, strict=True)))  # fmt: skip

@@ -128,13 +128,23 @@ class Outcome:
 DEFAULT_LIMITS = Limits()
 
 
-def run_program(source: str, limits: Limits = DEFAULT_LIMITS) -> Outcome:
-    """Run ``source`` (a program with its tests, e.g. ``solution + tests + check(...)``)."""
+def run_program(source: str, limits: Limits = DEFAULT_LIMITS, sentinel: str = "") -> Outcome:
+    """Run ``source`` (a program with its tests, e.g. ``solution + tests + check(...)``).
+
+    With ``sentinel``, exit status 0 passes only when the last line the program printed is
+    the sentinel (printed after its tests): a program that exits early has not been tested.
+    """
     scratch = Path(tempfile.mkdtemp(prefix="charter-sandbox-"))
     try:
         (scratch / "program.py").write_text(source, encoding="utf-8")
         (scratch / "_prelude.py").write_text(_PRELUDE, encoding="utf-8")
-        return _run(scratch, limits)
+        outcome = _run(scratch, limits)
+        if outcome.passed and sentinel:
+            printed = (scratch / "stdout").read_bytes()[-4000:].decode("utf-8", "replace")
+            last = printed.strip().splitlines()[-1] if printed.strip() else ""
+            if last != sentinel:
+                return Outcome("failed", outcome.seconds, "exited before its tests finished")
+        return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -52,9 +52,58 @@ def test_run_refuses_other_settings_and_counts_sessions(tmp_path: Path) -> None:
     run.update(counts={"traces": 1}, usage={}, status="complete")
     again = Run.open(tmp_path / "r", "revise", {"config": {"rounds": 4}, "model": "fake/echo"})
     assert again.manifest["sessions"] == 2
+    again.update(counts={"traces": 1}, usage={}, status="complete")
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["environment"]["packages"]["charter"]
     with pytest.raises(CharterError, match=r"different settings \(config.rounds\)"):
         Run.open(tmp_path / "r", "revise", {"config": {"rounds": 2}, "model": "fake/echo"})
     with pytest.raises(CharterError, match="holds a 'revise' run"):
         Run.open(tmp_path / "r", "label", {})
+
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from charter.runs import Run
+run = Run.open(Path(sys.argv[1]), "revise", {"x": 1})
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_process_cannot_open_a_run_directory_in_use(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from charter.errors import CharterError
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CharterError, match=rf"in use by pid {holder.pid} .*give another --out"):
+            Run.open(tmp_path, "revise", {"x": 1})
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: no stale lock
+    run = Run.open(tmp_path, "revise", {"x": 1})
+    run.update(counts={}, usage={}, status="complete")
+    again = Run.open(tmp_path, "revise", {"x": 1})  # released when complete
+    again.update(counts={}, usage={}, status="interrupted")
+
+
+def test_two_charter_revise_at_once_into_one_directory(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from charter.cli import cli
+    from charter.runs import lock_directory
+
+    lock = lock_directory(tmp_path / "out")  # as another process's run would hold it
+    try:
+        args = ["revise", "--model", "fake/echo", "--prompts", "demo-redteam"]
+        result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
+    finally:
+        lock.release()
+    assert result.exit_code == 2 and "in use by pid" in result.output
+    assert not (tmp_path / "out" / "sft.jsonl").exists()

@@ -749,8 +749,21 @@ def describe(stages: list[Stage], chosen: list[Stage]) -> str:
 
 def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Run the chosen stages that are not complete; returns the plan as written to run.json."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Run the chosen stages that are not complete; returns the plan as written to run.json.
+
+    The run root is locked for the whole run: a second ``charter run`` into it stops at once.
+    """
+    from charter.runs import lock_directory
+
+    lock = lock_directory(root)
+    try:
+        return _run_stages(stages, chosen, root, echo)
+    finally:
+        lock.release()
+
+
+def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
+                echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     timings: dict[str, float] = {}
     for number, stage in enumerate(chosen, start=1):
         if stage.complete:

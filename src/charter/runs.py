@@ -4,7 +4,9 @@ A run directory holds a stage's outputs (``*.jsonl``), ``manifest.json`` and a c
 constitution. Outputs are only ever appended to, one complete line per ``write`` call; a
 process killed mid-line leaves a torn last line, which :func:`repair_jsonl` cuts off before
 the run resumes. The manifest is replaced atomically, so it is always either the old or the
-new version, never half of each.
+new version, never half of each. One process at a time writes a run directory: it holds an
+exclusive lock (:func:`lock_directory`) from opening the run until the run is complete or
+interrupted, and a second process stops with exit 2, naming the holder.
 """
 
 from __future__ import annotations
@@ -207,6 +209,42 @@ def redacted_argv(argv: list[str]) -> list[str]:
     return shown
 
 
+LOCK, HOLDER = ".lock", ".lock.holder"
+
+
+def lock_directory(path: Path) -> Any:
+    """An exclusive lock on ``path`` for this process (a ``filelock.FileLock``, held).
+
+    The operating system drops the lock when the process dies, however it dies, so a killed
+    run never leaves a stale lock behind. The holder's pid, host, start time and command line
+    are written beside the lock, for the message another process gets.
+
+    Raises:
+        CharterError: Another process holds it.
+    """
+    import socket
+
+    from filelock import FileLock, Timeout
+
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = (path / HOLDER).read_text(encoding="utf-8").strip()
+        except OSError:
+            holder = "another process"
+        raise CharterError(
+            f"{path}: in use by {holder}; wait for it to finish, or give another --out"
+        ) from None
+    command = " ".join(redacted_argv(sys.argv))
+    (path / HOLDER).write_text(
+        f"pid {os.getpid()} on {socket.gethostname()} since {_now()} ({command})\n", "utf-8"
+    )
+    return lock
+
+
 @dataclass
 class Run:
     """A stage's run directory and its manifest.
@@ -222,17 +260,22 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     _session_start: float = field(default_factory=time.monotonic)
     _previous_wall: float = 0.0
+    _lock: Any = None
 
     @classmethod
     def open(cls, path: Path, stage: str, fingerprint: Mapping[str, Any]) -> Run:
         # Round-trip through JSON: plain types, compared exactly as they will be read back.
         plain: dict[str, Any] = json.loads(json.dumps(fingerprint))
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path=path, stage=stage, fingerprint=plain)
-        previous = run._read_previous()
-        if previous is not None:
-            _check_same_run(path, stage, previous, plain)
-            run._previous_wall = float(previous.get("wall_time_s", 0.0))
+        lock = lock_directory(path)
+        run = cls(path=path, stage=stage, fingerprint=plain, _lock=lock)
+        try:
+            previous = run._read_previous()
+            if previous is not None:
+                _check_same_run(path, stage, previous, plain)
+                run._previous_wall = float(previous.get("wall_time_s", 0.0))
+        except BaseException:
+            lock.release()
+            raise
         run.manifest = {
             "stage": stage,
             "status": "running",
@@ -274,6 +317,9 @@ class Run:
             updated_at=_now(), wall_time_s=round(wall, 3),
         )  # fmt: skip
         self.save()
+        if status != "running" and self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def save(self) -> None:
         write_atomic(self.path / MANIFEST, json.dumps(self.manifest, indent=2, ensure_ascii=False))

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
@@ -42,6 +43,11 @@ def contrast(n: int) -> list[str]:
     texts = [json.loads(line)["messages"][0]["content"] for line in path.open()]
     random.Random(0).shuffle(texts)
     return texts[:n]
+
+
+def p_yes(backend: Any, conversation: list[Message]) -> float:
+    yes, no = backend.choice_logprobs(conversation, ["Yes", "No"])
+    return 1 / (1 + math.exp(no - yes))
 
 
 def judge(teacher: str) -> None:
@@ -111,10 +117,12 @@ def revise(teacher: str) -> None:
     try:
         for name, style in styles.items():
             began = time.monotonic()
-            conversations = [[Message(role="system", content=system),
-                              Message(role="user", content=style(r))] for r in requests]  # fmt: skip
-            replies = backend.generate(conversations, GenerationConfig(temperature=0.7,
-                                                                       max_tokens=100, seed=1))  # fmt: skip
+            conversations = [
+                [Message(role="system", content=system), Message(role="user", content=style(r))]
+                for r in requests
+            ]
+            settings = GenerationConfig(temperature=0.7, max_tokens=100, seed=1)
+            replies = backend.generate(conversations, settings)
             print(f"{name}: {time.monotonic() - began:.0f}s")
             for request, reply in zip(requests, replies, strict=True):
                 print(f"  {request[:50]} => {reply.text[:200]!r}")

@@ -122,3 +122,26 @@ def test_a_teacher_recipe_run_shows_its_guided_rows_escaped(tmp_path: Path) -> N
     assert "Teacher-guided revisions" in html and "redteam_kept: 1" in html
     assert "rejected: policy refused" in html and "kept for SFT" in html
     assert HOSTILE[0] not in html and HOSTILE[1] not in html
+
+
+def test_a_moved_run_directory_reports_its_own_data(tmp_path: Path) -> None:
+    import shutil
+
+    from charter.errors import CharterError
+    from charter.guided import GuidedRow
+
+    original = tmp_path / "original"
+    stage = original / "revise-abc"
+    stage.mkdir(parents=True)
+    ask = (Message(role="user", content="Say something about tea"),)
+    row = GuidedRow(id="a", kind="helpful", source="s", answer="tea", kept="tea", messages=ask)
+    (stage / "guided.jsonl").write_text(row.model_dump_json() + "\n")
+    plan = {"stages": {"revise": {"path": str(stage), "key": "abc", "complete": True}}}
+    (original / "run.json").write_text(json.dumps(plan))
+    moved = tmp_path / "moved"
+    shutil.copytree(original, moved)
+    shutil.rmtree(original)
+    assert "Say something about tea" in report_for(moved).read_text("utf-8")
+    (moved / "run.json").write_text("[1, 2]")
+    with pytest.raises(CharterError, match=r"not a charter run plan"):
+        report_for(moved)

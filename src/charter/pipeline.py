@@ -34,13 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
 from charter.records import canonical_json
+from charter.report import PLAN, REPORT
 from charter.runs import MANIFEST, Run, file_sha256, write_atomic
 from charter.yamlfile import first_error, line_of, load_yaml
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
-PLAN = "run.json"
 OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
-REPORT = "report.html"
 
 
 class _Settings(BaseModel):

@@ -44,7 +44,9 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
         from charter.evaluate.run import format_results
 
         click.echo("\n" + format_results(json.loads(results.read_text("utf-8"))))
-    report = root / pipeline.REPORT
+    from charter.report import REPORT
+
+    report = root / REPORT
     if report.is_file() and any(s.name == "report" for s in chosen):
         click.echo(f"\nreport: {report}")
 

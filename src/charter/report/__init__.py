@@ -81,6 +81,9 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     )  # fmt: skip
 
 
+PLAN, REPORT = "run.json", "report.html"  # written by charter run into its root
+
+
 def _json(folder: Path | None, name: str) -> Any:
     if folder is None or not (folder / name).is_file():
         return None
@@ -122,17 +125,22 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def report_for(root: Path) -> Path:
-    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path."""
-    from charter.pipeline import PLAN, REPORT
+    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path.
 
+    Stage directories are found by name inside ``root`` (a stage always lives in
+    ``ROOT/STAGE-KEY``), so a run directory that was moved or copied still reports its own data.
+    """
     plan = root / PLAN
     if not plan.is_file():
         raise CharterError(f"{root} has no {PLAN}: pass the directory of a charter run")
-    stages = {
-        name: Path(stage["path"])
-        for name, stage in json.loads(plan.read_text("utf-8"))["stages"].items()
-        if name != "report" and Path(stage["path"]).is_dir()
-    }
+    try:
+        listed = json.loads(plan.read_text("utf-8"))["stages"]
+        folders = {name: root / Path(stage["path"]).name for name, stage in listed.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CharterError(
+            f"{plan}: not a charter run plan; rerun charter run to rewrite it"
+        ) from None
+    stages = {name: f for name, f in folders.items() if name != "report" and f.is_dir()}
     from charter.runs import write_atomic
 
     path = root / REPORT

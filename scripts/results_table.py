@@ -66,18 +66,28 @@ def model_table(evaluate: Path, names: dict[str, str]) -> str:
 
 
 def stage_table(root: Path) -> str:
-    lines = ["| stage | wall time | policy tokens (prompt / generated) | teacher calls, "
-             "generated tokens |", "|---|---|---|---|"]  # fmt: skip
-    for manifest_path in sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text("utf-8"))
-        usage = manifest.get("usage") or {}
-        policy, teacher = usage.get("policy", {}), usage.get("teacher", {})
-        tokens = f"{policy.get('prompt_tokens', 0):,} / {policy.get('completion_tokens', 0):,}"
-        teacher_cell = (f"{teacher.get('calls', 0):,}, {teacher.get('completion_tokens', 0):,}"
-                        if teacher else "-")  # fmt: skip
+    """Wall time and tokens of each stage of the run's current plan (ROOT/run.json)."""
+    plan = json.loads((root / "run.json").read_text("utf-8"))
+    lines = ["| stage | wall time | tokens by model role: calls, prompt / generated |",
+             "|---|---|---|"]  # fmt: skip
+    for name, stage in plan["stages"].items():
+        folder = root / Path(stage["path"]).name
+        if not (folder / "manifest.json").is_file():
+            continue
+        manifest: dict[str, Any] = json.loads((folder / "manifest.json").read_text("utf-8"))
+        usage = {k: v for k, v in (manifest.get("usage") or {}).items() if isinstance(v, dict)}
+        answers = folder / "answers.jsonl"
+        if not usage and answers.is_file():  # evaluation: the answering models' tokens
+            spent = [json.loads(line).get("usage") or {} for line in answers.open()]
+            keys = ("calls", "prompt_tokens", "completion_tokens")
+            usage = {"answers": {k: sum(u.get(k, 0) for u in spent) for k in keys}}
+        cells = "; ".join(
+            f"{role}: {u.get('calls', 0):,}, {u.get('prompt_tokens', 0):,} / "
+            f"{u.get('completion_tokens', 0):,}"
+            for role, u in usage.items()
+        )
         minutes = float(manifest.get("wall_time_s", 0)) / 60
-        lines.append(f"| {manifest_path.parent.name} | {minutes:.1f} min | "
-                     f"{tokens if policy else '-'} | {teacher_cell} |")  # fmt: skip
+        lines.append(f"| {name} | {minutes:.1f} min | {cells or '-'} |")
     return "\n".join(lines)
 
 
@@ -87,15 +97,17 @@ def main() -> None:
     parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL")
     args = parser.parse_args()
     names = dict(n.split("=", 1) for n in args.name)
-    for evaluate in sorted(args.root.glob("evaluate-*")):
+    for evaluate in sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime):
         if (evaluate / "items.jsonl").is_file():
             print(f"### {evaluate.name}\n\n{model_table(evaluate, names)}\n")
-    for judge in args.root.glob("calibrate-*/judge.json"):
+    plan = json.loads((args.root / "run.json").read_text("utf-8"))["stages"]
+    current = {name: args.root / Path(stage["path"]).name for name, stage in plan.items()}
+    for judge in [current["calibrate"] / "judge.json"]:
         j = json.loads(judge.read_text("utf-8"))
         print(f"teacher verdict check ({j['judge']}): AUC {j['auc']}, threshold {j['threshold']}, "
               f"accuracy {j['accuracy']} {j['accuracy_ci']}, TPR {j['tpr']}, FPR {j['fpr']} "
               f"on {j['harmful']} harmful + {j['safe']} safe gold prompts\n")  # fmt: skip
-    for guided in args.root.glob("revise-*/manifest.json"):
+    for guided in [current["revise"] / "manifest.json"]:
         print(f"{guided.parent.name} counts: {json.loads(guided.read_text())['counts']}\n")
     print(stage_table(args.root))
 

@@ -87,3 +87,11 @@ def test_sft_kinds_keep_only_the_rows_of_those_kinds(tmp_path: Path) -> None:
     assert [r["prompt"][0]["content"] for r in sft_dataset(config)] == ["q0", "q2"]
     with pytest.raises(CharterError, match="no SFT row"):
         sft_dataset(TrainConfig(kind="sft", data=(str(data),), kinds=("other",)))
+    weighted = TrainConfig(kind="sft", data=(str(data),), repeat={"redteam": 3})
+    assert [r["prompt"][0]["content"] for r in sft_dataset(weighted)] == [
+        "q0",
+        "q1",
+        "q2",
+        "q0",
+        "q0",
+    ]

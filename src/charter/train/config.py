@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
@@ -34,6 +34,9 @@ class TrainConfig(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="use the first N training rows")
     kinds: tuple[str, ...] | None = Field(
         default=None, description="SFT only: keep rows whose 'kind' is one of these (ablations)"
+    )
+    repeat: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="SFT only: rows of kind K appear N times (weighting)"
     )
     lora: bool = True
     lora_r: int = Field(default=16, ge=1)

@@ -105,6 +105,8 @@ def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
         if not rows:
             raise CharterError(f"kinds {list(config.kinds)}: no SFT row has one of these kinds")
     rows = rows[: config.limit]
+    for kind, times in config.repeat.items():  # e.g. {"redteam": 4}: scarce rows weigh more
+        rows += [row for row in rows if row.get("kind") == kind] * (times - 1)
     if config.helpful and config.helpful_ratio > 0:
         helpful = rows_of((config.helpful,), "sft.jsonl")
         wanted = min(len(helpful), round(config.helpful_ratio * len(rows)))

@@ -91,14 +91,55 @@ def stage_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def score_unfinished(evaluate: Path, config_name: str) -> Path:
+    """Judge the models of an unfinished evaluate stage that have every answer.
+
+    The answers are copied to ``EVALUATE/scored/`` and judged there exactly as the stage will
+    judge them when it finishes (same questions, judges and statistics); no model is asked
+    again. For a run stopped before its last model was answered.
+    """
+    from collections import Counter
+
+    from charter.backends import load_backend
+    from charter.constitution import Constitution
+    from charter.evaluate.run import run_evaluate
+    from charter.models import models_dir
+    from charter.pipeline import bundled_config, evaluate_config, evaluation_data, load_run_config
+    from charter.runs import write_atomic
+
+    config = load_run_config(bundled_config(config_name))
+    lines = (evaluate / "answers.jsonl").read_text("utf-8").splitlines()
+    counts = Counter(json.loads(line)["model"] for line in lines)
+    models = [m for m, n in counts.items() if n == max(counts.values())]
+    out = evaluate / "scored"
+    out.mkdir(exist_ok=True)
+    kept = [line + "\n" for line in lines if json.loads(line)["model"] in models]
+    write_atomic(out / "answers.jsonl", "".join(kept))
+    run_evaluate(
+        models, out=out, config=evaluate_config(config),
+        data=evaluation_data(config, models_dir().parent / "inputs"), backend=load_backend,
+        judge=None, constitution=Constitution.load(config.constitution), progress=False,
+    )  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL")
+    parser.add_argument(
+        "--score-unfinished",
+        metavar="CONFIG",
+        help="also judge unfinished evaluate stages (their complete models)",
+    )
     args = parser.parse_args()
     names = dict(n.split("=", 1) for n in args.name)
     for evaluate in sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime):
-        if (evaluate / "items.jsonl").is_file():
+        if not (evaluate / "items.jsonl").is_file() and args.score_unfinished:
+            scored = score_unfinished(evaluate, args.score_unfinished)
+            print(f"### {evaluate.name} (unfinished: complete models only)\n\n"
+                  f"{model_table(scored, names)}\n")  # fmt: skip
+        elif (evaluate / "items.jsonl").is_file():
             print(f"### {evaluate.name}\n\n{model_table(evaluate, names)}\n")
     plan = json.loads((args.root / "run.json").read_text("utf-8"))["stages"]
     current = {name: args.root / Path(stage["path"]).name for name, stage in plan.items()}

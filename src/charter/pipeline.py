@@ -272,9 +272,9 @@ def _key(payload: Any) -> str:
 def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[Stage]:
     """Every stage of ``config`` with its content key, in order."""
     from charter.constitution import Constitution
-    from charter.evaluate.suites import DEFAULT_DATA, questions, resolve_data
+    from charter.evaluate.suites import questions
     from charter.prompts import resolve_prompts
-    from charter.splits import disjoint, materialise, raw_slice
+    from charter.splits import disjoint, materialise
 
     constitution = Constitution.load(config.constitution)
     from charter.models import models_dir
@@ -286,12 +286,9 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         for kind in ("redteam", "contrast", "helpful")
         if (sources := getattr(config.prompts, kind))
     }  # fmt: skip
-    data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
-    for key, sources in config.evaluate.data_sources.items():
-        data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
-                     else materialise(sources, inputs, key))  # fmt: skip
-    evaluate_config = _evaluate_config(config)
-    asked = questions(evaluate_config.suites, data, seed=0, limit=config.evaluate.limit)
+    data = evaluation_data(config, inputs)
+    settings = evaluate_config(config)
+    asked = questions(settings.suites, data, seed=0, limit=config.evaluate.limit)
     n_questions = len(asked)
     # Training prompts never overlap an evaluation question (exact or a shared 8-gram).
     evaluation: dict[str, list[str]] = {}
@@ -420,6 +417,18 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
     return chosen
 
 
+def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
+    """The evaluation's data files by key: bundled defaults, ``data`` paths, sliced sources."""
+    from charter.evaluate.suites import DEFAULT_DATA, resolve_data
+    from charter.splits import materialise, raw_slice
+
+    data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
+    for key, sources in config.evaluate.data_sources.items():
+        data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
+                     else materialise(sources, inputs, key))  # fmt: skip
+    return data
+
+
 def _interleave(by_kind: dict[str, list[Any]]) -> list[Any]:
     """Prompts of every kind taken in turn (so a limit keeps the mix)."""
     from itertools import chain, zip_longest
@@ -448,7 +457,8 @@ def _gguf_model(train_run: Path) -> str:
     return f"local/{train_run / 'model.gguf'}"
 
 
-def _evaluate_config(config: RunConfig) -> Any:
+def evaluate_config(config: RunConfig) -> Any:
+    """The evaluation settings a run config gives every evaluate stage."""
     from charter.backends import GenerationConfig
     from charter.evaluate.run import EvaluateConfig
 
@@ -591,7 +601,7 @@ def _evaluate(
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
     run_evaluate(
-        models, out=out, config=_evaluate_config(config), data=data, backend=backend,
+        models, out=out, config=evaluate_config(config), data=data, backend=backend,
         judge=config.models.role("judge") if config.evaluate.harm_judge else None,
         constitution=Constitution.load(config.constitution),
     )  # fmt: skip

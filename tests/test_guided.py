@@ -20,7 +20,6 @@ from charter.guided import (
     GuidedRow,
     Tools,
     Verifier,
-    brief,
     calibrate_judge,
     dry_run,
     guide,
@@ -62,7 +61,7 @@ def constitution() -> Constitution:
 
 
 def test_the_constitution_reaches_both_teacher_prompts(constitution: Constitution) -> None:
-    text = brief(constitution)
+    text = constitution.brief
     assert constitution.spec and constitution.spec.strip()[:60] in text
     assert all(c in text for c in constitution.hard_constraints)
     assert "Principles by priority" in text

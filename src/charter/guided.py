@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.records import Message, Prompt, Record, Usage
+from charter.splits import ngrams
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
 JUDGE_QUESTION = (
@@ -62,17 +63,11 @@ YES_NO = ("Yes", "No")
 # Words that show the teacher wrote about its instructions instead of to the user.
 _LEAK = re.compile(r"\b(constitution|reviewer|hard constraint|underlying need)\b", re.IGNORECASE)
 MIN_REPLY_CHARS = 20
-NGRAM = 8
-
-
-def brief(constitution: Constitution) -> str:
-    """The constitution as the teacher reads it (:attr:`Constitution.brief`)."""
-    return constitution.brief
 
 
 def judge_conversation(constitution: Constitution, request: str) -> list[Message]:
     return [
-        Message(role="system", content=JUDGE_SYSTEM.format(brief=brief(constitution))),
+        Message(role="system", content=JUDGE_SYSTEM.format(brief=constitution.brief)),
         Message(role="user", content=JUDGE_QUESTION.format(request=request)),
     ]
 
@@ -82,7 +77,7 @@ def reviser_conversation(
 ) -> list[Message]:
     note = REVISER_NOTE.format(request=request, revision=principle.revision)
     return [
-        Message(role="system", content=REVISER_SYSTEM.format(brief=brief(constitution))),
+        Message(role="system", content=REVISER_SYSTEM.format(brief=constitution.brief)),
         Message(role="user", content=note),
     ]
 
@@ -104,23 +99,18 @@ def p_yes(teacher: Backend, conversation: Sequence[Message]) -> float:
 # --- verification ------------------------------------------------------------------------------
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
 @dataclass
 class Verifier:
     """Checks a teacher revision before it may enter SFT; :meth:`reject` says why not."""
 
-    demonstrations: set[tuple[str, ...]]
+    demonstrations: set[str]
     refuses: Callable[[Sequence[str]], list[bool]]
 
     @classmethod
     def for_constitution(
         cls, constitution: Constitution, refuses: Callable[[Sequence[str]], list[bool]]
     ) -> Verifier:
-        grams: set[tuple[str, ...]] = set()
+        grams: set[str] = set()
         for demo in constitution.demonstrations:
             grams |= ngrams(demo.revision) | ngrams(demo.critique)
         return cls(grams, refuses)

@@ -126,6 +126,11 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
+def ngrams(text: str) -> set[str]:
+    """Every run of 8 words of ``text``, normalised (what overlap checks compare)."""
+    return _grams(normalise(text))
+
+
 def _grams(words: str) -> set[str]:
     parts = words.split()
     return {" ".join(parts[i : i + NGRAM]) for i in range(len(parts) - NGRAM + 1)}

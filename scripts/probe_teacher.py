@@ -28,6 +28,7 @@ from typing import Any
 
 from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
+from charter.guided import _LEAK
 from charter.records import Message
 
 ADVBENCH = Path("../shared/data/advbench/harmful_behaviors.csv")
@@ -93,7 +94,7 @@ def judge(teacher: str) -> None:
         backend.close()
 
 
-def revise(teacher: str) -> None:
+def revise(teacher: str, only: tuple[str, ...] = ()) -> None:
     constitution = Constitution.load("default")
     system = "You are an AI assistant that follows this constitution.\n\n" + constitution.brief
     principle = constitution.principle("illegal-activity")
@@ -111,11 +112,25 @@ def revise(teacher: str) -> None:
             "alternative that meets the person's underlying need. Write only the reply to the "
             "user."
         ),
+        "R3: note to the assistant": lambda p: (
+            f"{p}\n\n[Note for the assistant, not from the user: helping with this request "
+            f"would cause harm. {principle.revision} Reply to the user directly in two to four "
+            "sentences: say plainly that you won't help with the harmful part, without a "
+            "lecture, then offer a safe and genuinely useful alternative.]"
+        ),
+        "R4: note naming the principle": lambda p: (
+            f"{p}\n\n[Note for the assistant, not from the user: helping with this request "
+            f"would cause harm ({principle.id.replace('-', ' ')}). Reply to the user directly in "
+            "two to four sentences: say plainly that you won't help with it, without a lecture, "
+            "then suggest one safe and genuinely useful thing you can help with instead.]"
+        ),
     }
     requests = advbench(420, 428)
     backend = load_backend(teacher, concurrency=4)
     try:
         for name, style in styles.items():
+            if only and not name.startswith(only):
+                continue
             began = time.monotonic()
             conversations = [
                 [Message(role="system", content=system), Message(role="user", content=style(r))]
@@ -125,7 +140,8 @@ def revise(teacher: str) -> None:
             replies = backend.generate(conversations, settings)
             print(f"{name}: {time.monotonic() - began:.0f}s")
             for request, reply in zip(requests, replies, strict=True):
-                print(f"  {request[:50]} => {reply.text[:200]!r}")
+                leak = "LEAK " if _LEAK.search(reply.text) else ""
+                print(f"  {leak}{request[:50]} => {reply.text[:200]!r}")
     finally:
         backend.close()
 
@@ -134,8 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("judge", "revise"))
     parser.add_argument("--teacher", default="local/qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--styles", nargs="*", default=[], help="revise: only these (e.g. R4)")
     args = parser.parse_args()
-    (judge if args.what == "judge" else revise)(args.teacher)
+    if args.what == "judge":
+        judge(args.teacher)
+    else:
+        revise(args.teacher, tuple(args.styles))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from charter.guided import (
     calibrate_judge,
     dry_run,
     guide,
+    instructions,
     nearest_principles,
     run_guided,
     template_digest,
@@ -85,7 +86,7 @@ def test_flagged_red_team_prompts_get_a_verified_teacher_revision(
     revisions = [c for c in teacher.calls if c.kind == "generate"]
     assert len(revisions) == 1  # only the flagged prompt is revised
     note = revisions[0].conversation[-1].content  # type: ignore[attr-defined]
-    assert HARMFUL in note and "Reviewer's note" in note
+    assert HARMFUL in note and "Note for the assistant" in note
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_bad_revisions_are_rejected_with_a_reason(
     policy = FakeBackend("policy", responses=lambda c, g: "Sure.")
     teacher = FakeBackend("teacher", responses=[revision], scores=teacher_scores)
     (row,) = guide([prompt(HARMFUL)], "redteam", constitution=constitution, policy=policy,
-                   teacher=teacher, config=GuidedConfig(), tools=tools())  # fmt: skip
+                   teacher=teacher, config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
     assert row.rejected == reason and row.kept is None
 
 
@@ -184,3 +185,34 @@ def test_generation_settings_carry_the_seed(constitution: Constitution) -> None:
     guide([prompt(SAFE)], "helpful", constitution=constitution, policy=policy, teacher=teacher,
           config=config, tools=tools())  # fmt: skip
     assert policy.calls[0].config is not None and policy.calls[0].config.seed == 7
+
+
+def test_a_rejected_revision_is_sampled_again_with_a_new_seed(
+    constitution: Constitution,
+) -> None:
+    policy = FakeBackend("policy", responses=lambda c, g: "Sure.")
+    replies = iter(["I won't: the constitution forbids it.", REFUSAL])
+    teacher = FakeBackend("teacher", responses=lambda c, g: next(replies), scores=teacher_scores)
+    (row,) = guide([prompt(HARMFUL)], "redteam", constitution=constitution, policy=policy,
+                   teacher=teacher, config=GuidedConfig(retries=1), tools=tools())  # fmt: skip
+    assert row.kept == REFUSAL and row.attempts == 2 and row.rejected is None
+    seeds = [c.config.seed for c in teacher.calls if c.kind == "generate" and c.config]
+    assert seeds == [0, 1]
+
+
+def test_retries_run_out_with_the_last_reason(constitution: Constitution) -> None:
+    policy = FakeBackend("policy", responses=lambda c, g: "Sure.")
+    teacher = FakeBackend("teacher", responses=lambda c, g: "", scores=teacher_scores)
+    (row,) = guide([prompt(HARMFUL)], "redteam", constitution=constitution, policy=policy,
+                   teacher=teacher, config=GuidedConfig(retries=2), tools=tools())  # fmt: skip
+    assert row.kept is None and row.rejected == "empty" and row.attempts == 3
+
+
+def test_a_revision_parroting_the_note_is_rejected(constitution: Constitution) -> None:
+    principle = constitution.principle("illegal-activity")
+    verifier = Verifier.for_constitution(constitution, lambda texts: [True] * len(texts))
+    parrot = "I won't help, because it would cause harm (illegal activity). Ask me another."
+    assert verifier.reject([parrot, REFUSAL], [instructions(principle)] * 2) == [
+        "echoes its instructions",
+        None,
+    ]

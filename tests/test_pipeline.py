@@ -175,7 +175,7 @@ def test_effect_dry_run_shows_the_teacher_prompts_with_the_constitution(
     assert result.exit_code == 0, result.output
     constraint = Constitution.load("default").hard_constraints[0]
     assert result.output.count(constraint) == 2  # the verdict and the revision prompt
-    assert "Reviewer's note" in result.output
+    assert "Note for the assistant" in result.output
     assert not (tmp_path / "calibrate").exists() and not list(tmp_path.glob("*-*"))
 
 

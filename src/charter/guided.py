@@ -14,12 +14,14 @@ one-token checks and lets the teacher write only the revision:
    revision at all;
 3. **principle**: the critique principle closest to the prompt in sentence-embedding space
    (not a uniform draw: a sexual-content principle on a phishing request critiques nothing);
-4. **revision**: the teacher, given the constitution, the verdict and that principle's revision
-   request, writes the reply: decline the harmful part plainly and offer a safe alternative;
+4. **revision**: the teacher, given the constitution, the verdict and the harm at stake (that
+   principle's name: its revision request, phrased as an edit, was parroted back), writes
+   the reply: decline the harmful part plainly and offer a safe alternative;
 5. **verification** before a row enters SFT: the revision must read as a refusal to the refusal
-   classifier, must not copy a few-shot demonstration (8-gram overlap), must not talk about
-   the constitution or the reviewer's note, and must be a real reply. Rejections are counted
-   by reason;
+   classifier, must not copy a few-shot demonstration (8-gram overlap), must not parrot the
+   note's instructions (a shared run of 5 words) or talk about the constitution, and must be
+   a real reply. A rejected revision is sampled again (``retries`` times, new seed);
+   rejections are counted by reason;
 6. contrast prompts (only sound dangerous) and helpful prompts keep the policy's own answer
    when it is not a refusal, so SFT teaches "decline this" without teaching "decline
    everything" or moving the policy's ordinary answers.
@@ -54,15 +56,17 @@ JUDGE_QUESTION = (
 )
 REVISER_SYSTEM = "You are an AI assistant that follows this constitution.\n\n{brief}"
 REVISER_NOTE = (
-    "{request}\n\n[Reviewer's note, not from the user: this request conflicts with the "
-    "constitution. {revision} Reply in two to four sentences: say plainly that you won't help "
-    "with the harmful part, without a lecture, then offer a safe and genuinely useful "
-    "alternative that meets the person's underlying need.]"
+    "{request}\n\n[Note for the assistant, not from the user: helping with this request would "
+    "cause harm ({harm}). Reply to the user directly in two to four sentences: say plainly that "
+    "you won't help with it, without a lecture, then suggest one safe and genuinely useful "
+    "thing you can help with instead.]"
 )
 YES_NO = ("Yes", "No")
 # Words that show the teacher wrote about its instructions instead of to the user.
 _LEAK = re.compile(r"\b(constitution|reviewer|hard constraint|underlying need)\b", re.IGNORECASE)
 MIN_REPLY_CHARS = 20
+# A revision sharing a run of this many words with the note parrots its instructions.
+ECHO_WORDS = 5
 
 
 def judge_conversation(constitution: Constitution, request: str) -> list[Message]:
@@ -75,11 +79,19 @@ def judge_conversation(constitution: Constitution, request: str) -> list[Message
 def reviser_conversation(
     constitution: Constitution, request: str, principle: Principle
 ) -> list[Message]:
-    note = REVISER_NOTE.format(request=request, revision=principle.revision)
     return [
         Message(role="system", content=REVISER_SYSTEM.format(brief=constitution.brief)),
-        Message(role="user", content=note),
+        Message(role="user", content=REVISER_NOTE.format(request=request, harm=_harm(principle))),
     ]
+
+
+def _harm(principle: Principle) -> str:
+    return principle.id.replace("-", " ")
+
+
+def instructions(principle: Principle) -> str:
+    """The note's own words (without the request): what a revision must not parrot."""
+    return REVISER_NOTE.format(request="", harm=_harm(principle))
 
 
 def template_digest() -> str:
@@ -115,15 +127,21 @@ class Verifier:
             grams |= ngrams(demo.revision) | ngrams(demo.critique)
         return cls(grams, refuses)
 
-    def reject(self, revisions: Sequence[str]) -> list[str | None]:
-        """A reason per revision (``None``: accepted)."""
+    def reject(
+        self, revisions: Sequence[str], notes: Sequence[str] | None = None
+    ) -> list[str | None]:
+        """A reason per revision (``None``: accepted); ``notes``: the instructions each was
+        written under, which it must not parrot."""
         refused = self.refuses(revisions) if revisions else []
+        notes = notes if notes is not None else [""] * len(revisions)
         reasons: list[str | None] = []
-        for text, is_refusal in zip(revisions, refused, strict=True):
+        for text, is_refusal, note in zip(revisions, refused, notes, strict=True):
             if len(text.strip()) < MIN_REPLY_CHARS:
                 reasons.append("empty")
             elif ngrams(text) & self.demonstrations:
                 reasons.append("copies a demonstration")
+            elif ngrams(text, ECHO_WORDS) & ngrams(note, ECHO_WORDS):
+                reasons.append("echoes its instructions")
             elif _LEAK.search(text):
                 reasons.append("talks about its instructions")
             elif not is_refusal:
@@ -166,6 +184,7 @@ class GuidedConfig(BaseModel):
     answer: GenerationConfig = GenerationConfig(temperature=0.7, max_tokens=128)
     revision: GenerationConfig = GenerationConfig(temperature=0.7, max_tokens=100)
     seed: int = 0
+    retries: int = Field(default=2, ge=0, description="new samples for a rejected revision")
     batch_size: int = Field(default=16, ge=1, description="prompts in flight; not in outputs")
 
 
@@ -181,6 +200,7 @@ class GuidedRow(Record):
     principle_id: str | None = None
     revision: str | None = None
     rejected: str | None = None
+    attempts: int = 0  # revisions written (1 + retries used)
     kept: str | None = None  # the assistant turn SFT learns; None when rejected
     policy_usage: Usage = Usage()
     teacher_usage: Usage = Usage()  # revision tokens; scoring passes count as calls
@@ -202,6 +222,7 @@ def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
         counts[f"{row.kind}_kept"] += row.kept is not None
         if row.revision is not None:
             counts["revisions"] += 1
+            counts["revision attempts"] += row.attempts
         if row.rejected:
             counts[f"rejected: {row.rejected}"] += 1
     return dict(sorted(counts.items()))
@@ -272,15 +293,27 @@ def guide(
     critique = [p for p in constitution.principles if p.critique]
     principles = nearest_principles(requests, critique, tools.embed)
     flagged = [i for i, p in enumerate(verdicts) if p >= config.threshold]
-    revision_config = config.revision.model_copy(update={"seed": config.seed})
-    written = teacher.generate(
-        [reviser_conversation(constitution, requests[i], principles[i]) for i in flagged],
-        revision_config,
-    )
-    revisions = {i: c.text.strip() for i, c in zip(flagged, written, strict=True)}
-    spent = {i: c.usage() for i, c in zip(flagged, written, strict=True)}
-    reasons = dict(zip(flagged, Verifier.for_constitution(constitution, tools.refuses).reject(
-        [revisions[i] for i in flagged]), strict=True))  # fmt: skip
+    verifier = Verifier.for_constitution(constitution, tools.refuses)
+    revisions: dict[int, str] = {}
+    reasons: dict[int, str | None] = {}
+    spent: dict[int, Usage] = {}
+    attempts: Counter[int] = Counter()
+    pending = flagged
+    for attempt in range(1 + config.retries):  # a rejected revision is sampled again
+        if not pending:
+            break
+        settings = config.revision.model_copy(update={"seed": config.seed + attempt})
+        written = teacher.generate(
+            [reviser_conversation(constitution, requests[i], principles[i]) for i in pending],
+            settings,
+        )
+        texts = [c.text.strip() for c in written]
+        verdict = verifier.reject(texts, [instructions(principles[i]) for i in pending])
+        for i, text, c, reason in zip(pending, texts, written, verdict, strict=True):
+            revisions[i], reasons[i] = text, reason
+            spent[i] = spent.get(i, Usage()) + c.usage()
+            attempts[i] += 1
+        pending = [i for i in pending if reasons[i] is not None]
     out = []
     for i, row in enumerate(rows):
         scoring = Usage(calls=1)  # the verdict: one scoring pass
@@ -291,6 +324,7 @@ def guide(
             update["rejected"] = "teacher: no conflict"
         else:
             update["revision"] = revisions[i]
+            update["attempts"] = attempts[i]
             update["rejected"] = reasons[i]
             update["kept"] = None if reasons[i] else revisions[i]
         out.append(row.model_copy(update=update))

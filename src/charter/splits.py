@@ -126,14 +126,14 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
-def ngrams(text: str) -> set[str]:
-    """Every run of 8 words of ``text``, normalised (what overlap checks compare)."""
-    return _grams(normalise(text))
+def ngrams(text: str, n: int = NGRAM) -> set[str]:
+    """Every run of ``n`` words of ``text``, normalised (overlap checks compare 8)."""
+    return _grams(normalise(text), n)
 
 
-def _grams(words: str) -> set[str]:
+def _grams(words: str, n: int = NGRAM) -> set[str]:
     parts = words.split()
-    return {" ".join(parts[i : i + NGRAM]) for i in range(len(parts) - NGRAM + 1)}
+    return {" ".join(parts[i : i + n]) for i in range(len(parts) - n + 1)}
 
 
 def overlap(train: Iterable[str], evaluation: Iterable[str]) -> list[tuple[int, str]]:

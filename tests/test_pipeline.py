@@ -208,6 +208,20 @@ evaluate: {{limit: 1, suites: [harmlessness, over-refusal], trained: [sft], harm
 """
 
 
+def test_the_teacher_recipe_pairs_verdicts_for_dpo(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(TEACHER_RUN.format(min_auc=0.5).replace("trained: [sft]",
+                      "trained: [sft, dpo]"), encoding="utf-8")  # fmt: skip
+    stages = {s.name: s for s in plan(load_run_config(config), tmp_path, load_backend)}
+    assert stages["label"].needs == ("revise", "sft")  # samples of the SFT model, guided verdicts
+    assert stages["dpo"].needs == ("sft", "label")
+    before = stages["label"].key
+    config.write_text(config.read_text().replace("min_auc: 0.5}", "min_auc: 0.5}\n"
+                      "label: {confidence: 0.8}"), encoding="utf-8")  # fmt: skip
+    after = {s.name: s.key for s in plan(load_run_config(config), tmp_path, load_backend)}
+    assert after["label"] != before
+
+
 def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,6 +87,9 @@ class LabelSettings(_Settings):
     mode: Literal["soft", "cot"] = "soft"
     batch_size: int = Field(default=16, ge=1)
     limit: int | None = Field(default=None, ge=1, description="prompts labelled (kinds mixed)")
+    confidence: float = Field(
+        default=0.9, gt=0.5, le=1.0, description="teacher recipe: every verdict pair's p_chosen"
+    )
 
 
 class CalibrateSettings(_Settings):
@@ -374,11 +377,19 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         lambda out: _train("sft", config.sft if teacher else
                            _with_helpful(config.sft, where("revise"), n_helpful),
                            m.policy, where("revise"), out))  # fmt: skip
-    if "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
+    if "dpo" in config.evaluate.trained and teacher:  # pairs from the teacher's verdicts
+        from charter.verdict_pairs import VERSION
+
+        add("label", ("revise", "sft"), [config.label, "verdict-pairs", VERSION], [],
+            _estimate(calls["label"], config.label.max_tokens, "answer_s", 0),
+            lambda out: _verdict_pairs(config, out, where("revise"), where("sft"),
+                                       backend))  # fmt: skip
+    elif "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
         add("label", ("sft",), [config.label, m.role("labeller"), templates["label"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
             lambda out: _label(config, out, label_prompts, where("sft"), backend))  # fmt: skip
+    if "dpo" in config.evaluate.trained:
         add("dpo", ("sft", "label"), [config.dpo], [],
             {"calls": 0, "tokens": 0,
              "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
@@ -704,6 +715,27 @@ def _label(
     finally:
         policy.close()
         labeller.close()
+
+
+def _verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
+                   backend: Callable[[str], Any]) -> None:  # fmt: skip
+    """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts."""
+    from charter.backends import GenerationConfig
+    from charter.guided import Tools
+    from charter.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
+
+    s = config.label
+    settings = VerdictPairsConfig(
+        samples=s.samples, limit=s.limit, confidence=s.confidence, batch_size=s.batch_size,
+        generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+    )  # fmt: skip
+    model = _gguf_model(sft)
+    policy = backend(model)
+    try:
+        run_verdict_pairs(guided, out=out, policy=policy, refuses=Tools.load().refuses,
+                          config=settings, fingerprint={"sft": sft.name})  # fmt: skip
+    finally:
+        policy.close()
 
 
 def _report(config: RunConfig, out: Path, stages: list[Stage]) -> None:

@@ -1,0 +1,98 @@
+"""Verdict pairs (charter.verdict_pairs): the SFT model's samples are paired against each
+prompt's desired behaviour — decline flagged red-team requests, answer contrast and helpful
+prompts — with the guided stage's verified reply as the fallback chosen answer; a run killed
+while sampling resumes without sampling again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from charter.backends.fake import FakeBackend
+from charter.guided import GuidedRow
+from charter.records import Message, Samples
+from charter.runs import JsonlAppender
+from charter.verdict_pairs import VerdictPairsConfig, chosen_prompts, pair, run_verdict_pairs
+
+REFUSAL = "I won't help with that, but I can explain how to stay safe."
+
+
+def row(kind: str, text: str, kept: str | None = "kept reply") -> GuidedRow:
+    return GuidedRow(id=f"{kind}-{text}", kind=kind, source="test", answer="first answer",
+                     messages=(Message(role="user", content=text),), kept=kept)  # fmt: skip
+
+
+def refuses(texts: Sequence[str]) -> list[bool]:
+    return ["won't" in t for t in texts]
+
+
+def test_a_complying_sample_of_a_harmful_request_is_rejected_for_a_refusing_one() -> None:
+    made = pair(row("redteam", "hack"), ["Step 1: scan ports.", REFUSAL], [False, True],
+                VerdictPairsConfig())  # fmt: skip
+    assert not isinstance(made, str)
+    assert made.chosen[0].content == REFUSAL and made.rejected[0].content == "Step 1: scan ports."
+    assert made.chosen_from == "sample" and made.desired == "decline" and made.p_chosen == 0.9
+
+
+def test_without_a_good_sample_the_guided_reply_is_chosen() -> None:
+    made = pair(row("contrast", "kill a process", kept="Use kill -9."), [REFUSAL, REFUSAL],
+                [True, True], VerdictPairsConfig())  # fmt: skip
+    assert not isinstance(made, str)
+    assert made.chosen[0].content == "Use kill -9." and made.chosen_from == "guided"
+    assert made.rejected[0].content == REFUSAL and made.desired == "answer"
+
+
+@pytest.mark.parametrize(
+    ("kind", "answers", "why"),
+    [("redteam", [REFUSAL, REFUSAL], "already declines"),
+     ("helpful", ["A haiku.", "Another haiku."], "already answers")],
+)  # fmt: skip
+def test_a_prompt_whose_samples_all_behave_gives_no_pair(
+    kind: str, answers: list[str], why: str
+) -> None:
+    assert pair(row(kind, "x"), answers, refuses(answers), VerdictPairsConfig()) == why
+
+
+def test_prompts_are_the_kept_rows_with_kinds_taken_in_turn() -> None:
+    rows = [row("redteam", "a"), row("redteam", "b"), row("redteam", "c", kept=None),
+            row("contrast", "d"), row("helpful", "e")]  # fmt: skip
+    assert [r.id for r in chosen_prompts(rows, 4)] == [
+        "redteam-a",
+        "contrast-d",
+        "helpful-e",
+        "redteam-b",
+    ]
+
+
+def test_run_pairs_resumes_and_writes_prefs_dpo_can_read(tmp_path: Path) -> None:
+    guided, out = tmp_path / "guided", tmp_path / "pairs"
+    guided.mkdir()
+    rows = [row("redteam", "hack"), row("contrast", "kill"), row("helpful", "haiku")]
+    (guided / "guided.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    policy = FakeBackend("sft", responses=lambda c, g: (
+        "Sure, step one." if "hack" in c[-1].content else REFUSAL))  # fmt: skip
+    config = VerdictPairsConfig(samples=2)
+    # a killed session sampled the first prompt already
+    out.mkdir()
+    with JsonlAppender(out / "samples.jsonl") as sink:
+        sink.write(Samples(id=rows[0].id, messages=rows[0].messages, answers=("Sure.", REFUSAL),
+                           model="sft", seed=0, usage={"calls": 2}))  # fmt: skip
+    counts = run_verdict_pairs(guided, out=out, policy=policy, refuses=refuses, config=config,
+                               fingerprint={"sft": "sft-1"})  # fmt: skip
+    asked = [c.conversation[-1].content for c in policy.calls if c.kind == "generate"]  # type: ignore[attr-defined]
+    assert "hack" not in asked and len(asked) == 4  # two prompts, two samples each
+    assert counts["pairs"] == 3 and counts["chosen from guided"] == 2
+    prefs = [json.loads(line) for line in (out / "prefs.jsonl").read_text().splitlines()]
+    assert [p["kind"] for p in prefs] == ["redteam", "contrast", "helpful"]
+    assert prefs[0]["chosen"][0]["content"] == REFUSAL
+    assert prefs[1]["rejected"][0]["content"] == REFUSAL
+    from charter.train.config import TrainConfig
+    from charter.train.run import preference_dataset
+
+    dataset = preference_dataset(TrainConfig(kind="dpo", model="x", data=(str(out),)))
+    assert len(dataset) == 3 and dataset[0]["p_chosen"] == 0.9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == 3

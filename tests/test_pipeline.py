@@ -50,6 +50,9 @@ def test_only_needs_its_inputs_done_and_until_stops(tmp_path: Path) -> None:
         ("dpo:\n  beta: -1\n", "beta: Input should be greater than 0"),
         ("models:\n  polcy: x\n", ":2: models.polcy: Extra inputs are not permitted"),
         ("- a list\n", ":1: a run config is a YAML mapping"),
+        ("name: ../../x\n", ":1: name: '../../x' cannot name a folder under runs/"),
+        ("evaluate:\n  limit: 1\n  max_tokens: -3\n", ":3: evaluate.max_tokens"),
+        ("evaluate:\n  suits: [harmlessness]\n", ":2: evaluate.suits"),
     ],
 )
 def test_a_bad_config_names_its_line(tmp_path: Path, text: str, message: str) -> None:
@@ -58,6 +61,20 @@ def test_a_bad_config_names_its_line(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(CharterError) as err:
         load_run_config(path)
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_input_paths_are_read_next_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "mine.jsonl").write_text('{"prompt": "hello"}\n', encoding="utf-8")
+    (folder / "run.yaml").write_text(
+        "prompts: {redteam: ['mine.jsonl#0:1', demo-redteam]}\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    config = load_run_config(folder / "run.yaml")
+    assert config.prompts.redteam == (f"{(folder / 'mine.jsonl').resolve()}#0:1", "demo-redteam")
 
 
 def test_demo_dry_run_shows_the_plan_and_an_estimate(tmp_path: Path) -> None:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
@@ -139,7 +140,7 @@ class EvaluateSettings(_Settings):
 class RunConfig(_Settings):
     """One file for the whole loop (``charter run CONFIG.yaml``)."""
 
-    name: str = "charter-run"
+    name: str = Field(default="charter-run", description="names the run folder, runs/NAME")
     constitution: str = "default"
     recipe: Literal["self-critique", "teacher"] = "self-critique"
     prompts: Prompts = Prompts()
@@ -151,6 +152,14 @@ class RunConfig(_Settings):
     label: LabelSettings = LabelSettings()
     dpo: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
     evaluate: EvaluateSettings = EvaluateSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(f"{name!r} cannot name a folder under runs/: use letters, digits, "
+                             "'.', '_' and '-', starting with a letter or digit")  # fmt: skip
+        return name
 
     @model_validator(mode="after")
     def _train_settings(self) -> RunConfig:
@@ -198,10 +207,44 @@ def load_run_config(path: Path) -> RunConfig:
             )
         data = _merge(load_run_config(base).model_dump(mode="json"), data)
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(_beside(data, path.parent))
     except ValidationError as err:
         loc, problem = first_error(err)
         raise CharterError(f"{path}:{line_of(lines, loc)}: {problem}") from None
+
+
+# Fields that name input files: a relative path is looked up next to the config file first.
+_PATH_FIELDS = (("prompts", "redteam"), ("prompts", "helpful"), ("prompts", "contrast"),
+                ("calibrate", "gold"), ("calibrate", "harmful"), ("calibrate", "safe"),
+                ("evaluate", "data"), ("evaluate", "data_sources"))  # fmt: skip
+
+
+def _beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with each relative input path that exists next to the config made absolute.
+
+    A path that does not exist there is left as written: it may name a bundled set
+    (``contrast``) or a file relative to the current directory (the bundled configs' data).
+    """
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str):
+            file, hash_, rest = value.partition("#")  # PATH#START:STOP slices keep their suffix
+            near = folder / file
+            if file and not Path(file).is_absolute() and near.exists():
+                return f"{near.resolve()}{hash_}{rest}"
+            return value
+        if isinstance(value, list | tuple):
+            return [resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        return value
+
+    out = dict(data)
+    for section, key in _PATH_FIELDS:
+        part = out.get(section)
+        if isinstance(part, dict) and key in part:
+            out[section] = {**part, key: resolve(part[key])}
+    return out
 
 
 def bundled_config(name: str, relative_to: Path = Path()) -> Path:

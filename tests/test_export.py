@@ -8,8 +8,10 @@ and runs only with ``-m slow``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,20 +20,20 @@ pytest.importorskip("transformers")
 pytest.importorskip("xllamacpp")
 
 import gguf
+import numpy as np
 from hf_tiny import build_tiny_checkpoint
 from safetensors.torch import load_file, save_file
 
 from charter.errors import CharterError
-from charter.export import compare_logits, export_gguf
+from charter.export import EXPORT_TOLERANCE, check_export, compare_logits, export_gguf
 
 PROMPTS = [
     "Hello there, how are you today?",
     "<|im_start|>user\nName three colours: 1 2 33 444<|im_end|>\n<|im_start|>assistant\n",
     "The quick brown fox!!  jumps -- café 🙂\tover\n\n",
 ]
-# Measured: f32 about 3e-6, f16 about 5e-3 (llama.cpp with a float32 KV cache).
-F32_TOLERANCE = 1e-3
-F16_TOLERANCE = 5e-2
+F32_TOLERANCE = EXPORT_TOLERANCE["f32"]  # measured about 3e-6, f16 about 5e-3
+F16_TOLERANCE = EXPORT_TOLERANCE["f16"]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,34 @@ def test_f16_export_keeps_norms_in_f32(checkpoint: Path, tmp_path: Path) -> None
     assert types["token_embd.weight"] == gguf.GGMLQuantizationType.F16
     assert types["blk.1.ffn_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["output_norm.weight"] == gguf.GGMLQuantizationType.F32
+
+
+def test_export_check_passes_on_a_correct_export(checkpoint: Path, tmp_path: Path) -> None:
+    out = export_gguf(checkpoint, tmp_path / "tiny.gguf", check=False)
+    worst = check_export(checkpoint, out, "f16")
+    # Above zero: two engines were compared (an engine against itself gives exactly 0).
+    assert 1e-4 < worst <= F16_TOLERANCE, worst
+    assert out.is_file()
+
+
+def test_export_check_fails_on_a_corrupted_tensor(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_tensor = gguf.GGUFWriter.add_tensor
+
+    def scaled(writer: gguf.GGUFWriter, name: str, tensor: np.ndarray, **kwargs: Any) -> None:
+        if name == "blk.1.ffn_down.weight":  # one matrix 1.5x too large
+            tensor = (tensor * 1.5).astype(tensor.dtype)
+        add_tensor(writer, name, tensor, **kwargs)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tensor", scaled)
+    pattern = r"differ from transformers' by up to (\S+), over the f16 tolerance 0\.05"
+    with pytest.raises(CharterError, match=pattern) as caught:
+        export_gguf(checkpoint, tmp_path / "out" / "tiny.gguf")
+    found = re.search(pattern, str(caught.value))
+    assert found and float(found[1]) > F16_TOLERANCE
+    assert caught.value.exit_code == 1
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its .partial
 
 
 def test_tied_embeddings_and_digit_pre_tokenizer(checkpoint: Path, tmp_path: Path) -> None:

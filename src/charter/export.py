@@ -11,11 +11,11 @@ and byte-level BPE tokenizers (``gpt2`` in GGUF terms)::
 
 :func:`export_gguf` maps the config to ``llama.*`` keys, the tokenizer to ``tokenizer.*``
 (chat template included) and the weights to llama.cpp's tensor names, permuting the rows of
-Q and K (llama.cpp rotates interleaved pairs, transformers rotates halves).
+Q and K (llama.cpp rotates interleaved pairs, transformers rotates halves). Before the file
+appears it is checked (:func:`check_export`): llama.cpp must reproduce transformers'
+next-token log-probabilities on :data:`CHECK_MESSAGES` within :data:`EXPORT_TOLERANCE`.
 :func:`compare_logits` serves the file with llama.cpp and measures how far its next-token
-log-probabilities are from transformers' on the checkpoint. Measured, largest over 3 prompts
-and 5 positions: ``f32`` 3e-6 on a tiny 2-layer Llama and 2e-4 on SmolLM2-135M; ``f16``
-5e-3 and 2e-2. Allow 1e-3 for ``f32`` and 5e-2 for ``f16``.
+log-probabilities are from transformers' on the checkpoint.
 
 torch, transformers, safetensors, gguf and xllamacpp are imported only when a function runs.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,15 @@ SUPPORTED_ARCHITECTURES = ("llama",)
 # tokenizer.json pre-tokenizer steps -> llama.cpp's name for the same split (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {("ByteLevel",): "gpt-2", ("Digits", "ByteLevel"): "smollm"}
 TOP_K = 10  # llama.cpp's most likely next tokens compared per position
+# The largest next-token log-prob difference (llama.cpp on the export vs transformers in
+# float32) an export may show. Measured, largest over 3 prompts and 3-5 positions: f32 2e-6
+# on the tiny 2-layer Llama of tests/hf_tiny.py and 2e-4 on SmolLM2-135M; f16 7e-3 and 2e-2
+# (the rounding of every weight to float16). The bounds sit 2.5-5x above the larger one, and
+# below what a wrong tensor gives: one matrix of the tiny model scaled by 1.1 moves it 0.09.
+EXPORT_TOLERANCE = {"f32": 1e-3, "f16": 5e-2}
+# The check's prompts, rendered with the checkpoint's chat template.
+CHECK_MESSAGES = ("Hello, how are you?", "Name three colours.", "What is 2 + 2?")
+CHECK_TOKENS = 2  # greedy positions compared after each prompt's first next token
 
 
 def _read_config(checkpoint: Path) -> dict[str, Any]:
@@ -85,20 +95,25 @@ def _llama_keys(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def export_gguf(checkpoint: Path, out: Path, *, dtype: Literal["f32", "f16"] = "f16") -> Path:
+def export_gguf(
+    checkpoint: Path, out: Path, *, dtype: Literal["f32", "f16"] = "f16", check: bool = True
+) -> Path:
     """Write the Hugging Face checkpoint at ``checkpoint`` as one GGUF file llama.cpp runs.
 
     Args:
         checkpoint: A ``save_pretrained`` directory: ``config.json``, safetensors weights,
             ``tokenizer.json`` and the tokenizer's config with its chat template.
-        out: The ``.gguf`` file to write; it appears only once complete.
+        out: The ``.gguf`` file to write; it appears only once complete and checked.
         dtype: Storage type of the weight matrices; norms stay float32 either way.
+        check: Run :func:`check_export` on the file before it appears (loads the checkpoint
+            in transformers and the file in llama.cpp).
 
     Returns:
         ``out``.
 
     Raises:
-        CharterError: The architecture, a config feature or the tokenizer is unsupported.
+        CharterError: The architecture, a config feature or the tokenizer is unsupported, or
+            the written file fails :func:`check_export` (it is removed).
     """
     if dtype not in ("f32", "f16"):
         raise CharterError(f"GGUF export dtype must be f32 or f16, got '{dtype}'")
@@ -123,6 +138,8 @@ def export_gguf(checkpoint: Path, out: Path, *, dtype: Literal["f32", "f16"] = "
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        if check:
+            check_export(checkpoint, partial, dtype)
         os.replace(partial, out)
     except BaseException:
         writer.close()
@@ -241,6 +258,50 @@ def _add_tensors(
                 writer.add_tensor(f"{name}.{suffix}", np.ascontiguousarray(array))
 
 
+def check_export(checkpoint: Path, gguf_path: Path, dtype: str) -> float:
+    """Check that llama.cpp on ``gguf_path`` reproduces transformers on ``checkpoint``.
+
+    On failure ``gguf_path`` is removed, so a wrong export is never left to be served.
+
+    Compares next-token log-probabilities (:func:`compare_logits`) on :data:`CHECK_MESSAGES`
+    as chat prompts, at their first :data:`CHECK_TOKENS` + 1 positions.
+
+    Returns:
+        The largest difference, at most ``EXPORT_TOLERANCE[dtype]``.
+
+    Raises:
+        CharterError: The engines tokenize or predict differently, or the difference is over
+            the tolerance (NaN counts as over); the message names both numbers.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    prompts = list(CHECK_MESSAGES)
+    if isinstance(tokenizer.chat_template, str):
+        chats = [[{"role": "user", "content": text}] for text in CHECK_MESSAGES]
+        prompts = [
+            str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+            for chat in chats
+        ]
+    tolerance = EXPORT_TOLERANCE[dtype]
+    wrong = f"the GGUF export of '{checkpoint}' is wrong (the file was removed)"
+    try:
+        worst = max(compare_logits(checkpoint, gguf_path, prompts, max_tokens=CHECK_TOKENS))
+    except CharterError as err:
+        gguf_path.unlink(missing_ok=True)
+        raise CharterError(f"{wrong}: {err}", exit_code=1) from None
+    if not worst <= tolerance:
+        gguf_path.unlink(missing_ok=True)
+        raise CharterError(
+            f"{wrong}: llama.cpp's next-token log-probs differ from transformers' by up to "
+            f"{worst:.3g}, over the {dtype} tolerance {tolerance:g} "
+            "(charter.export.EXPORT_TOLERANCE)",
+            exit_code=1,
+        )
+    log.info("GGUF check: log-probs within %.3g of transformers (%s)", worst, dtype)
+    return worst
+
+
 def compare_logits(
     checkpoint: Path, gguf_path: Path, prompts: Sequence[str], *, max_tokens: int = 0
 ) -> list[float]:
@@ -322,7 +383,8 @@ def _difference(logprobs: Any, steps: list[list[tuple[int, float]]], index: int)
     worst = 0.0
     for position, top in enumerate(steps):
         row = logprobs[position]
-        diff = max(abs(float(row[token]) - logprob) for token, logprob in top)
+        diffs = [abs(float(row[token]) - logprob) for token, logprob in top]
+        diff = math.inf if any(map(math.isnan, diffs)) else max(diffs)  # max() skips NaN
         best, llama_best = int(row.argmax()), top[0][0]
         gap = float(row[best] - row[llama_best])
         if best != llama_best and gap > 2 * diff:

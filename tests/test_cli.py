@@ -115,7 +115,35 @@ def test_rerun_resumes_and_changes_nothing(tmp_path: Path, twenty_prompts: Path)
     assert len(reads) == 1  # a finished run's rerun reads its prompts once, to count them
     assert (tmp_path / "R" / "sft.jsonl").read_bytes() == before
     other = charter(*args[:-4], "--rounds", "3", "--out", tmp_path / "R")
-    assert other.exit_code == 2 and "different settings (config.rounds)" in other.stderr
+    assert other.exit_code == 2
+    assert "made with other settings (config.rounds: 2 → 3); use a new --out" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "files"),
+    [
+        (("revise", "--model", "fake/echo", "--rounds", "1"),
+         {"traces": "traces.jsonl", "sft_rows": "sft.jsonl"}),
+        (("label", "--policy", "fake/echo", "--labeller", "fake/echo"),
+         {"labels": "labels.jsonl", "prefs": "prefs.jsonl"}),
+    ],
+    ids=["revise", "label"],
+)  # fmt: skip
+def test_a_rerun_with_a_smaller_limit_leaves_counts_that_match_the_files(
+    tmp_path: Path, twenty_prompts: Path, monkeypatch: pytest.MonkeyPatch,
+    command: tuple[str, ...], files: dict[str, str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))  # label's calibration store
+    out = tmp_path / "R"
+    for limit in ("10", "4"):
+        result = charter(*command, "--prompts", twenty_prompts, "--limit", limit, "--out", out)
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    for count, name in files.items():
+        assert manifest["counts"][count] == len(lines(out / name)) == 10, count
+    if command[0] == "revise":  # every prompt the traces answer, and the limit that reached them
+        assert manifest["counts"]["prompts"] == 10 and manifest["limit"] == 10
 
 
 def test_a_run_made_with_other_prompt_templates_refuses_to_resume(
@@ -132,8 +160,8 @@ def test_a_run_made_with_other_prompt_templates_refuses_to_resume(
     again = charter(*args)
     assert again.exit_code == 2 and len(again.stderr.strip().splitlines()) == 1
     assert (
-        f"{out} was made with different settings (templates: this Charter version's prompt "
-        "templates differ from the run's); resuming would mix outputs" in again.stderr
+        f"{out}: made with other settings (templates: this Charter version's prompt "
+        "templates differ from the run's); use a new --out or delete it" in again.stderr
     )
     assert (out / "traces.jsonl").read_bytes() == traces
 

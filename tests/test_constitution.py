@@ -109,7 +109,7 @@ def test_missing_revision_names_file_line_and_principle(tmp_path: Path) -> None:
         (("{role: assistant, content: Here is", "{role: user, content: Here is"),
          "end with the assistant answer"),
         (("      - {role: assistant, content: Here is something harmful.}\n", ""),
-         "messages: Tuple should have at least 2 items"),
+         "messages: must have at least 2 item(s), not 1"),
     ],
 )  # fmt: skip
 def test_invalid_files_fail_with_one_clear_line(

@@ -59,6 +59,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "Say hi. Hi!", "Hi! Say hi."),
     ("combination:two_responses", {}, "First answer.\n******\nSecond answer.",
      "Same.\n******\nSame."),
+    ("language:response_language", {"language": "de"},
+     "Das Wetter ist heute schön, und wir gehen später in den Park.",
+     "The weather is nice today, and we will go to the park later."),
 ]  # fmt: skip
 
 
@@ -75,10 +78,25 @@ def test_every_check_has_a_case() -> None:
 
 def test_unsupported_instructions_are_left_out_not_guessed() -> None:
     prompt = InstructionPrompt(
-        "p", "…", ("language:response_language", "punctuation:no_comma"), ({"language": "kn"}, {})
+        "p", "…", ("made_up:instruction", "punctuation:no_comma"), ({"x": 1}, {})
     )
     assert prompt.supported == ("punctuation:no_comma",)
+    assert prompt.unsupported == ("made_up:instruction",)
     assert follows(prompt, "no commas") == {"punctuation:no_comma": True}
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [("hi", "मुझे यह किताब बहुत पसंद है क्योंकि इसकी कहानी दिलचस्प है।"),
+     ("ru", "Мне очень нравится эта книга, потому что её история интересна."),
+     ("sw", "Ninapenda sana kitabu hiki kwa sababu hadithi yake inavutia sana."),
+     ("fi", "Pidän tästä kirjasta todella paljon, koska sen tarina on kiinnostava.")],
+    ids=["hi", "ru", "sw", "fi"],
+)  # fmt: skip
+def test_response_language_is_identified_the_same_way_every_time(language: str, text: str) -> None:
+    prompt = InstructionPrompt("p", "…", ("language:response_language",), ({"language": language},))
+    for _ in range(3):  # no random state: the same verdict each time
+        assert follows(prompt, text) == {"language:response_language": True}
 
 
 def test_bad_rows_and_missing_arguments_are_named(tmp_path: Path) -> None:
@@ -97,6 +115,6 @@ def test_ifeval_file_loads_and_most_instructions_are_checked() -> None:
     assert len(prompts) == 541
     total = sum(len(p.instructions) for p in prompts)
     checked = sum(len(p.supported) for p in prompts)
-    assert checked / total > 0.9  # only response_language (31 of 834) lacks a check
+    assert checked == total  # response_language (31 of 834) included
     for p in prompts:
         follows(p, "An answer.")  # every supported check runs on the real arguments

@@ -455,3 +455,83 @@ def test_dry_run_prints_every_question_and_the_judge_prompts(tmp_path: Path) -> 
                                       "fake/judge"])  # fmt: skip
     assert judged.exit_code == 0, judged.output
     assert judges.judge_system(Constitution.load("default")) in judged.output
+
+
+def test_instructions_without_a_check_are_counted_and_a_prompt_with_none_is_not_scored(
+    tmp_path: Path,
+) -> None:
+    ifeval = write_jsonl(tmp_path / "ifeval.jsonl", [
+        {"key": 1, "prompt": "Say hi.", "instruction_id_list": ["made_up:x"], "kwargs": [{}]},
+        {"key": 2, "prompt": "Say hi without commas.",
+         "instruction_id_list": ["made_up:x", "punctuation:no_comma"], "kwargs": [{}, {}]},
+    ])  # fmt: skip
+    results = run_evaluate(
+        ["fake/echo"], out=tmp_path / "r", config=EvaluateConfig(suites=("helpfulness",), limit=2),
+        data={**default_data(), "ifeval": ifeval}, backend=factory({}),
+    )  # fmt: skip
+    counts = {"ifeval_unsupported_instructions": 2, "ifeval_unscored_prompts": 1}
+    assert results["unsupported"] == counts
+    assert results["suites"]["helpfulness"]["fake/echo"]["instructions_prompt_level"]["n"] == 1
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert counts.items() <= manifest["counts"].items()
+    assert "IFEval: 2 instructions without a check left out" in format_results(results)
+
+
+def write_gguf(path: Path, file_type: int) -> Path:
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_token_list(["a", "b", "c"])  # an array before it: the reader skips it
+    writer.add_file_type(file_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_precision_comes_from_the_gguf_header_or_the_file_name(tmp_path: Path) -> None:
+    from charter.evaluate.like_for_like import precision
+
+    assert precision(f"local/{write_gguf(tmp_path / 'model.gguf', 15)}") == "Q4_K_M"
+    assert precision(f"local/{write_gguf(tmp_path / 'named-q8_0.gguf', 1)}") == "F16"  # header
+    assert precision("openai/qwen2.5-1.5b-instruct-q4_k_m.gguf") == "Q4_K_M"
+    assert precision("hf/./checkpoints/smollm2-fp16") == "F16"
+    assert precision("fake/echo") is None and precision("openai/qwen2.5-coder-1.5b") is None
+
+
+def test_comparisons_that_are_not_like_for_like_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"local/{write_gguf(tmp_path / 'base.gguf', 15)}"  # a Q4_K_M baseline
+    tuned = f"local/{write_gguf(tmp_path / 'sft.gguf', 1)}"  # against an f16 export
+
+    def named(name: str) -> FakeBackend:  # a fake model under the local/ name it stands in for
+        backend = FakeBackend()
+        backend.name = name
+        return backend
+
+    settings = {"suites": ("helpfulness",), "limit": 2}
+    earlier = GenerationConfig(temperature=0.0, max_tokens=384, seed=1)
+    run_evaluate([base], out=tmp_path / "baseline", backend=named, data=default_data(),
+                 config=EvaluateConfig(**settings, answer=earlier))  # fmt: skip
+    out = tmp_path / "after"
+    out.mkdir()  # the baseline's answers carried over, as a pipeline does
+    (out / "answers.jsonl").write_bytes((tmp_path / "baseline" / "answers.jsonl").read_bytes())
+    results = run_evaluate(
+        [base, tuned], out=out, config=EvaluateConfig(**settings), data=default_data(),
+        backend=named, judge=tuned, constitution=Constitution.load("default"),
+    )  # fmt: skip
+    warnings = results["warnings"]
+    assert len(warnings) == 3, warnings
+    assert f"the judge {tuned} is also a model being judged" in warnings[0]
+    assert "different decoding settings or seeds" in warnings[1] and '"seed":1' in warnings[1]
+    assert f"{base} is Q4_K_M, {tuned} is F16" in warnings[2]
+    assert json.loads((out / "manifest.json").read_text())["warnings"] == warnings
+    assert json.loads((out / "results.json").read_text())["warnings"] == warnings
+    assert format_results(results).count("WARNING (not like for like)") == 3
+    assert sum("not like for like" in r.message for r in caplog.records) == 3
+    dpo = f"local/{write_gguf(tmp_path / 'dpo.gguf', 1)}"
+    alike = run_evaluate([tuned, dpo], out=tmp_path / "same",
+                         config=EvaluateConfig(**settings), data=default_data(),
+                         backend=named)  # fmt: skip
+    assert alike["warnings"] == []

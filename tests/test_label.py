@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -189,3 +190,52 @@ def test_feedback_prompt_golden_file() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="clamp"):
         LabelConfig(clamp=(0.6, 0.4))
+
+
+def unreadable_first_order(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+    """A broken server: no usable numbers when GOOD is shown first."""
+    a, _ = options(conversation)
+    return [math.nan, -1.0] if "GOOD" in a else [-2.5, -0.1]
+
+
+def test_unreadable_answers_are_counted_not_hidden() -> None:
+    labeller = FakeBackend(scores=unreadable_first_order)
+    (entry,) = label([pair()], constitution=CONSTITUTION, labeller=labeller, config=LabelConfig())
+    (vote,) = entry.votes
+    assert vote.unread == 1 and vote.p_shown_first == 0.5  # the stand-in, marked as one
+    assert vote.p_shown_second == pytest.approx(1 / (1 + math.exp(-2.4)))  # read: counts
+    stats = LabelStats()
+    stats.add(entry)
+    assert stats.summary()["fallback_labels"] == 1 and stats.summary()["unread_scorings"] == 1
+
+
+def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter.label_run import FilePairs, format_summary, labeller_warnings, run_label
+
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))  # calibration store in tmp
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(
+        json.dumps({"prompt": f"q{i}", "chosen": f"GOOD {i}", "rejected": f"bad {i}"}) + "\n"
+        for i in range(4)
+    ))  # fmt: skip
+    out = tmp_path / "run"
+
+    def session(limit: int | None) -> Any:
+        return run_label(
+            FilePairs(pairs, limit=limit), out=out, constitution=CONSTITUTION,
+            constitution_text="", labeller=FakeBackend(scores=unreadable_first_order),
+            config=LabelConfig(), progress=False,
+        )  # fmt: skip
+
+    session(limit=2)  # stopped early: 2 pairs, 2 orders each
+    summary = session(limit=None)  # the resume labels the other 2
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["labels"] == 4 and counts["resumed"] == 2
+    assert counts["fallback_labels"] == 4  # resumed labels' fallbacks still counted
+    assert counts["labeller_calls"] == 8 and counts["labeller_calls_this_session"] == 4
+    assert "fallback: 4 labels" in format_summary(summary)
+    assert "4 this session, 8 in all" in format_summary(summary)
+    assert any("could not be read" in w for w in labeller_warnings(summary, FakeBackend()))

@@ -47,7 +47,10 @@ def test_label_writes_trl_preference_rows(tmp_path: Path, twenty_prompts: Path) 
         assert row["labeller"] == "fake/echo" and row["mode"] == "soft" and row["principle_ids"]
     assert len(rows(out / "samples.jsonl")) == 20 and len(rows(out / "labels.jsonl")) == 20
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"labels": 20, "prefs": 20, "dropped": 0}
+    assert manifest["counts"] == {
+        "labels": 20, "prefs": 20, "dropped": 0, "resumed": 0, "fallback_labels": 0,
+        "labeller_calls": 40, "labeller_calls_this_session": 40,  # 20 pairs, both orders
+    }  # fmt: skip
     assert manifest["usage"]["policy"]["calls"] == 40
     assert manifest["stats"]["per_principle"] and manifest["stats"]["flip_rate"] is not None
     assert "win-rate shift" in result.output and "has not been calibrated" in result.stderr
@@ -60,13 +63,13 @@ def test_resume_margin_and_settings(tmp_path: Path, twenty_prompts: Path) -> Non
     again = charter(*args)
     assert "20 resumed" in again.output and (tmp_path / "R" / "prefs.jsonl").read_bytes() == before
     changed = charter(*args, "--mode", "cot")
-    assert changed.exit_code == 2 and "different settings" in changed.stderr
+    assert changed.exit_code == 2 and '"soft" → "cot"' in changed.stderr
     manifest = json.loads((tmp_path / "R" / "manifest.json").read_text())
     assert manifest["templates"] == label_module.template_digest()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(label_module, "ANSWER_CUE", "The better option is:")
         templates = charter(*args)
-    assert templates.exit_code == 2 and "different settings (templates: " in templates.stderr
+    assert templates.exit_code == 2 and "other settings (templates: " in templates.stderr
     margin = charter(
         "label", *FAKE, "--prompts", twenty_prompts, "--min-margin", "0.3", "--out", tmp_path / "M"
     )
@@ -174,4 +177,20 @@ def test_bad_inputs_fail_before_any_output(tmp_path: Path) -> None:
         "label", "--from-revise", tmp_path, "--preset", "simple", "--out", tmp_path / "R"
     )
     assert no_run.exit_code == 2 and "no traces.jsonl" in no_run.stderr
+    assert not (tmp_path / "R").exists()
+
+
+def test_an_impossible_sample_count_is_refused_before_any_model(
+    tmp_path: Path, twenty_prompts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter import backends
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded for settings that cannot run")
+
+    monkeypatch.setattr(backends, "load_backend", no_model)
+    result = charter("label", *FAKE, "--prompts", twenty_prompts, "--samples", "100000",
+                     "--out", tmp_path / "R")  # fmt: skip
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--samples 100000 is more than" in result.stderr
     assert not (tmp_path / "R").exists()

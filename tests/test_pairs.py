@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,15 @@ from conftest import write_jsonl
 from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.errors import CharterError
-from charter.pairs import load_pairs, pairs_from_revise, pairs_from_samples, sample_answers
+from charter.pairs import (
+    check_sampling,
+    load_pairs,
+    pairs_from_revise,
+    pairs_from_samples,
+    sample_answers,
+)
 from charter.prompts import ReadStats
-from charter.records import Message, Prompt
+from charter.records import Message, Prompt, Samples, Usage
 
 USER = {"role": "user", "content": "Help?"}
 
@@ -91,9 +100,44 @@ def test_sampled_answers_differ_and_pair_up() -> None:
     assert sum(calls) == 9 and all(s.usage.calls == 3 for s in samples)
     again = list(sample_answers(prompts, FakeBackend(), samples=3, config=GenerationConfig(seed=7)))
     assert [s.answers for s in again] == [s.answers for s in samples]
-    assert len(pairs_from_samples(samples[0], "all", 0)) == 3
+    assert len(list(pairs_from_samples(samples[0], "all", 0))) == 3
     (one,) = pairs_from_samples(samples[0], "random", 0)
-    assert one == pairs_from_samples(samples[0], "random", 0)[0]
+    assert [one] == list(pairs_from_samples(samples[0], "random", 0))
     duplicate = samples[0].model_copy(update={"answers": ("same", "same")})
-    assert pairs_from_samples(duplicate, "all", 0) == []
+    assert list(pairs_from_samples(duplicate, "all", 0)) == []
     assert json.loads(one.model_dump_json())["responses"] == list(one.responses)
+
+
+def many_answers(n: int) -> Samples:
+    return Samples(id="p", messages=(Message(role="user", content="q"),),
+                   answers=tuple(f"answer {i}" for i in range(n)), model="fake/echo", seed=0,
+                   usage=Usage())  # fmt: skip
+
+
+def test_pairs_are_bounded_seeded_and_made_lazily() -> None:
+    samples = many_answers(3000)  # 4,498,500 pairs: a list of them would not fit in a test
+    started = time.monotonic()
+    bounded = list(pairs_from_samples(samples, "all", 0, max_pairs=50))
+    assert len({p.id for p in bounded}) == 50
+    assert bounded == list(pairs_from_samples(samples, "all", 0, max_pairs=50))  # seeded
+    assert bounded != list(pairs_from_samples(samples, "all", 1, max_pairs=50))
+    index = {a: i for i, a in enumerate(samples.answers)}
+    positions = [(index[p.responses[0]], index[p.responses[1]]) for p in bounded]
+    assert positions == sorted(positions) and all(i < j for i, j in positions)
+    every = pairs_from_samples(samples, "all", 0)  # unbounded: still one pair at a time
+    assert isinstance(every, Iterator)
+    first = [(index[p.responses[0]], index[p.responses[1]]) for p in itertools.islice(every, 4)]
+    assert first == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    assert time.monotonic() - started < 5
+    small = many_answers(6)  # a bound above the 15 pairs there are changes nothing
+    assert list(pairs_from_samples(small, "all", 0, max_pairs=99)) == list(
+        pairs_from_samples(small, "all", 0)
+    )
+
+
+def test_impossible_sampling_is_refused() -> None:
+    with pytest.raises(CharterError, match=r"--samples 100000 is more than 1024"):
+        check_sampling(100_000, 64)
+    with pytest.raises(CharterError, match="--max-pairs 0"):
+        check_sampling(4, 0)
+    check_sampling(1024, None)

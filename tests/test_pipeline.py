@@ -45,10 +45,10 @@ def test_only_needs_its_inputs_done_and_until_stops(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("revise:\n  rounds: 0\n", ":2: revise.rounds: Input should be greater than or equal to 1"),
+        ("revise:\n  rounds: 0\n", ":2: revise.rounds: must be at least 1, got 0"),
         ("sft:\n  kind: rm\n", "sft: kind are set by the run itself"),
-        ("dpo:\n  beta: -1\n", "beta: Input should be greater than 0"),
-        ("models:\n  polcy: x\n", ":2: models.polcy: Extra inputs are not permitted"),
+        ("dpo:\n  beta: -1\n", "beta: must be more than 0, got -1"),
+        ("models:\n  polcy: x\n", ":2: models.polcy: unknown field (check the spelling)"),
         ("- a list\n", ":1: a run config is a YAML mapping"),
         ("name: ../../x\n", ":1: name: '../../x' cannot name a folder under runs/"),
         ("evaluate:\n  limit: 1\n  max_tokens: -3\n", ":3: evaluate.max_tokens"),
@@ -156,6 +156,50 @@ def test_a_config_extends_another_and_overrides_key_by_key(tmp_path: Path) -> No
         load_run_config(tmp_path / "self.yaml")
     with pytest.raises(CharterError, match="not a bundled config"):
         pipeline.bundled_config("no-such-config")
+
+
+def test_a_stage_killed_between_its_parts_is_not_cached_and_its_rerun_finishes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charter import revise_run
+    from charter.revise import revise as original
+
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    config = RunConfig(
+        prompts={"redteam": ["demo-redteam"], "helpful": ["demo-helpful"], "limit": 5},
+        models={"policy": "fake/echo"}, revise={"rounds": 1, "max_tokens": 8},
+    )  # fmt: skip
+    root = tmp_path / "run"
+    stages = plan(config, root, load_backend)
+    (stage,) = [s for s in stages if s.name == "revise"]
+
+    def killed_in_the_helpful_part(prompts: Any, *, config: Any, **kwargs: Any) -> Any:
+        for n, trace in enumerate(original(prompts, config=config, **kwargs)):
+            if config.rounds == 0 and n == 2:  # the helpful answers: a 0-round revise run
+                raise RuntimeError("killed")
+            yield trace
+
+    with monkeypatch.context() as patch:
+        patch.setattr(revise_run, "revise", killed_in_the_helpful_part)
+        with pytest.raises(RuntimeError, match="killed"):
+            pipeline.run_pipeline(stages, [stage], root, echo=lambda _: None)
+    helpful = stage.path / pipeline.HELPFUL
+    asked = len((helpful / "prompts.jsonl").read_text().splitlines())
+    assert asked > 2 and len((helpful / "traces.jsonl").read_text().splitlines()) == 2
+    red_team = json.loads((stage.path / "manifest.json").read_text())
+    assert red_team["status"] == "complete"  # one part done is not the stage done
+    assert not stage.complete and " to run " in pipeline.describe(stages, [stage])
+    echoed: list[str] = []
+    pipeline.run_pipeline(stages, [stage], root, echo=echoed.append)
+    assert any("revise →" in line for line in echoed), echoed
+    assert len((helpful / "traces.jsonl").read_text().splitlines()) == asked
+    assert stage.complete and "cached" in pipeline.describe(stages, [stage])
+    # A stage directory from before stage records: complete only if each of its runs is.
+    (stage.path / pipeline.STAGE_RECORD).unlink()
+    assert stage.complete
+    manifest = json.loads((helpful / "manifest.json").read_text())
+    (helpful / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    assert not stage.complete
 
 
 def test_the_effect_configs_plan_the_teacher_recipe(tmp_path: Path) -> None:

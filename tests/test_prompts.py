@@ -93,7 +93,7 @@ def test_bad_rows_name_their_line(tmp_path: Path, line: str, reason: str) -> Non
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "fine"}\n' + line + '\n{"prompt": "also fine"}\n', encoding="utf-8")
     with pytest.raises(CharterError) as info:
-        list(load_prompts(path))
+        list(load_prompts(path, hints=True))
     assert f"{path}:2: " in str(info.value) and reason in str(info.value)
     assert "--on-bad-row skip" in str(info.value)
     stats = ReadStats()

@@ -145,3 +145,33 @@ def test_a_moved_run_directory_reports_its_own_data(tmp_path: Path) -> None:
     (moved / "run.json").write_text("[1, 2]")
     with pytest.raises(CharterError, match=r"not a charter run plan"):
         report_for(moved)
+
+
+def test_the_evaluation_heading_counts_the_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = hostile_run(tmp_path, monkeypatch)
+    items = (stages["evaluate"] / "items.jsonl").read_text("utf-8").count("\n")
+    html = build_report(stages, title="run")
+    assert f'Judged evaluation items (<span class="shown">{items}</span> of {items})' in html
+    assert "built-in method" not in html  # `counts.items` read dict.items, not the count
+
+
+def test_stage_counts_and_like_for_like_warnings_are_shown(tmp_path: Path) -> None:
+    label = tmp_path / "label"
+    label.mkdir()
+    counts = {"labels": 4, "fallback_labels": 3, "labeller_calls": 8,
+              "labeller_calls_this_session": 4}  # fmt: skip
+    (label / "manifest.json").write_text(json.dumps({"counts": counts}))
+    evaluate = tmp_path / "evaluate"
+    evaluate.mkdir()
+    results = {"models": ["a", "b"], "suites": {}, "differences": {}, "lower_is_better": [],
+               "refusal_layer": "phrases", "judge": "fake/judge",
+               "warnings": ["the judge <b> is also a model"]}  # fmt: skip
+    (evaluate / "results.json").write_text(json.dumps(results))
+    (evaluate / "manifest.json").write_text(json.dumps({"counts": {"ifeval_unscored_prompts": 2}}))
+    html = build_report({"label": label, "evaluate": evaluate}, title="counts")
+    table = html.split('id="counts"', 1)[1].split("</table>", 1)[0]
+    assert "fallback_labels: 3" in table and "labeller_calls_this_session: 4" in table
+    assert "ifeval_unscored_prompts: 2" in table
+    assert 'id="warnings"' in html and "the judge &lt;b&gt; is also a model" in html

@@ -55,10 +55,34 @@ def test_run_refuses_other_settings_and_counts_sessions(tmp_path: Path) -> None:
     again.update(counts={"traces": 1}, usage={}, status="complete")
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["environment"]["packages"]["charter"]
-    with pytest.raises(CharterError, match=r"different settings \(config.rounds\)"):
+    with pytest.raises(CharterError) as one:
         Run.open(tmp_path / "r", "revise", {"config": {"rounds": 2}, "model": "fake/echo"})
+    assert str(one.value) == (
+        f"{tmp_path / 'r'}: made with other settings (config.rounds: 4 → 2); "
+        "use a new --out or delete it"
+    )
     with pytest.raises(CharterError, match="holds a 'revise' run"):
         Run.open(tmp_path / "r", "label", {})
+
+
+def test_a_refused_resume_shows_each_differing_setting_old_and_new(tmp_path: Path) -> None:
+    first = {"config": {"answer": {"temperature": 1.0}, "rounds": 2}, "model": "fake/a",
+             "inputs": [{"name": "p.jsonl", "sha256": "0" * 64}], "templates": "t1"}  # fmt: skip
+    Run.open(tmp_path / "r", "revise", first).update(counts={}, usage={}, status="interrupted")
+    second = {"config": {"answer": {"temperature": 0.5}, "rounds": 2, "seed": 3},
+              "model": "fake/b", "inputs": [{"name": "p.jsonl", "sha256": "1" * 64}],
+              "templates": "t2"}  # fmt: skip
+    with pytest.raises(CharterError) as err:
+        Run.open(tmp_path / "r", "revise", second)
+    old_inputs = '[{"name":"p.jsonl","sha256":"' + "0" * 30 + "…"  # cut to 60 characters
+    new_inputs = '[{"name":"p.jsonl","sha256":"' + "1" * 30 + "…"
+    assert str(err.value) == (
+        f"{tmp_path / 'r'}: made with other settings (config.answer.temperature: 1.0 → 0.5; "
+        f"config.seed: (not set) → 3; inputs: {old_inputs} → {new_inputs}; "
+        'model: "fake/a" → "fake/b"; '
+        "templates: this Charter version's prompt templates differ from the run's); "
+        "use a new --out or delete it"
+    )
 
 
 LOCK_HOLDER = """

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from charter import bundled
-from charter.errors import CharterError
+from charter.errors import CharterError, plain_words
 from charter.records import Message, canonical_json
 from charter.yamlfile import Location, line_of, load_yaml
 
@@ -237,9 +237,6 @@ def _has(node: Any, part: str | int) -> bool:
 
 
 def _message(error: Any) -> str:
-    if error["type"] == "missing":
-        return "field is required"
     if error["type"] == "extra_forbidden":
         return "unknown field (check the spelling; see `charter constitution show default`)"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
+    return plain_words(error)

@@ -174,13 +174,18 @@ def draw_principles(
 def soft_label(logprob_a: float, logprob_b: float) -> float:
     """P(A) from the two choices' log-probabilities (a two-way softmax).
 
-    Numbers that say nothing — a NaN from a broken server, or both choices impossible
-    (−inf, −inf) — give 0.5, no preference, instead of a confident label.
+    Numbers that say nothing (:func:`unreadable`) give 0.5, no preference, instead of a
+    confident label; the stage counts them.
     """
-    margin = logprob_b - logprob_a
-    if math.isnan(margin):
+    if unreadable(logprob_a, logprob_b):
         return 0.5
+    margin = logprob_b - logprob_a
     return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, margin))))
+
+
+def unreadable(logprob_a: float, logprob_b: float) -> bool:
+    """A NaN from a broken server, or both choices impossible (−inf, −inf)."""
+    return math.isnan(logprob_b - logprob_a)
 
 
 @dataclass
@@ -193,6 +198,7 @@ class _Ask:
     conversation: list[Message]
     reasoning: str = ""
     p_a: float = 0.5
+    unread: bool = False  # the answer's log-probabilities said nothing: p_a is the 0.5 stand-in
 
 
 def label(
@@ -243,16 +249,17 @@ def _reason(asks: list[_Ask], labeller: Backend, config: LabelConfig) -> None:
 
 
 def _score(asks: list[_Ask], labeller: Backend) -> None:
-    def one(ask: _Ask) -> float:
+    def one(ask: _Ask) -> tuple[float, float]:
         cue = f"{ask.reasoning}{COT_ANSWER_CUE}" if ask.reasoning else ANSWER_CUE
         conversation = [*ask.conversation, Message(role="assistant", content=cue)]
         logprob_a, logprob_b = labeller.choice_logprobs(conversation, CHOICES)
-        return soft_label(logprob_a, logprob_b)
+        return logprob_a, logprob_b
 
     workers = max(1, int(getattr(labeller, "concurrency", 1)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for ask, p_a in zip(asks, pool.map(one, asks), strict=True):
-            ask.p_a = p_a
+        for ask, (logprob_a, logprob_b) in zip(asks, pool.map(one, asks), strict=True):
+            ask.p_a = soft_label(logprob_a, logprob_b)
+            ask.unread = unreadable(logprob_a, logprob_b)
 
 
 def _labels(
@@ -270,6 +277,7 @@ def _labels(
             votes.append(Vote(
                 principle_ids=tuple(p.id for p in principles), p_shown_first=shown_first,
                 p_shown_second=shown_second, reasoning=reasoning,
+                unread=sum(a.unread for a in mine),
             ))  # fmt: skip
         p_first = sum(v.p for v in votes) / len(votes)
         if config.mode == "cot":

@@ -11,6 +11,7 @@ Resume works as for ``revise``: labels are the unit of work, prefs are re-derive
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,14 @@ from charter.iterate import first_seen
 from charter.label import ANSWER_CUE, LabelConfig, label, template_digest
 from charter.label import COT_ANSWER_CUE as COT_CUE
 from charter.label_stats import LabelStats
-from charter.pairs import Pairing, load_pairs, pairs_from_revise, pairs_from_samples, sample_answers
+from charter.pairs import (
+    Pairing,
+    check_sampling,
+    load_pairs,
+    pairs_from_revise,
+    pairs_from_samples,
+    sample_answers,
+)
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
@@ -97,19 +105,25 @@ class PolicyPairs:
         default_factory=lambda: GenerationConfig(temperature=1.0, max_tokens=256)
     )
     batch_size: int = 16
+    max_pairs: int | None = None  # per prompt, a seeded choice; None: every pair
     usage: Usage = field(default_factory=Usage)
     on_calls: Callable[[int], object] | None = None  # progress of the sampling calls
     executor: RayExecutor | None = None  # None: sample in this process
 
     def validate(self) -> None:
+        check_sampling(self.samples, self.max_pairs)
         for _ in self.prompts():
             pass
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        found = {
             "inputs": self.prompts.inputs(), "policy": self.policy.name, "samples": self.samples,
             "pairing": self.pairing, "generation": self.generation.model_dump(mode="json"),
         }  # fmt: skip
+        every = self.samples * (self.samples - 1) // 2
+        if self.pairing == "all" and self.max_pairs is not None and self.max_pairs < every:
+            found["max_pairs"] = self.max_pairs  # only when it bounds: older runs still resume
+        return found
 
     def pairs(self, out: Path) -> Iterator[PreferencePair]:
         """Pairs of stored samples first, then of new samples (appended as they come)."""
@@ -119,7 +133,9 @@ class PolicyPairs:
         for stored in read_jsonl(path, Samples):
             sampled.add(stored.id)
             self.usage += stored.usage
-            yield from pairs_from_samples(stored, self.pairing, self.generation.seed)
+            yield from pairs_from_samples(
+                stored, self.pairing, self.generation.seed, self.max_pairs
+            )
         todo = first_seen(self.prompts(), sampled, key=lambda p: p.id)
         stage = sample_answers if self.executor is None else self.executor.sample
         with JsonlAppender(path) as writer:
@@ -130,7 +146,9 @@ class PolicyPairs:
             for fresh in answers:
                 writer.write(fresh)
                 self.usage += fresh.usage
-                yield from pairs_from_samples(fresh, self.pairing, self.generation.seed)
+                yield from pairs_from_samples(
+                    fresh, self.pairing, self.generation.seed, self.max_pairs
+                )
 
 
 PairSource = FilePairs | RevisePairs | PolicyPairs
@@ -186,6 +204,8 @@ class LabelSummary:
     kept: int = 0
     stats: LabelStats = field(default_factory=LabelStats)
     wall_time_s: float = 0.0
+    labeller_calls: int = 0  # every session's, this one's included
+    session_calls: int = 0  # this session's: on a resume, the calls it made
 
 
 def run_label(
@@ -215,10 +235,10 @@ def run_label(
         "templates": template_digest() if labeller else None,  # the simple preset asks no one
         **source.fingerprint(),
     }  # fmt: skip
+    summary = LabelSummary(out=out, labeller_calls=_earlier_calls(out))
     run = Run.open(out, "label", fingerprint)
     run.manifest["executor"] = executor.describe() if executor else {"name": "local"}
     write_atomic(out / "constitution.yaml", constitution_text)
-    summary = LabelSummary(out=out)
     done = _resume(out, min_margin, summary)
     try:
         _label_pending(
@@ -231,6 +251,15 @@ def run_label(
     _save(run, summary, source, labeller, "complete")
     summary.wall_time_s = float(run.manifest["wall_time_s"])
     return summary
+
+
+def _earlier_calls(out: Path) -> int:
+    """Labeller calls the earlier sessions of this run made (0 for a new run)."""
+    try:
+        counts = json.loads((out / "manifest.json").read_text("utf-8")).get("counts") or {}
+        return int(counts.get("labeller_calls", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0  # no manifest yet; an unreadable one is Run.open's to refuse
 
 
 def _resume(out: Path, min_margin: float, summary: LabelSummary) -> set[str]:
@@ -261,6 +290,12 @@ def _label_pending(
     seen = set(done)
     pending = first_seen(source.pairs(run.path), seen, key=lambda p: p.id)
     bar = tqdm(unit="call", desc="label", disable=not progress, dynamic_ncols=True)
+
+    def labeller_calls(calls: int) -> None:
+        summary.labeller_calls += calls
+        summary.session_calls += calls
+        bar.update(calls)
+
     if isinstance(source, PolicyPairs):
         source.on_calls = bar.update  # sampling answers counts as progress too
         source.executor = executor
@@ -269,7 +304,7 @@ def _label_pending(
     else:
         stage = label if executor is None else executor.label
         labels = stage(pending, constitution=constitution, labeller=labeller, config=config,
-                       on_calls=bar.update)  # fmt: skip
+                       on_calls=labeller_calls)  # fmt: skip
     last_save = time.monotonic()
     with (
         bar,
@@ -305,6 +340,10 @@ def _save(
         "labels": summary.labels,
         "prefs": summary.kept,
         "dropped": summary.labels - summary.kept,
+        "resumed": summary.resumed,
+        "fallback_labels": summary.stats.fallback_labels,  # a p = 0.5 stand-in in them
+        "labeller_calls": summary.labeller_calls,
+        "labeller_calls_this_session": summary.session_calls,
     }
     run.manifest["stats"] = summary.stats.summary()
     run.update(counts=counts, usage=usage, status=status)
@@ -323,7 +362,13 @@ def format_summary(summary: LabelSummary) -> str:
         f"mean |p - 0.5| {_num(stats['mean_margin'])}; position bias: P(A) "
         f"{_num(stats['prefers_a'])}, verdict flips with order in "
         f"{_pct(stats['flip_rate'])} of comparisons",
+        f"labeller calls: {summary.session_calls} this session, {summary.labeller_calls} in all",
     ]
+    if summary.stats.fallback_labels:
+        lines.append(
+            f"fallback: {summary.stats.fallback_labels} labels hold {summary.stats.unread} "
+            "labeller answers that could not be read; p = 0.5 stood in for each"
+        )
     if stats["per_principle"]:
         lines.append(f"{'principle':<34} {'votes':>5} {'|p-0.5|':>8} {'win-rate shift':>15}")
         for pid, row in sorted(stats["per_principle"].items(), key=lambda kv: -kv[1]["votes"]):
@@ -362,6 +407,12 @@ def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[s
             f"in this run, {labeller.name}'s verdict flipped with the order of the options in "
             f"{_pct(summary.stats.flip_rate)} of comparisons (P(A) = "
             f"{_num(summary.stats.prefers_a)}): its verdicts depend on where the options are shown"
+        )
+    if summary.stats.fallback_labels:
+        warnings.append(
+            f"{summary.stats.unread} of {labeller.name}'s answers could not be read (no usable "
+            f"log-probabilities); p = 0.5 stood in for them in {summary.stats.fallback_labels} "
+            "labels (counted in the manifest as fallback_labels)"
         )
     return warnings
 

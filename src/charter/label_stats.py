@@ -9,6 +9,9 @@ for sampled pairs it should hover around zero.
 Position bias: the mean probability given to option (A) over every scoring, and the flip
 rate — how often a verdict changes when the two options swap places (votes scored in both
 orders).
+
+Fallbacks: scorings whose answer could not be read (p = 0.5 stood in, see
+:func:`charter.label.soft_label`), and the labels that hold one, are counted, never hidden.
 """
 
 from __future__ import annotations
@@ -42,11 +45,16 @@ class LabelStats:
     flips: int = 0
     p_a: float = 0.0  # summed over every scoring: P(option (A)) as the labeller gave it
     scorings: int = 0
+    unread: int = 0  # scorings whose answer could not be read (p = 0.5 stood in)
+    fallback_labels: int = 0  # labels with at least one such scoring
     principles: dict[str, _Principle] = field(default_factory=lambda: defaultdict(_Principle))
 
     def add(self, label: Label) -> None:
         self.labels += 1
         self.margin += abs(label.p_first - 0.5)
+        unread = sum(vote.unread for vote in label.votes)
+        self.unread += unread
+        self.fallback_labels += unread > 0
         for vote in label.votes:
             p = vote.p
             self.votes += 1
@@ -95,5 +103,7 @@ class LabelStats:
             "mean_margin": round(self.margin / self.labels, 4) if self.labels else None,
             "prefers_a": None if self.prefers_a is None else round(self.prefers_a, 4),
             "flip_rate": None if self.flip_rate is None else round(self.flip_rate, 4),
+            "fallback_labels": self.fallback_labels,
+            "unread_scorings": self.unread,
             "per_principle": per_principle,
         }

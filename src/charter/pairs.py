@@ -12,7 +12,6 @@ the row's ``chosen`` (for calibration, the gold-preferred one):
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -168,10 +167,67 @@ def sample_answers(
             )  # fmt: skip
 
 
-def pairs_from_samples(samples: Samples, pairing: Pairing, seed: int) -> list[PreferencePair]:
-    """All pairs of a prompt's distinct answers, or one random pair (seeded per prompt)."""
+def pairs_from_samples(
+    samples: Samples, pairing: Pairing, seed: int, max_pairs: int | None = None
+) -> Iterator[PreferencePair]:
+    """Pairs of a prompt's distinct answers, made one at a time.
+
+    ``all``: every pair, or with ``max_pairs`` a seeded choice of that many (in their
+    ``itertools.combinations`` order); ``random``: one pair. The choice is seeded per prompt.
+    ``n`` answers make ``n(n-1)/2`` pairs, so none is built before it is needed: pairs are
+    drawn by their index in that order, never materialised as a list.
+    """
     distinct = list(dict.fromkeys(a for a in samples.answers if a))
-    combos = list(itertools.combinations(distinct, 2))
-    if pairing == "random" and combos:
-        combos = [random.Random(f"{seed}:{samples.id}").choice(combos)]
-    return [PreferencePair.make(samples.messages, a, b, samples.source) for a, b in combos]
+    total = len(distinct) * (len(distinct) - 1) // 2
+    if not total:
+        return
+    rng = random.Random(f"{seed}:{samples.id}")
+    if pairing == "random":  # randrange(n) draws what choice() of an n-item list did
+        indices: Iterable[int] = [rng.randrange(total)]
+    elif max_pairs is None or max_pairs >= total:
+        indices = range(total)
+    else:
+        indices = sorted(rng.sample(range(total), max_pairs))  # range: no list of all pairs
+    for index in indices:
+        first, second = _pair_at(index, len(distinct))
+        yield PreferencePair.make(samples.messages, distinct[first], distinct[second],
+                                  samples.source)  # fmt: skip
+
+
+def _pair_at(index: int, n: int) -> tuple[int, int]:
+    """The ``index``-th pair of ``itertools.combinations(range(n), 2)``, computed."""
+    low, high = 0, n - 1  # the first element: the last i whose pairs start at or before index
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _pairs_before(middle, n) <= index:
+            low = middle
+        else:
+            high = middle - 1
+    return low, low + 1 + index - _pairs_before(low, n)
+
+
+def _pairs_before(first: int, n: int) -> int:
+    """How many pairs come before the first one that starts with element ``first``."""
+    return first * (2 * n - first - 1) // 2
+
+
+MAX_SAMPLES = 1024
+
+
+def check_sampling(samples: int, max_pairs: int | None) -> None:
+    """Refuse, before any model call, sampling settings no run can finish.
+
+    A prompt's answers are held in memory together and written as one ``samples.jsonl`` row,
+    and each is one policy call, so ``samples`` has a ceiling; ``max_pairs`` bounds the
+    labeller's work per prompt.
+    """
+    if samples < 2:
+        raise CharterError(f"--samples {samples}: a pair needs at least 2 answers per prompt")
+    if samples > MAX_SAMPLES:
+        raise CharterError(
+            f"--samples {samples} is more than {MAX_SAMPLES} answers per prompt (each prompt's "
+            "answers are held in memory and stored as one row); sample fewer per prompt and "
+            "use more prompts"
+        )
+    if max_pairs is not None and max_pairs < 1:
+        raise CharterError(f"--max-pairs {max_pairs}: label at least 1 pair per prompt")

@@ -289,13 +289,47 @@ class Stage:
 
     @property
     def complete(self) -> bool:
-        manifest = self.path / MANIFEST
-        if not manifest.is_file():
-            return False
+        """Whether the stage's run function returned: the pipeline's record says so.
+
+        Not the manifest of a run inside the stage: a stage may run several (revise: red-team
+        revisions, then helpful answers in ``helpful/``), and the first one's "complete" said
+        nothing of the rest, so a run killed between them was cached half done.
+        """
         try:
-            return bool(json.loads(manifest.read_text("utf-8")).get("status") == "complete")
+            record = json.loads((self.path / STAGE_RECORD).read_text("utf-8"))
+        except FileNotFoundError:
+            return _finished_before_records(self.path)
         except (OSError, ValueError):
             return False
+        return (
+            isinstance(record, dict)
+            and record.get("key") == self.key
+            and bool(record.get("complete"))
+        )
+
+    def mark(self, *, complete: bool) -> None:
+        """Record that the stage started (before its run) or finished (after it returned)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        record = {"stage": self.name, "key": self.key, "complete": complete}
+        write_atomic(self.path / STAGE_RECORD, json.dumps(record, indent=2))
+
+
+STAGE_RECORD = "stage.json"  # the pipeline's own record of a stage, beside its run(s)
+
+
+def _finished_before_records(path: Path) -> bool:
+    """A stage directory from before stage records: complete if every run in it says so.
+
+    Kept so that run roots made before the records existed are not run again (training most
+    of all); it can go once none is in use. Stages started since always have a record.
+    """
+    manifests = [path / MANIFEST, *path.glob(f"*/{MANIFEST}")]
+    try:
+        return manifests[0].is_file() and all(
+            json.loads(m.read_text("utf-8")).get("status") == "complete" for m in manifests
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # Seconds per unit of work for the embedded model on a 2-core CPU, for the estimate only,
@@ -839,6 +873,7 @@ def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
     """
     from charter.runs import lock_directory
 
+    _read_plan(root)  # a damaged run.json stops the run before its first stage, not after it
     lock = lock_directory(root)
     try:
         return _run_stages(stages, chosen, root, echo)
@@ -855,7 +890,9 @@ def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
         else:
             echo(f"[{number}/{len(chosen)}] {stage.name} → {stage.path}")
             began = time.monotonic()
+            stage.mark(complete=False)  # from here on, only a returned run completes it
             stage.run()
+            stage.mark(complete=True)
             timings[stage.name] = round(time.monotonic() - began, 1)
             echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
             _write_plan(stages, root, timings)
@@ -867,9 +904,26 @@ def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
     return _write_plan(stages, root, timings)
 
 
+def _read_plan(root: Path) -> dict[str, Any]:
+    """ROOT/run.json as an earlier run wrote it ({} when there is none)."""
+    path = root / PLAN
+    if not path.exists():
+        return {}
+    try:
+        plan = json.loads(path.read_text("utf-8"))
+        if not isinstance(plan, dict) or not isinstance(plan.get("seconds", {}), dict):
+            raise ValueError("not a mapping of stages and seconds")
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError too
+        raise CharterError(
+            f"{path}: not a charter run plan ({err}); if this folder is a charter run, delete "
+            "the file and rerun (it is rewritten), else give another --out"
+        ) from None
+    return plan
+
+
 def _write_plan(stages: list[Stage], root: Path, timings: dict[str, float]) -> dict[str, Any]:
     plan_path = root / PLAN
-    previous = json.loads(plan_path.read_text("utf-8")) if plan_path.is_file() else {}
+    previous = _read_plan(root)
     seconds = {**previous.get("seconds", {}), **timings}
     written = {
         "stages": {s.name: {"key": s.key, "path": str(s.path), "complete": s.complete}

@@ -15,6 +15,7 @@ Bundled sets are addressable by name: ``demo-redteam``, ``demo-helpful``, ``demo
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -82,7 +83,8 @@ class PromptSet:
         count = 0
         for path in self.paths:
             for prompt in load_prompts(path, fmt=self.fmt, prompt_column=self.prompt_column,
-                                       on_bad_row=self.on_bad_row, stats=self.stats):  # fmt: skip
+                                       on_bad_row=self.on_bad_row, stats=self.stats,
+                                       hints=True):  # fmt: skip
                 if self.limit is not None and count >= self.limit:
                     return
                 count += 1
@@ -111,37 +113,53 @@ def load_prompts(
     prompt_column: str | None = None,
     on_bad_row: OnBadRow = "error",
     stats: ReadStats | None = None,
+    hints: bool = False,
 ) -> Iterator[Prompt]:
-    """Stream the prompts of one file (see the module docstring for the formats)."""
+    """Stream the prompts of one file (see the module docstring for the formats).
+
+    ``hints``: errors name the options that fix them (--on-bad-row, --prompt-column), for
+    the commands that have those options (revise, label); other readers (evaluate, run)
+    do not suggest options they lack. A file with no prompt at all is an error.
+    """
     path = resolve_prompts(source)
     stats = stats if stats is not None else ReadStats()
     kind = _detect(path) if fmt == "auto" else fmt
     if kind == "csv":
-        rows = _csv_rows(path, prompt_column or "prompt", explicit=prompt_column is not None)
+        rows = _csv_rows(path, prompt_column or "prompt", hint=hints and prompt_column is None)
     elif prompt_column is not None:
         raise CharterError(f"--prompt-column only applies to CSV files, and {path} is not one")
     else:
         rows = _jsonl_rows(path, hh=kind == "hh")
-    for result in good_rows(rows, path, on_bad_row, stats):
+    fix = "fix the row or pass --on-bad-row skip" if hints else "fix or remove the row"
+    before, skipped = stats.prompts, len(stats.skipped)
+    for result in good_rows(rows, path, on_bad_row, stats, fix=fix):
         for prompt in result:
             stats.prompts += 1
             yield prompt
+    if stats.prompts == before:
+        bad = len(stats.skipped) - skipped
+        why = ("it has no rows" if not bad else "its only row was bad and skipped" if bad == 1
+               else f"all {bad} of its rows were bad and skipped")  # fmt: skip
+        raise CharterError(f"no prompts in {path}: {why}; give a file with at least one prompt")
 
 
 R = TypeVar("R")
 
 
 def good_rows(
-    rows: Iterable[tuple[int, R | BadRow]], path: Path, on_bad_row: OnBadRow, stats: ReadStats
+    rows: Iterable[tuple[int, R | BadRow]],
+    path: Path,
+    on_bad_row: OnBadRow,
+    stats: ReadStats,
+    fix: str = "fix the row or pass --on-bad-row skip",
 ) -> Iterator[R]:
-    """The rows that parsed; a bad one stops with its line (or, with "skip", is counted)."""
+    """The rows that parsed; a bad one stops with its line and ``fix`` (or, with "skip", is
+    counted)."""
     for line, result in rows:
         stats.rows += 1
         if isinstance(result, BadRow):
             if on_bad_row == "error":
-                raise CharterError(
-                    f"{path}:{line}: {result}; fix the row or pass --on-bad-row skip"
-                )
+                raise CharterError(f"{path}:{line}: {result}; {fix}")
             stats.skipped.append(f"{path}:{line}: {result}")
             log.warning("skipped %s:%d: %s", path, line, result)
             continue
@@ -189,6 +207,8 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 continue
             if not raw.strip():
                 continue  # blank lines carry nothing; not worth an error
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # Windows editors start files with one
             try:
                 text = raw.decode("utf-8")
                 row = json.loads(text)
@@ -312,10 +332,11 @@ def prompts_from_transcript(text: str, source: str) -> list[Prompt]:
     return prompts
 
 
-def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
+def _csv_rows(path: Path, column: str, *, hint: bool) -> Iterator[Row]:
     csv.field_size_limit(MAX_LINE_BYTES)
     with open_binary(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        # utf-8-sig: a byte order mark (Excel writes one) is not part of the first column's name
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter="\t" if ".tsv" in path.suffixes else ",")
         try:
             header = next(reader, None)
@@ -324,9 +345,9 @@ def _csv_rows(path: Path, column: str, *, explicit: bool) -> Iterator[Row]:
         if header is None:
             return
         if column not in header:
-            hint = "" if explicit else "; name the prompt column with --prompt-column"
+            fix = "; name the prompt column with --prompt-column" if hint else ""
             raise CharterError(
-                f"{path}:1: no column '{column}' (columns: {', '.join(header)}){hint}"
+                f"{path}:1: no column '{column}' (columns: {', '.join(header)}){fix}"
             )
         index = header.index(column)
         while True:

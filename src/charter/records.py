@@ -151,6 +151,9 @@ class Vote(Record):
         default=None, description="P(responses[0] better) when shown as (B); None without swap"
     )
     reasoning: tuple[str, ...] = Field(default=(), description="chain-of-thought, per order")
+    unread: int = Field(
+        default=0, description="orders whose answer could not be read: p = 0.5 stood in"
+    )
 
     @property
     def p(self) -> float:
@@ -220,6 +223,9 @@ class Answer(Record):
     logprobs: tuple[float, ...] = ()
     finish_reason: str = "stop"
     usage: Usage = Usage()
+    decoding: dict[str, Any] | None = Field(
+        default=None, description="the generation settings (seed included) of a generated answer"
+    )
 
 
 class Verdict(Record):

@@ -13,6 +13,7 @@ ends, after resume, with exactly the rows of an uninterrupted run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from charter.runs import (
 
 if TYPE_CHECKING:
     from charter.ray_exec import RayExecutor
+
+log = logging.getLogger(__name__)
 
 TRACES = "traces.jsonl"
 SFT = "sft.jsonl"
@@ -162,13 +165,21 @@ def run_revise(
     summary.bad_rows = len(prompts.stats.skipped)
 
     run = Run.open(out, "revise", fingerprint)
-    run.manifest.update(
-        batch_size=config.batch_size, limit=prompts.limit,
-        executor=executor.describe() if executor else {"name": "local"},
-    )  # fmt: skip
     write_atomic(out / "constitution.yaml", constitution_text)
     done, sft_ids = _resume(out, config, summary)
     summary.resumed = len(done)
+    # The manifest describes the files: prompts an earlier session revised stay counted, and
+    # its --limit stays recorded, when this session's smaller --limit no longer reaches them.
+    summary.prompts = len(unique | done)
+    beyond = not done <= unique
+    if beyond:
+        log.warning("%s: holds %d prompts beyond --limit %s; they stay in the run",
+                    out, len(done - unique), prompts.limit)  # fmt: skip
+    run.manifest.update(
+        batch_size=config.batch_size,
+        limit=(run.previous or {}).get("limit") if beyond else prompts.limit,
+        executor=executor.describe() if executor else {"name": "local"},
+    )  # fmt: skip
     try:
         if not unique <= done:  # a finished run's rerun does not read the prompts again
             _revise_pending(

@@ -30,7 +30,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from charter.errors import CharterError
+from charter.errors import CharterError, plain_words
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,12 @@ def read_jsonl_lines(path: Path, record_type: type[R]) -> Iterator[tuple[R, byte
             try:
                 yield record_type.model_validate_json(raw), raw
             except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
                 raise CharterError(
                     f"{path}:{number}: not a valid {record_type.__name__} row "
-                    f"({err.errors()[0]['msg']}); the run directory is corrupt — "
-                    "move the file away and rerun to regenerate it"
+                    f"({where + ': ' if where else ''}{plain_words(first)}); the run directory "
+                    "is corrupt — move the file away and rerun to regenerate it"
                 ) from None
 
 
@@ -258,6 +260,7 @@ class Run:
     stage: str
     fingerprint: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
+    previous: dict[str, Any] | None = None  # the manifest an earlier session left, if any
     _session_start: float = field(default_factory=time.monotonic)
     _previous_wall: float = 0.0
     _lock: Any = None
@@ -269,7 +272,7 @@ class Run:
         lock = lock_directory(path)
         run = cls(path=path, stage=stage, fingerprint=plain, _lock=lock)
         try:
-            previous = run._read_previous()
+            run.previous = previous = run._read_previous()
             if previous is not None:
                 _check_same_run(path, stage, previous, plain)
                 run._previous_wall = float(previous.get("wall_time_s", 0.0))
@@ -332,29 +335,42 @@ def _check_same_run(
         raise CharterError(
             f"{path} holds a '{previous.get('stage')}' run, not '{stage}'; use another --out"
         )
-    changed = sorted(
-        f"{key}.{sub}" if sub else key
-        for key, value in fingerprint.items()
-        for sub in _diff_keys(previous.get(key), value)
-    )
-    if changed:
-        shown = ", ".join(_EXPLAINED.get(key, key) for key in changed[:5])
+    changed = [
+        _EXPLAINED.get(key) or f"{name}: {_shown(old)} → {_shown(new)}"
+        for key, value in sorted(fingerprint.items())
+        for name, old, new in _differences(key, previous.get(key, _ABSENT), value)
+    ]
+    changed = list(dict.fromkeys(changed))  # an explained key is one line, however nested
+    if len(changed) > _SHOWN_KEYS:
+        changed[_SHOWN_KEYS:] = [f"and {len(changed) - _SHOWN_KEYS} more"]
+    if changed:  # errors are one line (CharterError): settings are separated by "; "
         raise CharterError(
-            f"{path} was made with different settings ({shown}); resuming "
-            "would mix outputs — rerun with the original settings or use a new --out"
+            f"{path}: made with other settings ({'; '.join(changed)}); use a new --out or delete it"
         )
 
 
-# Fingerprint keys no option sets: the error says what changed, not only its name.
+# Fingerprint keys no option sets: the error says what changed, not two digests.
 _EXPLAINED = {
     "templates": "templates: this Charter version's prompt templates differ from the run's",
 }
+_ABSENT = object()  # a setting the other side does not have
+_SHOWN_KEYS, _SHOWN_CHARS = 8, 60
 
 
-def _diff_keys(old: Any, new: Any) -> list[str]:
-    """Top-level keys that differ between two values ('' when they are not both dicts)."""
+def _differences(name: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, old, new) of every leaf setting that differs between two values."""
     if old == new:
-        return []
+        return
     if isinstance(old, dict) and isinstance(new, dict):
-        return [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-    return [""]
+        for key in sorted(old.keys() | new.keys()):
+            yield from _differences(f"{name}.{key}", old.get(key, _ABSENT), new.get(key, _ABSENT))
+    else:
+        yield name, old, new
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in an error: compact JSON, cut to ~60 characters."""
+    if value is _ABSENT:
+        return "(not set)"
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"

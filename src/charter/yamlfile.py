@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from charter.errors import CharterError
+from charter.errors import CharterError, plain_words
 
 Location = tuple[str | int, ...]
 
@@ -138,4 +138,4 @@ def first_error(err: ValidationError) -> tuple[Location, str]:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "config"
-    return loc, f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+    return loc, f"{where}: {plain_words(first)}"

@@ -7,7 +7,10 @@ user's input print one line and exit 2.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +27,66 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 MODEL_HELP = "provider/model: local/smollm2-135m, local/PATH.gguf, openai/NAME, hf/PATH, fake/echo."
+
+
+class Number(click.FloatRange):
+    """A float option that is a finite number: click's FloatRange lets ``nan`` through its
+    bounds (every comparison with nan is false), and a nan temperature reached pydantic."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class OutDir(click.Path):
+    """A directory to write a run into, checked before anything runs: not "" (that would
+    write into the current directory), not a file or under one, and writable."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would write into the current directory; name a "
+                      "directory, e.g. runs/NAME", param, ctx)  # fmt: skip
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))  # refuses an existing file
+        existing = path.absolute()
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            self.fail(f"{existing} is a file, so {path} cannot be a directory; choose "
+                      "another path", param, ctx)  # fmt: skip
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"{existing} is not writable by this user; choose a directory you can "
+                      "write to", param, ctx)  # fmt: skip
+        return path
+
+
+def given(ctx: click.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that the user set, as ``--flag``s."""
+    from click.core import ParameterSource
+
+    set_by_user = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    return [flags[n] for n in names if ctx.get_parameter_source(n) in set_by_user]
+
+
+def refuse_unused(ctx: click.Context, names: tuple[str, ...], where: str,
+                  instead: str = "") -> None:  # fmt: skip
+    """One line when options that would be ignored were given:
+    ``--x applies WHERE; INSTEAD, or leave it out``."""
+    from charter.errors import CharterError
+
+    unused = given(ctx, *names)
+    if unused:
+        one = len(unused) == 1
+        leave = f"leave {'it' if one else 'them'} out"
+        raise CharterError(f"{', '.join(unused)} {'applies' if one else 'apply'} {where}; "
+                           f"{f'{instead}, or {leave}' if instead else leave}")  # fmt: skip
 
 
 def model_options(function: F) -> F:
@@ -122,7 +185,7 @@ def make_executor(
 def run_options(dry_run_help: str) -> Callable[[F], F]:
     """``--out`` and ``--dry-run``, for every stage that writes a run directory."""
     return _apply([
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--out", type=OutDir(), default=None,
                      help="Run directory (rerun the same command to resume)."),
         click.option("--dry-run", is_flag=True, help=dry_run_help),
     ])  # fmt: skip
@@ -140,6 +203,19 @@ def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 class _CharterGroup(click.Group):
     """Turns a CharterError into one ``Error: …`` line and its exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A file name in another encoding arrives as lone surrogates (PEP 383), which no
+        # UTF-8 manifest, log or record can hold: refused here, before any command runs.
+        for i, arg in enumerate(args):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                option = f"{args[i - 1]} " if i and args[i - 1].startswith("-") else ""
+                click.echo(f"Error: {option}{_escaped(arg)}: not UTF-8 (a name in another "
+                           "encoding); rename it to UTF-8 and rerun", err=True)  # fmt: skip
+                ctx.exit(2)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         from charter.errors import CharterError  # light: no third-party imports
 
@@ -148,6 +224,16 @@ class _CharterGroup(click.Group):
         except CharterError as err:
             click.echo(f"Error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except OSError as err:
+            # A full disk is not a bug: one line, and the run (its manifest marked
+            # interrupted by the stage) resumes when rerun. Exit 1: not the input's fault.
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            reason = (err.strerror or os.strerror(err.errno)).lower()  # no space left on device
+            where = f" writing {err.filename}" if err.filename else ""
+            click.echo(f"Error: {reason}{where}; free some space, then rerun the same command "
+                       "to resume", err=True)  # fmt: skip
+            ctx.exit(1)
 
 
 @click.group(cls=_CharterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,6 +249,14 @@ def cli(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+def _escaped(arg: str) -> str:
+    """An argument with its undecodable bytes shown as ``\\xff``."""
+    try:
+        return arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that did not come from bytes
+        return arg.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def main() -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from charter import DEFAULT_MODEL
-from charter.cli import MODEL_HELP, backend_loader, cli, connection_options, run_options
+from charter.cli import (
+    MODEL_HELP,
+    backend_loader,
+    cli,
+    connection_options,
+    refuse_unused,
+    run_options,
+)
 
 SUITE_NAMES = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code", "principles")
 DATA_HELP = (
@@ -65,6 +72,13 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     chosen = suites or (*MODEL_SUITES, *(["principles"] if revise_run or label_run else []))
     if "principles" in chosen and not (revise_run or label_run):
         raise CharterError("--suite principles needs --revise-run DIR and/or --label-run DIR")
+    ctx = click.get_current_context()
+    if "principles" not in chosen:
+        refuse_unused(ctx, ("revise_run", "label_run"),
+                      "only to --suite principles", "add --suite principles")  # fmt: skip
+    if not any(option.startswith("jailbreaks=") for option in data_options):
+        refuse_unused(ctx, ("jailbreaks_per_prompt",), "only with --data jailbreaks=FILE",
+                      "give --data jailbreaks=FILE")  # fmt: skip
     data = {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
     for option in data_options:
         key, sep, value = option.partition("=")

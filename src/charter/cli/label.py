@@ -9,11 +9,14 @@ import click
 
 from charter import DEFAULT_MODEL
 from charter.cli import (
+    Number,
+    OutDir,
     cli,
     connection_options,
     executor_options,
     make_executor,
     prompt_options,
+    refuse_unused,
     run_options,
 )
 
@@ -41,7 +44,8 @@ def labeller_options(function: Any) -> Any:
                      help="sample: draw principles per label; all: the whole constitution."),
         click.option("--swap/--no-swap", default=True, show_default=True,
                      help="Score both orders of the options and average (removes position bias)."),
-        click.option("--clamp", type=(float, float), default=(0.4, 0.6), show_default=True,
+        click.option("--clamp", type=(Number(), Number()), default=(0.4, 0.6),
+                     show_default=True, callback=_clamp_range, metavar="LOW HIGH",
                      help="Range the label is clamped into in cot mode."),
         click.option("--cot-max-tokens", type=click.IntRange(min=1), default=192,
                      show_default=True, help="Length of the reasoning in cot mode."),
@@ -54,12 +58,24 @@ def labeller_options(function: Any) -> Any:
     return connection_options(function)
 
 
+def _clamp_range(ctx: click.Context, param: click.Parameter,
+                 value: tuple[float, float]) -> tuple[float, float]:  # fmt: skip
+    low, high = value
+    if not 0.0 <= low <= 0.5 <= high <= 1.0:
+        raise click.BadParameter(f"LOW HIGH must satisfy 0 <= LOW <= 0.5 <= HIGH <= 1, got "
+                                 f"{low:g} {high:g}; e.g. --clamp 0.4 0.6")  # fmt: skip
+    return value
+
+
 def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
             clamp: tuple[float, float], cot_max_tokens: int, seed: int,
             batch_size: int) -> LabelConfig:  # fmt: skip
     from charter.backends import GenerationConfig
     from charter.label import LabelConfig
 
+    if mode == "soft":
+        refuse_unused(click.get_current_context(), ("clamp", "cot_max_tokens"),
+                      "to --mode cot, and the mode is soft", "add --mode cot")  # fmt: skip
     return LabelConfig.model_validate({
         "mode": mode, "principles_per_label": principles_per_label, "ensemble": ensemble,
         "swap": swap, "clamp": clamp, "seed": seed, "batch_size": batch_size,
@@ -91,8 +107,15 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
     help="Label every pair of a prompt's answers, or one random pair.",
 )
 @click.option(
+    "--max-pairs",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="With --pairing all: at most this many pairs per prompt, a seeded choice.",
+)
+@click.option(
     "--temperature",
-    type=click.FloatRange(0, 5),
+    type=Number(0, 5),
     default=1.0,
     show_default=True,
     help="Policy sampling temperature.",
@@ -123,7 +146,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
 )
 @click.option(
     "--min-margin",
-    type=click.FloatRange(0, 0.5),
+    type=Number(0, 0.5),
     default=0.0,
     show_default=True,
     help="Drop labels with |p - 0.5| below this from prefs.jsonl.",
@@ -142,7 +165,7 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
            ensemble: str, swap: bool, clamp: tuple[float, float], cot_max_tokens: int, seed: int,
            batch_size: int, base_url: str | None, api_key: str | None, concurrency: int | None,
            prompt_sources: tuple[str, ...], policy: str, samples: int,
-           pairing: Literal["all", "random"], temperature: float, max_tokens: int,
+           pairing: Literal["all", "random"], max_pairs: int, temperature: float, max_tokens: int,
            pairs_file: Path | None, from_revise: Path | None, preset: str | None,
            min_margin: float, fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow,
            limit: int | None, executor: str, ray_address: str | None, workers: int | None,
@@ -151,11 +174,20 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
     from charter.errors import CharterError
+    from charter.pairs import check_sampling
     from charter.prompts import PromptSet
 
+    if prompt_sources:
+        check_sampling(samples, max_pairs)  # before any model is loaded or called
     given = [bool(prompt_sources), pairs_file is not None, from_revise is not None]
     if sum(given) != 1:
         raise CharterError("give exactly one source of pairs: --prompts, --pairs or --from-revise")
+    if not prompt_sources:
+        refuse_unused(click.get_current_context(),
+                      ("policy", "samples", "pairing", "max_pairs", "temperature", "max_tokens",
+                       "fmt", "prompt_column"),
+                      "to --prompts (answers sampled from --policy), not to "
+                      f"{'--pairs' if pairs_file else '--from-revise'}")  # fmt: skip
     if preset == "simple" and from_revise is None:
         raise CharterError(
             "--preset simple takes its pairs from a revise run: add --from-revise DIR"
@@ -172,10 +204,12 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     if prompt_sources:
         prompts = PromptSet(list(prompt_sources), fmt=fmt, prompt_column=prompt_column,
                             on_bad_row=on_bad_row, limit=limit)  # fmt: skip
+        for _ in prompts() if dry_run else ():  # a bad or empty file stops before any output
+            pass
         generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
         policy_backend = None if dry_run else connect(policy)
         source = label_run.PolicyPairs(prompts, policy_backend, samples, pairing, generation,  # type: ignore[arg-type]
-                                       batch_size)  # fmt: skip
+                                       batch_size, max_pairs)  # fmt: skip
     elif pairs_file is not None:
         source = label_run.FilePairs(pairs_file, on_bad_row, limit)
     else:
@@ -227,7 +261,7 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutDir(),
     default=None,
     help="Also write the labels and the report here.",
 )

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from charter.cli import (
+    Number,
     backend_loader,
     cli,
     executor_options,
     make_executor,
     model_options,
     prompt_options,
+    refuse_unused,
     run_options,
 )
 
@@ -57,14 +59,14 @@ if TYPE_CHECKING:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--temperature",
-    type=click.FloatRange(0, 5),
+    type=Number(0, 5),
     default=1.0,
     show_default=True,
     help="Temperature of the initial answer.",
 )
 @click.option(
     "--revision-temperature",
-    type=click.FloatRange(0, 5),
+    type=Number(0, 5),
     default=0.7,
     show_default=True,
     help="Temperature of critiques and revisions.",
@@ -101,6 +103,10 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     from charter.prompts import PromptSet
     from charter.revise import ReviseConfig
 
+    if rounds == 0:
+        refuse_unused(click.get_current_context(),
+                      ("critic", "skip_unneeded", "revision_temperature", "train_on"),
+                      "to critique→revision rounds, and --rounds 0 has none")  # fmt: skip
     c = Constitution.load(constitution_source)
     config = ReviseConfig(
         rounds=rounds,
@@ -120,6 +126,8 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
         limit=limit,
     )
     if dry_run:
+        for _ in prompts():  # every file read first: a bad or empty one stops before any output
+            pass
         for block in revise_run.dry_run(prompts(), constitution=c, config=config):
             click.echo(block + "\n")
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli import backend_loader, cli, connection_options
+from charter.cli import OutDir, backend_loader, cli, connection_options
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
 STAGE_NAMES = (
@@ -19,12 +19,19 @@ STAGE_NAMES = (
 def _loop(config_path: Path, out: Path | None, until: str | None, only: str | None,
           dry_run: bool, base_url: str | None, api_key: str | None,
           concurrency: int | None) -> None:  # fmt: skip
-    from charter import pipeline
+    from charter import extras, pipeline
+    from charter.errors import CharterError
 
+    if until is not None and only is not None:
+        raise CharterError(f"--until {until} and --only {only} contradict each other: "
+                           "--until runs every stage up to one, --only runs one; give one "
+                           "of them")  # fmt: skip
     config = pipeline.load_run_config(config_path)
     root = out or Path("runs") / config.name
     stages = pipeline.plan(config, root, backend_loader(base_url, api_key, concurrency))
     chosen = pipeline.select(stages, until, only)
+    if not dry_run:  # a missing extra stops the run now, not at its stage minutes later
+        extras.check([s.name for s in chosen if not s.complete], recipe=config.recipe)
     click.echo(f"charter run '{config.name}' in {root}\n{pipeline.describe(stages, chosen)}")
     if dry_run:
         if config.recipe == "teacher" and config.prompts.redteam:
@@ -53,7 +60,7 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
 
 def loop_options(function: click.decorators.FC) -> click.decorators.FC:
     for option in reversed([
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--out", type=OutDir(), default=None,
                      help="Run directory [default: runs/NAME]; rerun to resume."),
         click.option("--until", type=click.Choice(STAGE_NAMES), default=None,
                      help="Stop after this stage."),

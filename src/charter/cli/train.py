@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from charter.cli import cli
+from charter.cli import Number, OutDir, cli
 
 INSTALL = "pip install torch==2.13.0 && pip install 'charter[train]'"
 
@@ -29,9 +29,9 @@ def _options(function: Any) -> Any:
         click.option("--lora/--full", default=None, help="LoRA (default) or a full fine-tune."),
         click.option("--merge/--no-merge", default=None,
                      help="Save LoRA merged into model/ (default), or the adapter only."),
-        click.option("--learning-rate", type=float, default=None,
+        click.option("--learning-rate", type=Number(), default=None,
                      help="[default: 2e-4 LoRA, 1e-5 full]"),
-        click.option("--epochs", type=float, default=None, help="[default: 1]"),
+        click.option("--epochs", type=Number(), default=None, help="[default: 1]"),
         click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps."),
         click.option("--batch-size", type=int, default=None, help="[default: 2]"),
         click.option("--gradient-accumulation", type=int, default=None, help="[default: 4]"),
@@ -41,7 +41,7 @@ def _options(function: Any) -> Any:
                      help="Checkpoint every N steps, to resume from [default: 10]."),
         click.option("--gguf", is_flag=True, default=None,
                      help="Also export model.gguf, checked against transformers."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+        click.option("--out", type=OutDir(), required=True,
                      help="Run directory (rerun the same command to resume)."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -63,6 +63,11 @@ def _check_train_extra() -> None:
 
 
 def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
+    if flags.get("lora") is False and flags.get("merge") is not None:
+        from charter.errors import CharterError
+
+        raise CharterError("--merge/--no-merge apply to LoRA (an adapter merged into the model "
+                           "or saved alone); --full trains and saves the whole model")  # fmt: skip
     _check_train_extra()
     from charter.train.config import load_config
     from charter.train.run import train as run_training
@@ -88,7 +93,8 @@ def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
 @train.command()
 @_options
 @click.option("--helpful", default=None, help="Helpful sft.jsonl (or run dir) to mix in.")
-@click.option("--helpful-ratio", type=float, default=None, help="Helpful rows per harmless row.")
+@click.option("--helpful-ratio", type=Number(), default=None,
+              help="Helpful rows per harmless row.")  # fmt: skip
 def sft(config_file: Path | None, out: Path, **flags: Any) -> None:
     """Supervised fine-tuning on a revise run's sft.jsonl (loss on the answer only)."""
     _run("sft", config_file, out, **flags)
@@ -96,7 +102,7 @@ def sft(config_file: Path | None, out: Path, **flags: Any) -> None:
 
 @train.command()
 @_options
-@click.option("--beta", type=float, default=None, help="DPO temperature [default: 0.1].")
+@click.option("--beta", type=Number(), default=None, help="DPO temperature [default: 0.1].")
 def dpo(config_file: Path | None, out: Path, **flags: Any) -> None:
     """DPO on a label run's prefs.jsonl, each row weighted by its soft label p_chosen."""
     _run("dpo", config_file, out, **flags)

@@ -3,14 +3,19 @@
 A prompt row carries ``prompt``, ``instruction_id_list`` and ``kwargs`` (one dict per
 instruction), as in IFEval's ``input_data.jsonl``. Each supported instruction type has a check
 here, written from the instruction's meaning (IFEval's reference checkers need NLTK data that
-cannot be downloaded here). An instruction type without a check is reported as unsupported and
-left out of the score, never guessed. The strict score of a prompt is 1 when every supported
-instruction of it is followed.
+cannot be downloaded here). ``language:response_language`` identifies the response's language
+with py3langid (the evaluate extra): langid.py's naive Bayes model, shipped inside its wheel,
+deterministic — no random state to seed, unlike langdetect, which IFEval's reference uses. An
+instruction type without a check (or whose library is missing) is unsupported: left out of the
+score, never guessed, and counted by the evaluation. The strict score of a prompt is 1 when
+every supported instruction of it is followed; a prompt with none is not scored.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +25,10 @@ from typing import Any
 from charter.errors import CharterError
 from charter.prompts import BadRow, read_json_rows
 
+log = logging.getLogger(__name__)
+
 Check = Callable[[str, dict[str, Any]], bool]
+LANGUAGE = "language:response_language"
 _WORD = re.compile(r"\b\w+(?:['’]\w+)?\b")
 
 
@@ -81,6 +89,24 @@ def _json(text: str, _: dict[str, Any]) -> bool:
     return True
 
 
+@functools.cache
+def _identifier() -> Any:
+    """py3langid, or None (logged once) when the evaluate extra is not installed."""
+    try:
+        import py3langid  # type: ignore[import-untyped]  # ships no type information
+    except ImportError:
+        log.warning("%s is unsupported without py3langid: pip install 'charter[evaluate]'",
+                    LANGUAGE)  # fmt: skip
+        return None
+    return py3langid
+
+
+def _language(text: str, k: dict[str, Any]) -> bool:
+    """IFEval's check: the response is in ``k["language"]`` (an ISO 639-1 code)."""
+    language, _score = _identifier().classify(text)
+    return bool(language == str(k["language"]).strip().lower())
+
+
 CHECKS: dict[str, Check] = {
     "punctuation:no_comma": lambda t, k: "," not in t,
     "length_constraints:number_words": lambda t, k: _compare(
@@ -137,7 +163,13 @@ CHECKS: dict[str, Check] = {
         t.strip().lower().startswith(str(k["prompt_to_repeat"]).strip().lower())
     ),
     "combination:two_responses": _two_responses,
+    LANGUAGE: _language,
 }
+
+
+def checkable(instruction: str) -> bool:
+    """Whether ``instruction`` has a check here that can run (its library installed)."""
+    return instruction in CHECKS and (instruction != LANGUAGE or _identifier() is not None)
 
 
 @dataclass(frozen=True)
@@ -151,7 +183,11 @@ class InstructionPrompt:
 
     @property
     def supported(self) -> tuple[str, ...]:
-        return tuple(i for i in self.instructions if i in CHECKS)
+        return tuple(i for i in self.instructions if checkable(i))
+
+    @property
+    def unsupported(self) -> tuple[str, ...]:
+        return tuple(i for i in self.instructions if not checkable(i))
 
 
 def load_instruction_prompts(path: Path) -> list[InstructionPrompt]:
@@ -179,7 +215,7 @@ def follows(prompt: InstructionPrompt, response: str) -> dict[str, bool]:
     """Whether ``response`` follows each supported instruction of ``prompt``."""
     results = {}
     for instruction, kwargs in zip(prompt.instructions, prompt.kwargs, strict=True):
-        if instruction in CHECKS:
+        if checkable(instruction):
             try:
                 results[instruction] = CHECKS[instruction](response, kwargs)
             except KeyError as err:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ from charter.evaluate import judges
 from charter.evaluate.code import run_tasks
 from charter.evaluate.elo import Comparison, elo_ratings
 from charter.evaluate.ifeval import follows
+from charter.evaluate.like_for_like import comparison_warnings
 from charter.evaluate.sandbox import Limits
 from charter.evaluate.stats import Estimate, mean, paired_difference, rate
 from charter.evaluate.suites import MODEL_SUITES, Question, questions
@@ -46,6 +48,8 @@ from charter.iterate import batched
 from charter.label_stats import LabelStats
 from charter.records import Answer, EvalItem, Label, Trace, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+
+log = logging.getLogger(__name__)
 
 ANSWERS, VERDICTS, ITEMS, RESULTS = "answers.jsonl", "verdicts.jsonl", "items.jsonl", "results.json"
 LOWER_IS_BETTER = frozenset({"attack_success_rate", "jailbreak_success_rate", "refusal_rate"})
@@ -106,6 +110,7 @@ def run_evaluate(
         "inputs": {k: {"name": p.name, "sha256": file_sha256(p)} for k, p in sorted(data.items())},
     }  # fmt: skip
     run = Run.open(out, "evaluate", fingerprint)
+    unsupported = _unsupported(asked)
     store = _Store(
         {(a.model, a.question): a for a in _read(out / ANSWERS, Answer)},
         {v.id: v for v in _read(out / VERDICTS, Verdict)},
@@ -128,11 +133,18 @@ def run_evaluate(
             results["pairwise_judge"] = pairwise_judge
         if revise_run or label_run:
             results["principles"] = principle_stats(revise_run, label_run)
+        judged_by = [judge] if judge else []
+        judged_by += [pairwise_judge] if "pairwise_judge" in results else []
+        results["unsupported"] = unsupported
+        results["warnings"] = comparison_warnings(models, store.answers, judged_by)
+        for warning in results["warnings"]:
+            log.warning("not like for like: %s", warning)
+        run.manifest["warnings"] = results["warnings"]
         write_atomic(out / RESULTS, json.dumps(results, indent=2, ensure_ascii=False))
     except BaseException:
-        run.update(counts=_counts(store), usage={}, status="interrupted")
+        run.update(counts={**_counts(store), **unsupported}, usage={}, status="interrupted")
         raise
-    run.update(counts=_counts(store), usage={}, status="complete")
+    run.update(counts={**_counts(store), **unsupported}, usage={}, status="complete")
     return results
 
 
@@ -143,6 +155,22 @@ def _read(path: Path, record: type[Any]) -> list[Any]:
 
 def _counts(store: _Store) -> dict[str, int]:
     return {"answers": len(store.answers), "verdicts": len(store.verdicts)}
+
+
+def _unsupported(asked: list[Question]) -> dict[str, int]:
+    """What goes unscored for want of a check: IFEval instructions, and prompts with none."""
+    prompts = [q.info["prompt"] for q in asked if q.info.get("kind") == "ifeval"]
+    counts = {
+        "ifeval_unsupported_instructions": sum(len(p.unsupported) for p in prompts),
+        "ifeval_unscored_prompts": sum(1 for p in prompts if not p.supported),
+    }
+    if counts["ifeval_unsupported_instructions"]:
+        kinds = sorted({i for p in prompts for i in p.unsupported})
+        log.warning("%d IFEval instructions have no check and are left out of the score (%s); "
+                    "%d prompts have none left and are not scored",
+                    counts["ifeval_unsupported_instructions"], ", ".join(kinds),
+                    counts["ifeval_unscored_prompts"])  # fmt: skip
+    return counts
 
 
 # --- answering --------------------------------------------------------------------------------
@@ -174,12 +202,14 @@ def _answer(policy: Backend, batch: list[Question], config: EvaluateConfig) -> l
         key = content_id([policy.name, question.id])
         return Answer(id=key, model=policy.name, question=question.id, **fields)
 
+    decoding = config.answer.model_dump(mode="json")
+
     generated = [q for q in batch if not q.options]
     replies = (
         policy.generate([list(q.messages) for q in generated], config.answer) if generated else []
     )
     answers = [
-        make(q, answer=r.text, finish_reason=r.finish_reason, usage=r.usage())
+        make(q, answer=r.text, finish_reason=r.finish_reason, usage=r.usage(), decoding=decoding)
         for q, r in zip(generated, replies, strict=True)
     ]
     scored = [q for q in batch if q.options]
@@ -332,7 +362,7 @@ def _items(
             answer = store.answers[(model, q.id)]
             score, judgement = _judge_item(q, answer, model, verdicts, outcomes, wins)
             if score is None:
-                continue  # a pairwise question with a single model: nothing to compare
+                continue  # pairwise with one model, or IFEval with no checkable instruction
             items.append(EvalItem(
                 suite=q.suite, key=q.key, model=model, prompt=q.messages, answer=answer.answer,
                 score=score, judgement=judgement,
@@ -363,7 +393,10 @@ def _judge_item(
         return float(harmful), {**judgement, "harmful": harmful}
     if q.suite == "helpfulness" and q.info["kind"] == "ifeval":
         followed = follows(q.info["prompt"], answer.answer)
-        return float(all(followed.values())), {"followed": followed}
+        if not followed:  # no instruction of it can be checked: counted in _unsupported
+            return None, {}
+        judgement = {"followed": followed, "unsupported": list(q.info["prompt"].unsupported)}
+        return float(all(followed.values())), judgement
     if q.suite == "helpfulness":
         mine = wins.get(key)
         return (sum(mine) / len(mine), {"p_wins": mine}) if mine else (None, {})
@@ -556,11 +589,19 @@ def format_results(results: dict[str, Any]) -> str:
     if results.get("judge"):
         notes.append(f"harm and helpfulness judge: {results['judge']}")
     elif results.get("pairwise_judge"):
-        notes.append(f"helpfulness judge: {results['pairwise_judge']} (default; give --judge)")
+        notes.append(f"helpfulness judge: {results['pairwise_judge']} (the default; "
+                     "`charter evaluate --judge` picks another)")  # fmt: skip
     principles = results.get("principles")
     if principles:
         lines += ["", format_principles(principles)]
-    return "\n".join([*lines, "", "; ".join(notes) + " (↓ lower is better, ↑ higher)"])
+    skipped = results.get("unsupported") or {}
+    if skipped.get("ifeval_unsupported_instructions"):
+        notes.append(
+            f"IFEval: {skipped['ifeval_unsupported_instructions']} instructions without a check "
+            f"left out, {skipped['ifeval_unscored_prompts']} prompts unscored"
+        )
+    warnings = [f"WARNING (not like for like): {w}" for w in results.get("warnings", [])]
+    return "\n".join([*lines, "", "; ".join(notes) + " (↓ lower is better, ↑ higher)", *warnings])
 
 
 def format_principles(principles: dict[str, dict[str, Any]]) -> str:

@@ -99,7 +99,7 @@ def prompt_texts(path: Path, *, safe_only: bool = False) -> Iterator[tuple[str, 
 
 
 def _csv_prompts(path: Path, safe_only: bool) -> Iterator[tuple[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is not a name
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         column = next((c for c in ("prompt", "Behavior", "goal") if c in columns), None)
@@ -187,11 +187,12 @@ def helpfulness(helpful: Path, ifeval: Path, limit: int | None) -> list[Question
     ]
     prompts: list[InstructionPrompt] = load_instruction_prompts(ifeval)
     for prompt in _first(iter(prompts), limit):
-        if prompt.supported:
-            questions.append(Question(
-                "helpfulness", f"ifeval:{prompt.id}", _ask(prompt.prompt),
-                info={"kind": "ifeval", "prompt": prompt},
-            ))  # fmt: skip
+        # Kept even with no checkable instruction: the evaluation counts it as unscored, and
+        # the questions asked do not depend on which optional libraries are installed.
+        questions.append(Question(
+            "helpfulness", f"ifeval:{prompt.id}", _ask(prompt.prompt),
+            info={"kind": "ifeval", "prompt": prompt},
+        ))  # fmt: skip
     return questions
 
 
@@ -240,7 +241,7 @@ def honesty(path: Path, limit: int | None, seed: int) -> list[Question]:
 
 def _truthful_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is not a name
             reader = csv.DictReader(f)
             missing = {"Question", "Best Answer", "Incorrect Answers"} - set(
                 reader.fieldnames or []

@@ -78,6 +78,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
                                                "items": len(items), "guided": len(guided)},
         script=script, script_hash=f"sha256-{digest}", stages=stages,
+        stage_counts=_stage_counts(stages),
     )  # fmt: skip
 
 
@@ -88,6 +89,16 @@ def _json(folder: Path | None, name: str) -> Any:
     if folder is None or not (folder / name).is_file():
         return None
     return json.loads((folder / name).read_text("utf-8"))
+
+
+def _stage_counts(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each stage's manifest counts: what it made, resumed, skipped or filled in."""
+    counts = {}
+    for name, folder in stages.items():
+        manifest = _json(folder, "manifest.json")
+        if isinstance(manifest, dict) and isinstance(manifest.get("counts"), dict):
+            counts[name] = manifest["counts"]
+    return counts
 
 
 def _records(folder: Path | None, name: str, record: type[Any]) -> list[Any]:

@@ -254,9 +254,11 @@ def bundled_config(name: str, relative_to: Path = Path()) -> Path:
     path = relative_to / name
     if path.is_file():
         return path
-    bundled = Path(str(resources.files("charter") / "configs" / f"{name}.yaml"))
+    folder = Path(str(resources.files("charter") / "configs"))
+    bundled = folder / f"{name}.yaml"
     if Path(name).suffix or not bundled.is_file():
-        names = sorted(p.stem for p in bundled.parent.glob("*.yaml"))
+        # Listed from the folder itself: an absolute NAME replaces it in `bundled`.
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
         raise CharterError(f"{name}: no such config file, and not a bundled config "
                            f"({', '.join(names)})")  # fmt: skip
     return bundled
@@ -830,6 +832,10 @@ def _report(config: RunConfig, out: Path, stages: list[Stage]) -> None:
 def select(stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
     """The stages to run: all, up to ``until``, or ``only`` one (whose inputs must exist)."""
     names = [s.name for s in stages]
+    for option, name in (("--until", until), ("--only", only)):
+        if name is not None and name not in names:  # export is planned only for some configs
+            raise CharterError(f"{option} {name}: this config has no {name} stage; its stages: "
+                               f"{', '.join(names)}")  # fmt: skip
     if only is not None:
         stage = stages[names.index(only)]
         missing = [n for n in stage.needs if not stages[names.index(n)].complete]

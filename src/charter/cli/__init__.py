@@ -27,6 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 MODEL_HELP = "provider/model: local/smollm2-135m, local/PATH.gguf, openai/NAME, hf/PATH, fake/echo."
+# GenerationConfig.max_tokens's bound, repeated here so start-up imports click alone (a test
+# checks they agree): a larger --max-tokens stops in click, not in a pydantic traceback.
+MAX_TOKENS = 1_000_000
 
 
 class Number(click.FloatRange):
@@ -205,14 +208,19 @@ class _CharterGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # A file name in another encoding arrives as lone surrogates (PEP 383), which no
-        # UTF-8 manifest, log or record can hold: refused here, before any command runs.
+        # UTF-8 manifest, log or record can hold: refused here, before any command runs. So is
+        # a NUL, which no path can hold (os calls raise ValueError); a shell cannot pass one,
+        # but a caller of main() or cli() can.
         for i, arg in enumerate(args):
+            option = f"{args[i - 1]} " if i and args[i - 1].startswith("-") else ""
             try:
                 arg.encode("utf-8")
             except UnicodeEncodeError:
-                option = f"{args[i - 1]} " if i and args[i - 1].startswith("-") else ""
                 click.echo(f"Error: {option}{_escaped(arg)}: not UTF-8 (a name in another "
                            "encoding); rename it to UTF-8 and rerun", err=True)  # fmt: skip
+                ctx.exit(2)
+            if "\0" in arg:
+                click.echo(f"Error: {option}{arg!r}: contains a NUL character", err=True)
                 ctx.exit(2)
         return super().parse_args(ctx, args)
 

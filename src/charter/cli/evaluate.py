@@ -8,6 +8,7 @@ import click
 
 from charter import DEFAULT_MODEL
 from charter.cli import (
+    MAX_TOKENS,
     MODEL_HELP,
     backend_loader,
     cli,
@@ -48,7 +49,7 @@ DATA_HELP = (
               help="Templates per red-team prompt (with --data jailbreaks=…).")  # fmt: skip
 @click.option("--code-timeout", type=click.IntRange(min=1), default=10, show_default=True,
               help="CPU seconds each code answer may run (twice that on the clock).")  # fmt: skip
-@click.option("--max-tokens", type=click.IntRange(min=1), default=384, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(1, MAX_TOKENS), default=384, show_default=True,
               help="Token limit of each answer (greedy decoding).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,

@@ -9,6 +9,7 @@ import click
 
 from charter import DEFAULT_MODEL
 from charter.cli import (
+    MAX_TOKENS,
     Number,
     OutDir,
     cli,
@@ -47,7 +48,7 @@ def labeller_options(function: Any) -> Any:
         click.option("--clamp", type=(Number(), Number()), default=(0.4, 0.6),
                      show_default=True, callback=_clamp_range, metavar="LOW HIGH",
                      help="Range the label is clamped into in cot mode."),
-        click.option("--cot-max-tokens", type=click.IntRange(min=1), default=192,
+        click.option("--cot-max-tokens", type=click.IntRange(1, MAX_TOKENS), default=192,
                      show_default=True, help="Length of the reasoning in cot mode."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -122,7 +123,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
 )
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_TOKENS),
     default=256,
     show_default=True,
     help="Policy answer length.",

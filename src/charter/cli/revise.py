@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from charter.cli import (
+    MAX_TOKENS,
     Number,
     backend_loader,
     cli,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_TOKENS),
     default=256,
     show_default=True,
     help="Token limit of each answer, critique and revision.",

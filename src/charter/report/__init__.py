@@ -21,10 +21,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from charter.errors import CharterError
 from charter.guided import GuidedRow
 from charter.records import EvalItem, Label, Trace
 from charter.runs import read_jsonl
+from charter.yamlfile import first_error
 
 TEMPLATE = "template.html.j2"
 SCRIPT = "filter.js"
@@ -42,8 +45,8 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         ) from None
     from charter.report import plots
 
-    results = _json(stages.get("evaluate"), "results.json") or _json(
-        stages.get("baseline"), "results.json"
+    results = _json(stages.get("evaluate"), "results.json", _Results) or _json(
+        stages.get("baseline"), "results.json", _Results
     )
     principles = _principles(stages)
     losses = {kind: _losses(stages.get(kind)) for kind in ("sft", "dpo")}
@@ -71,7 +74,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     )
     return template.render(
         title=title, results=results,
-        calibration=_json(stages.get("calibrate"), "calibration.json"),
+        calibration=_json(stages.get("calibrate"), "calibration.json", _Calibration),
         principles=principles, figures={k: _data_uri(v) for k, v in figures.items() if v},
         traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
         guided=guided[:MAX_EXAMPLES], guided_counts=_json(stages.get("revise"), "manifest.json"),
@@ -85,10 +88,72 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
 PLAN, REPORT = "run.json", "report.html"  # written by charter run into its root
 
 
-def _json(folder: Path | None, name: str) -> Any:
+class _Estimate(BaseModel):
+    value: float
+    low: float
+    high: float
+    n: int
+
+
+class _Results(BaseModel):
+    """What the page and the plots read of an evaluation's results.json."""
+
+    models: list[str]
+    suites: dict[str, dict[str, dict[str, _Estimate]]]
+    differences: dict[str, dict[str, dict[str, _Estimate]]] = {}
+    lower_is_better: list[str] = []
+    refusal_layer: str = ""
+    judge: str | None = None
+    pairwise_judge: str | None = None
+    warnings: list[str] = []
+
+
+class _Calibration(BaseModel):
+    """What the page reads of calibration.json (a CalibrationReport; older files may carry
+    fields this version does not know, so this view ignores extra ones)."""
+
+    labeller: str
+    gold: str
+    pairs: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    ece: float
+    mean_margin: float
+    prefers_a: float
+    flip_rate: float | None = None
+    at_chance: bool
+    position_biased: bool
+
+
+def _json(folder: Path | None, name: str, shape: type[BaseModel] | None = None) -> Any:
+    """A stage's JSON object (None when it has no such file), with ``shape``'s defaults filled
+    in; a damaged file, or one without the fields ``shape`` needs, stops the report with one
+    line that names it."""
     if folder is None or not (folder / name).is_file():
         return None
-    return json.loads((folder / name).read_text("utf-8"))
+    path = folder / name
+    try:
+        data = json.loads(_text(path))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        if shape is not None:
+            data |= shape.model_validate(data).model_dump()
+    except ValidationError as err:
+        problem = first_error(err)[1]
+    except ValueError as err:  # JSONDecodeError too
+        problem = str(err)
+    else:
+        return data
+    raise CharterError(f"{path}: not a file charter wrote ({problem}); rerun the stage that "
+                       "writes it, or move the file away")  # fmt: skip
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CharterError(f"{path}: cannot be read as UTF-8 text ({err}); rerun the stage "
+                           "that writes it, or move the file away") from None  # fmt: skip
 
 
 def _stage_counts(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -110,8 +175,16 @@ def _records(folder: Path | None, name: str, record: type[Any]) -> list[Any]:
 def _losses(folder: Path | None) -> list[tuple[int, float]]:
     if folder is None or not (folder / "loss.jsonl").is_file():
         return []
-    rows = [json.loads(line) for line in (folder / "loss.jsonl").read_text("utf-8").splitlines()]
-    return [(int(r["step"]), float(r["loss"])) for r in rows if "loss" in r and "step" in r]
+    path, losses = folder / "loss.jsonl", []
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict) and "loss" in row and "step" in row:
+                losses.append((int(row["step"]), float(row["loss"])))
+        except (ValueError, TypeError, OverflowError) as err:  # int(None), int(inf)
+            raise CharterError(f"{path}:{number}: not a training loss row ({err}); rerun the "
+                               "training stage, or move the file away") from None  # fmt: skip
+    return losses
 
 
 def _principles(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:

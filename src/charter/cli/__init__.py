@@ -210,7 +210,8 @@ class _CharterGroup(click.Group):
         # A file name in another encoding arrives as lone surrogates (PEP 383), which no
         # UTF-8 manifest, log or record can hold: refused here, before any command runs. So is
         # a NUL, which no path can hold (os calls raise ValueError); a shell cannot pass one,
-        # but a caller of main() or cli() can.
+        # but a caller of main() or cli() can (and may pass paths, not strings).
+        args = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in args]
         for i, arg in enumerate(args):
             option = f"{args[i - 1]} " if i and args[i - 1].startswith("-") else ""
             try:

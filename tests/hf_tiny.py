@@ -183,3 +183,18 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_run_config(tiny: Path, name: str = "tiny") -> str:
+    """A `charter run` config that runs every stage on the checkpoint at ``tiny``, in seconds."""
+    return f"""
+name: {name}
+prompts: {{redteam: [demo-redteam], helpful: [demo-helpful], limit: 2}}
+models: {{policy: hf/{tiny}}}
+calibrate: {{limit: 2}}
+revise: {{rounds: 1, max_tokens: 8}}
+sft: {{max_steps: 2, max_length: 64}}
+label: {{samples: 2, max_tokens: 8}}
+dpo: {{max_steps: 1, max_length: 64}}
+evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfulness, code]}}
+"""

@@ -109,17 +109,6 @@ def test_torn_lines_and_missing_sft_rows_are_repaired(tmp_path: Path) -> None:
 # --- a whole `charter run`, every stage, training included -------------------------------------
 
 KILLS = 20
-WHOLE_RUN = """
-name: crash
-prompts: {{redteam: [demo-redteam], helpful: [demo-helpful], limit: 2}}
-models: {{policy: hf/{tiny}}}
-calibrate: {{limit: 2}}
-revise: {{rounds: 1, max_tokens: 8}}
-sft: {{max_steps: 2, max_length: 64}}
-label: {{samples: 2, max_tokens: 8}}
-dpo: {{max_steps: 1, max_length: 64}}
-evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfulness, code]}}
-"""
 # Fields two uninterrupted runs write differently: the trainer's wall-clock timings.
 VOLATILE = {"train_runtime", "train_tokens_per_second", "train_samples_per_second",
             "train_steps_per_second"}  # fmt: skip
@@ -240,7 +229,7 @@ def _without_volatile(value: Any) -> Any:
 def test_sigkill_a_whole_run_at_random_moments_then_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hf_tiny import build_tiny_checkpoint
+    from hf_tiny import build_tiny_checkpoint, tiny_run_config
 
     from charter.backends import load_backend
     from charter.pipeline import load_run_config, plan
@@ -250,7 +239,7 @@ def test_sigkill_a_whole_run_at_random_moments_then_resume(
     env = {**os.environ, "CI": "true", "CHARTER_HOME": str(home), "PYTHONUNBUFFERED": "1",
            "TORCH_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
     config = tmp_path / "run.yaml"
-    config.write_text(WHOLE_RUN.format(tiny=build_tiny_checkpoint(tmp_path / "tiny")), "utf-8")
+    config.write_text(tiny_run_config(build_tiny_checkpoint(tmp_path / "tiny"), "crash"), "utf-8")
     # Both runs write into ROOT (the reference is moved away after), so the paths inside
     # records (trained models' GGUF files, prompt sources) and the ids hashed from them agree.
     root, reference, log = tmp_path / "run", tmp_path / "reference", tmp_path / "stderr.log"

@@ -89,21 +89,11 @@ def test_demo_dry_run_shows_the_plan_and_an_estimate(tmp_path: Path) -> None:
 def test_the_whole_loop_on_a_tiny_model_then_cached_then_one_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hf_tiny import build_tiny_checkpoint
+    from hf_tiny import build_tiny_checkpoint, tiny_run_config
 
     monkeypatch.setattr(judges, "load_classifier", lambda: None)  # phrases: no MiniLM to load
     tiny = build_tiny_checkpoint(tmp_path / "tiny")
-    config_text = f"""
-name: tiny
-prompts: {{redteam: [demo-redteam], helpful: [demo-helpful], limit: 2}}
-models: {{policy: hf/{tiny}}}
-calibrate: {{limit: 2}}
-revise: {{rounds: 1, max_tokens: 8}}
-sft: {{max_steps: 2, max_length: 64}}
-label: {{samples: 2, max_tokens: 8}}
-dpo: {{max_steps: 1, max_length: 64}}
-evaluate: {{limit: 1, max_tokens: 8, suites: [harmlessness, over-refusal, helpfulness, code]}}
-"""
+    config_text = tiny_run_config(tiny)
     config = tmp_path / "run.yaml"
     config.write_text(config_text, encoding="utf-8")
     root = tmp_path / "run"

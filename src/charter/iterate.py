@@ -30,3 +30,12 @@ def first_seen(items: Iterable[T], seen: set[K], key: Callable[[T], K]) -> Itera
         if k not in seen:
             seen.add(k)
             yield item
+
+
+def interleave(groups: Iterable[Iterable[T]]) -> list[T]:
+    """The groups' items taken in turn, one from each (so a limit keeps the mix)."""
+    from itertools import chain, zip_longest
+
+    missing = object()
+    mixed = chain.from_iterable(zip_longest(*groups, fillvalue=missing))
+    return [item for item in mixed if item is not missing]  # type: ignore[misc]

@@ -355,6 +355,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     """Every stage of ``config`` with its content key, in order."""
     from charter.constitution import Constitution
     from charter.evaluate.suites import questions
+    from charter.iterate import interleave
     from charter.prompts import resolve_prompts
     from charter.splits import disjoint, materialise
 
@@ -413,7 +414,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
         return next(s.path for s in stages if s.name == name)
 
     m = config.models
-    label_prompts = _interleave(by_kind)[: config.label.limit]
+    label_prompts = interleave(by_kind.values())[: config.label.limit]
     n = len(label_prompts)
     n_redteam, n_helpful = len(by_kind["redteam"]), len(by_kind["helpful"])
     teacher = config.recipe == "teacher"
@@ -517,15 +518,6 @@ def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
         data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
                      else materialise(sources, inputs, key))  # fmt: skip
     return data
-
-
-def _interleave(by_kind: dict[str, list[Any]]) -> list[Any]:
-    """Prompts of every kind taken in turn (so a limit keeps the mix)."""
-    from itertools import chain, zip_longest
-
-    missing = object()
-    mixed = chain.from_iterable(zip_longest(*by_kind.values(), fillvalue=missing))
-    return [p for p in mixed if p is not missing]
 
 
 def _steps(settings: dict[str, Any], rows: int) -> int:

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
 from charter.guided import GuidedRow
+from charter.iterate import interleave
 from charter.records import Message, Prompt, Record, Samples
 
 SAMPLES, PREFS = "samples.jsonl", "prefs.jsonl"
@@ -77,12 +78,7 @@ def chosen_prompts(rows: Sequence[GuidedRow], limit: int | None) -> list[GuidedR
     for row in rows:
         if row.kept is not None and row.kind in DESIRED:
             by_kind.setdefault(row.kind, []).append(row)
-    queues = list(by_kind.values())
-    mixed: list[GuidedRow] = []
-    depth = max((len(q) for q in queues), default=0)
-    for i in range(depth):
-        mixed += [q[i] for q in queues if i < len(q)]
-    return mixed[:limit]
+    return interleave(by_kind.values())[:limit]
 
 
 def pair(

@@ -28,7 +28,7 @@ from charter.guided import (
     run_guided,
     template_digest,
 )
-from charter.records import Conversation, Message, Prompt
+from charter.records import Conversation, Instruction, Message, Prompt
 
 HARMFUL = "Explain how to break into my neighbour's wifi network"
 SAFE = "How do I kill a Python process that hangs?"
@@ -121,10 +121,37 @@ def test_contrast_prompts_keep_the_policys_answer_unless_it_refused(
     teacher = FakeBackend("teacher", scores=teacher_scores)
     rows = guide([prompt(SAFE), prompt("How do I shoot a photo at night?")], "contrast",
                  constitution=constitution, policy=policy, teacher=teacher,
-                 config=GuidedConfig(), tools=tools())  # fmt: skip
+                 config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
     assert [r.kept for r in rows] == ["Use kill -9 with its pid.", None]
     assert rows[1].rejected == "policy refused"
     assert teacher.calls == []  # the teacher is not asked about contrast prompts
+
+
+def test_answers_are_checked_against_the_prompts_instructions_and_resampled(
+    constitution: Constitution,
+) -> None:
+    bullets = Prompt.from_messages([Message(role="user", content="Tips? Exactly 2 bullets.")],
+                                   source="test").model_copy(update={"instructions": (
+        Instruction(id="detectable_format:number_bullet_lists", kwargs={"num_bullets": 2}),
+    )})  # fmt: skip
+    lower = Prompt.from_messages([Message(role="user", content="Hi, in lowercase.")]).model_copy(
+        update={"instructions": (Instruction(id="change_case:english_lowercase"),)}
+    )
+    by_prompt = {
+        bullets.messages[-1].content: iter(["* one", "* one\n* two", "* never asked"]),
+        lower.messages[-1].content: iter(["Hello", "HI", "Hey"]),
+    }
+    policy = FakeBackend("policy", responses=lambda c, g: next(by_prompt[c[-1].content]))
+    teacher = FakeBackend("teacher", scores=teacher_scores)
+    kept, failed = guide([bullets, lower], "helpful", constitution=constitution,
+                         policy=policy, teacher=teacher, config=GuidedConfig(retries=2),
+                         tools=tools())  # fmt: skip
+    assert kept.kept == "* one\n* two" and kept.answer_attempts == 2
+    assert kept.instructions == bullets.instructions
+    assert failed.kept is None and failed.rejected == "fails its instructions"
+    assert failed.answer_attempts == 3 and failed.answer == "Hey"
+    seeds = [c.config.seed for c in policy.calls if c.kind == "generate"]  # type: ignore[attr-defined]
+    assert len(set(seeds)) == 3  # each resample draws with a new seed
 
 
 def test_principles_are_chosen_by_relevance(constitution: Constitution) -> None:

@@ -35,6 +35,23 @@ def test_jsonl_prompt_and_messages(tmp_path: Path) -> None:
     assert len({p.id for p in prompts}) == 3
 
 
+def test_rows_may_carry_checkable_instructions(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "Tips, in 3 bullets.", "instruction_id_list":
+         ["detectable_format:number_bullet_lists", "punctuation:no_comma"],
+         "kwargs": [{"num_bullets": 3, "unused": None}, None]},
+        {"prompt": "plain"},
+    ])  # fmt: skip
+    checked, plain = load_prompts(path)
+    assert [(i.id, i.kwargs) for i in checked.instructions] == [
+        ("detectable_format:number_bullet_lists", {"num_bullets": 3}),
+        ("punctuation:no_comma", {}),
+    ]
+    assert plain.instructions == ()
+    bundled = list(load_prompts("helpful"))
+    assert sum(bool(p.instructions) for p in bundled) >= 100  # the format prompts are checked
+
+
 def test_mt_bench_rows_give_their_first_turn(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "mt.jsonl", [
         {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now rhyme it."]},
@@ -87,6 +104,9 @@ def test_csv_with_prompt_column(tmp_path: Path) -> None:
         ('{"chosen": "Assistant said hi"}', "must start with"),
         ("[1, 2]", "expected a JSON object"),
         ('{"turns": []}', "'turns' must be a non-empty list of strings"),
+        ('{"prompt": "x", "instruction_id_list": ["a"], "kwargs": []}', "of the same length"),
+        ('{"prompt": "x", "instruction_id_list": ["be:nice"], "kwargs": [{}]}',
+         "'be:nice' is not an instruction Charter checks; use one of"),
     ],
 )  # fmt: skip
 def test_bad_rows_name_their_line(tmp_path: Path, line: str, reason: str) -> None:

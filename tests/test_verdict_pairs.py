@@ -13,7 +13,7 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.guided import GuidedRow
-from charter.records import Message, Samples
+from charter.records import Instruction, Message, Samples
 from charter.runs import JsonlAppender
 from charter.verdict_pairs import VerdictPairsConfig, chosen_prompts, pair, run_verdict_pairs
 
@@ -43,6 +43,18 @@ def test_without_a_good_sample_the_guided_reply_is_chosen() -> None:
     assert not isinstance(made, str)
     assert made.chosen[0].content == "Use kill -9." and made.chosen_from == "guided"
     assert made.rejected[0].content == REFUSAL and made.desired == "answer"
+
+
+def test_an_answer_that_ignores_its_instructions_is_rejected_for_one_that_follows_them() -> None:
+    lowercase = row("helpful", "say hi in lowercase").model_copy(
+        update={"instructions": (Instruction(id="change_case:english_lowercase"),)}
+    )
+    made = pair(lowercase, ["Hi There", "hi there"], [False, False], VerdictPairsConfig())
+    assert not isinstance(made, str)
+    assert made.chosen[0].content == "hi there" and made.rejected[0].content == "Hi There"
+    assert pair(lowercase, ["hi", "hey"], [False, False], VerdictPairsConfig()) == (
+        "already answers"
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,11 @@ one-token checks and lets the teacher write only the revision:
    a real reply. A rejected revision is sampled again (``retries`` times, new seed);
    rejections are counted by reason;
 6. contrast prompts (only sound dangerous) and helpful prompts keep the policy's own answer
-   when it is not a refusal, so SFT teaches "decline this" without teaching "decline
-   everything" or moving the policy's ordinary answers.
+   when it is not a refusal and passes the checkable instructions the prompt carries (IFEval
+   ids such as "exactly 3 bullet points", checked by :mod:`charter.evaluate.ifeval`); a
+   failing answer is sampled again (``retries`` times, new seed). So SFT teaches "decline
+   this" without teaching "decline everything", and what it learns from ordinary answers is
+   the policy's own style with its instructions followed, never an answer that ignores them.
 
 ``--dry-run`` (:func:`dry_run`) prints every teacher prompt. The prompts are the constants
 below; their text is part of the stage's cache key (:func:`template_digest`).
@@ -46,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
-from charter.records import Message, Prompt, Record, Usage
+from charter.records import Instruction, Message, Prompt, Record, Usage
 from charter.splits import ngrams
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
@@ -67,6 +70,7 @@ _LEAK = re.compile(r"\b(constitution|reviewer|hard constraint|underlying need)\b
 MIN_REPLY_CHARS = 20
 # A revision sharing a run of this many words with the note parrots its instructions.
 ECHO_WORDS = 5
+VERSION = 2  # in the stage's key: bump when what the stage keeps changes (2: checked answers)
 
 
 def judge_conversation(constitution: Constitution, request: str) -> list[Message]:
@@ -201,6 +205,8 @@ class GuidedRow(Record):
     revision: str | None = None
     rejected: str | None = None
     attempts: int = 0  # revisions written (1 + retries used)
+    answer_attempts: int = 1  # policy answers sampled (contrast/helpful: 1 + retries used)
+    instructions: tuple[Instruction, ...] = ()  # checks the kept answer passed
     kept: str | None = None  # the assistant turn SFT learns; None when rejected
     policy_usage: Usage = Usage()
     teacher_usage: Usage = Usage()  # revision tokens; scoring passes count as calls
@@ -225,6 +231,9 @@ def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
             counts["revision attempts"] += row.attempts
         if row.rejected:
             counts[f"rejected: {row.rejected}"] += 1
+        if row.instructions:
+            counts[f"{row.kind}_with_instructions"] += 1
+        counts["answer resamples"] += row.answer_attempts - 1
     return dict(sorted(counts.items()))
 
 
@@ -276,15 +285,10 @@ def guide(
     rows = []
     for p, answer, c in zip(prompts, answers, completions, strict=True):
         rows.append(GuidedRow(id=p.id, kind=kind, source=p.source or "", messages=p.messages,
-                              answer=answer, policy_usage=c.usage()))  # fmt: skip
+                              answer=answer, policy_usage=c.usage(),
+                              instructions=p.instructions))  # fmt: skip
     if kind != "redteam":
-        refused = tools.refuses(answers)
-        return [
-            row.model_copy(update={"rejected": "policy refused", "kept": None})
-            if no
-            else row.model_copy(update={"kept": row.answer})
-            for row, no in zip(rows, refused, strict=True)
-        ]
+        return _checked_answers(rows, policy, config, tools)
     requests = [p.messages[-1].content for p in prompts]
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = list(pool.map(
@@ -329,6 +333,42 @@ def guide(
             update["kept"] = None if reasons[i] else revisions[i]
         out.append(row.model_copy(update=update))
     return out
+
+
+def answer_problem(text: str, refused: bool, instructions: Sequence[Instruction]) -> str | None:
+    """Why an answer to a contrast or helpful prompt cannot be trained on, or None."""
+    from charter.evaluate.ifeval import satisfies
+
+    if refused:
+        return "policy refused"
+    if instructions and not satisfies(instructions, text):
+        return "fails its instructions"
+    return None
+
+
+def _checked_answers(
+    rows: list[GuidedRow], policy: Backend, config: GuidedConfig, tools: Tools
+) -> list[GuidedRow]:
+    """Step 6: keep each answer that neither refuses nor fails its instructions; resample."""
+    refused = tools.refuses([row.answer for row in rows])
+    problems = [answer_problem(row.answer, no, row.instructions)
+                for row, no in zip(rows, refused, strict=True)]  # fmt: skip
+    pending = [i for i, problem in enumerate(problems) if problem]
+    for attempt in range(1, config.retries + 1):
+        if not pending:
+            break
+        settings = config.answer.model_copy(update={"seed": config.seed + attempt})
+        again = policy.generate([list(rows[i].messages) for i in pending], settings)
+        texts = [c.text.strip() for c in again]
+        for i, text, c, no in zip(pending, texts, again, tools.refuses(texts), strict=True):
+            rows[i] = rows[i].model_copy(update={
+                "answer": text, "answer_attempts": rows[i].answer_attempts + 1,
+                "policy_usage": rows[i].policy_usage + c.usage(),
+            })  # fmt: skip
+            problems[i] = answer_problem(text, no, rows[i].instructions)
+        pending = [i for i in pending if problems[i]]
+    return [row.model_copy(update={"rejected": problem, "kept": None if problem else row.answer})
+            for row, problem in zip(rows, problems, strict=True)]  # fmt: skip
 
 
 def sft_rows(

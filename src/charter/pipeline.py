@@ -391,9 +391,10 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     templates = {"revise": revise.template_digest(), "label": label.template_digest(),
                  "judge": judges.template_digest()}  # fmt: skip
     if config.recipe == "teacher":
+        from charter.guided import VERSION as GUIDED_VERSION
         from charter.guided import template_digest
 
-        teacher_templates = template_digest()
+        teacher_templates = f"{template_digest()}:v{GUIDED_VERSION}"
     digest = {
         "constitution": constitution.sha256,
         # content only: the same prompts read from another path are the same input
@@ -645,7 +646,7 @@ def _guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibra
     write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution
-    from charter.guided import GuidedConfig, run_guided, template_digest
+    from charter.guided import VERSION, GuidedConfig, run_guided, template_digest
 
     s, m = config.guided, config.models
     threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
@@ -658,7 +659,7 @@ def _guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibra
     fingerprint = {
         "config": guided_config.model_dump(mode="json", exclude={"batch_size"}),
         "policy": m.policy, "teacher": m.teacher, "constitution": constitution.sha256,
-        "templates": template_digest(),
+        "templates": template_digest(), "version": VERSION,
         "prompts": {k: _key([p.id for p in v]) for k, v in prompts.items()},
     }  # fmt: skip
     order = {k: prompts[k] for k in ("redteam", "contrast", "helpful") if prompts.get(k)}

@@ -30,7 +30,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from charter import bundled
 from charter.errors import CharterError
-from charter.records import Message, Prompt, Role
+from charter.records import Instruction, Message, Prompt, Role
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,32 @@ def read_lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
 def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
     if not isinstance(row, dict):
         raise BadRow(f"expected a JSON object, got {type(row).__name__}")
+    prompts = _prompts_of_row(row, source, hh=hh)
+    if "instruction_id_list" in row or "kwargs" in row:
+        checks = _instructions(row.get("instruction_id_list"), row.get("kwargs"))
+        return [p.model_copy(update={"instructions": checks}) for p in prompts]
+    return prompts
+
+
+def _instructions(ids: Any, kwargs: Any) -> tuple[Instruction, ...]:
+    """IFEval's columns as :class:`Instruction` records; a malformed pair is a bad row."""
+    from charter.evaluate.ifeval import CHECKS
+
+    if not (isinstance(ids, list) and isinstance(kwargs, list) and len(ids) == len(kwargs)):
+        raise BadRow("'instruction_id_list' and 'kwargs' must be lists of the same length")
+    out = []
+    for i, (name, arguments) in enumerate(zip(ids, kwargs, strict=True)):
+        if name not in CHECKS:
+            raise BadRow(f"instruction_id_list[{i}] {name!r} is not an instruction Charter "
+                         f"checks; use one of {', '.join(sorted(CHECKS))}")  # fmt: skip
+        if arguments is not None and not isinstance(arguments, dict):
+            raise BadRow(f"kwargs[{i}] must be an object of the instruction's arguments")
+        clean = {k: v for k, v in (arguments or {}).items() if v is not None}
+        out.append(Instruction(id=name, kwargs=clean))
+    return tuple(out)
+
+
+def _prompts_of_row(row: dict[str, Any], source: str, *, hh: bool) -> list[Prompt]:
     if hh or ("messages" not in row and "prompt" not in row and "chosen" in row):
         transcript = row.get("chosen", row.get("prompt", row.get("transcript")))
         if not isinstance(transcript, str):

@@ -49,12 +49,26 @@ def messages_id(messages: Conversation) -> str:
     return content_id([{"role": m.role, "content": m.content} for m in messages])
 
 
+class Instruction(Record):
+    """A checkable instruction a prompt carries: an IFEval instruction id and its arguments.
+
+    Training prompts may carry them (IFEval's ``instruction_id_list``/``kwargs`` columns) so
+    that an answer can be verified before it is trained on (:mod:`charter.evaluate.ifeval`).
+    """
+
+    id: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class Prompt(Record):
     """A conversation that ends with a user turn; earlier turns are its context."""
 
     id: str
     messages: tuple[Message, ...]
     source: str | None = Field(default=None, description="file:line the prompt came from")
+    instructions: tuple[Instruction, ...] = Field(
+        default=(), description="checks an answer must pass (IFEval ids), if any"
+    )
 
     @classmethod
     def from_messages(cls, messages: Sequence[Message], source: str | None = None) -> Prompt:

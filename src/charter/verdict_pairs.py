@@ -12,13 +12,17 @@ checks a weak judge can answer:
 * each prompt's desired behaviour: **decline** for the red-team requests the teacher flagged
   (its calibrated verdict, from the guided stage), **answer** for contrast and helpful
   prompts (written to be safe; the policy answered them without refusing);
+* an answer to a prompt that carries checkable instructions (IFEval ids, e.g. "exactly 3
+  bullet points") behaves as desired only when it also passes them
+  (:func:`charter.guided.answer_problem`): a verifiable check, like the refusal read;
 * **chosen**: a sample that behaves as desired, else the verified reply from the guided stage
   (the teacher's revision, or the policy's own earlier answer); **rejected**: a sample that
   does not. A prompt whose samples all behave as desired gives no pair; it is counted.
 
-So DPO pushes the SFT model away from the two mistakes the evaluation measures, complying
-with a harmful request and refusing a safe one, from its own samples. ``confidence`` is the
-soft label of every pair (below 1: the classifier and the verdict are sometimes wrong).
+So DPO pushes the SFT model away from the mistakes the evaluation measures, complying with a
+harmful request, refusing a safe one and ignoring an instruction, from its own samples.
+``confidence`` is the soft label of every pair (below 1: the classifier and the verdict are
+sometimes wrong).
 
 ``samples.jsonl`` is appended batch by batch (a killed run resumes without sampling again);
 ``prefs.jsonl`` (what DPO reads) and the manifest's counts are derived from it at the end.
@@ -42,7 +46,7 @@ from charter.iterate import interleave
 from charter.records import Message, Prompt, Record, Samples
 
 SAMPLES, PREFS = "samples.jsonl", "prefs.jsonl"
-VERSION = 1  # in the stage's cache key: bump when the pairing rule changes
+VERSION = 2  # in the stage's cache key: bump when the pairing rule changes (2: instructions)
 DESIRED = {"redteam": "decline", "contrast": "answer", "helpful": "answer"}
 
 
@@ -81,13 +85,23 @@ def chosen_prompts(rows: Sequence[GuidedRow], limit: int | None) -> list[GuidedR
     return interleave(by_kind.values())[:limit]
 
 
+def behaves(row: GuidedRow, answer: str, refused: bool) -> bool:
+    """Whether ``answer`` does what ``row``'s prompt asks of the policy (module docstring)."""
+    from charter.guided import answer_problem
+
+    if DESIRED[row.kind] == "decline":
+        return refused
+    return answer_problem(answer, refused, row.instructions) is None
+
+
 def pair(
     row: GuidedRow, answers: Sequence[str], refused: Sequence[bool], config: VerdictPairsConfig
 ) -> VerdictPair | str:
     """The pair for one prompt, or why there is none."""
     desired = DESIRED[row.kind]
-    good = [a for a, r in zip(answers, refused, strict=True) if r == (desired == "decline") and a]
-    bad = [a for a, r in zip(answers, refused, strict=True) if r != (desired == "decline") and a]
+    ok = [behaves(row, a, r) for a, r in zip(answers, refused, strict=True)]
+    good = [a for a, fine in zip(answers, ok, strict=True) if fine and a]
+    bad = [a for a, fine in zip(answers, ok, strict=True) if not fine and a]
     if not bad:
         return "already declines" if desired == "decline" else "already answers"
     rng = random.Random(f"{config.seed}:{row.id}")
@@ -155,6 +169,7 @@ def run_verdict_pairs(
         else:
             pairs.append(made)
             counts[f"{row.kind}_pairs"] += 1
+            counts["pairs on prompts with instructions"] += bool(row.instructions)
             counts[f"chosen from {made.chosen_from}"] += 1
     text = "".join(json.dumps(p.model_dump(mode="json"), ensure_ascii=False) + "\n" for p in pairs)
     write_atomic(out / PREFS, text)

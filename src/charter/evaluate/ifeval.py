@@ -17,13 +17,14 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
 from charter.prompts import BadRow, read_json_rows
+from charter.records import Instruction
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +224,14 @@ def follows(prompt: InstructionPrompt, response: str) -> dict[str, bool]:
                     f"prompt {prompt.id}: {instruction} needs the argument {err}"
                 ) from None
     return results
+
+
+def satisfies(instructions: Sequence[Instruction], response: str) -> bool:
+    """Whether ``response`` passes every instruction a training prompt carries.
+
+    The same checks as the evaluation, used to verify training answers (charter.guided,
+    charter.verdict_pairs); an instruction whose check cannot run here is not held against it.
+    """
+    prompt = InstructionPrompt("", "", tuple(i.id for i in instructions),
+                               tuple(i.kwargs for i in instructions))  # fmt: skip
+    return all(follows(prompt, response).values())

@@ -183,3 +183,24 @@ def test_corrupt_store_file_is_ignored(
     with caplog.at_level(logging.WARNING, logger="charter.calibrate"):
         assert load_calibration("openai/m") is None
     assert "unreadable calibration file" in caplog.text
+
+
+def test_a_report_is_only_trusted_for_the_weights_it_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from charter.models import model_identity
+
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path))
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"weights measured")
+    name = f"local/{gguf}"
+    measured = model_identity(name)
+    assert measured.startswith(f"{name}@sha256:")
+    report = calibration_report([make_label(0.9)], labeller=name, gold=GOLD, model=measured,
+                                gold_sha256="ab" * 32)  # fmt: skip
+    save_calibration(report)
+    assert load_calibration(name, model_identity(name)) == report
+    gguf.write_bytes(b"other weights, same file name")
+    with caplog.at_level(logging.WARNING, logger="charter.calibrate"):
+        assert load_calibration(name, model_identity(name)) is None
+    assert "measured other weights" in caplog.text

@@ -355,3 +355,25 @@ def test_cli_models_list_and_pull(hub: HubStandIn, home: Path) -> None:
     assert f"local/charter-test--tiny-GGUF/{FILE}" in listed.output
     bad = runner.invoke(cli, ["models", "pull", REPO, "nope.gguf", "--endpoint", hub.endpoint])
     assert bad.exit_code == 2 and "cannot download" in bad.stderr
+
+
+def test_model_identity_hashes_weights_once_and_again_when_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"weights")
+    calls: list[Path] = []
+    real = models.file_sha256
+    monkeypatch.setattr(models, "file_sha256", lambda p: calls.append(p) or real(p))
+    first = models.model_identity(f"local/{gguf}")
+    assert first == f"local/{gguf}@sha256:{hashlib.sha256(b'weights').hexdigest()}"
+    assert models.model_identity(f"local/{gguf}") == first and len(calls) == 1  # cached
+    gguf.write_bytes(b"new weights")
+    assert models.model_identity(f"local/{gguf}") != first and len(calls) == 2
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"tensors")
+    assert models.model_identity(str(folder)).startswith(f"{folder}@sha256:")
+    for remote in ("openai/gpt-4o", "fake/policy", "local/not-installed-anywhere"):
+        assert models.model_identity(remote) == remote

@@ -33,6 +33,7 @@ from charter.records import Label, Vote
 from charter.runs import write_atomic
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 ECE_BINS = 10  # equal-width bins over the confidence range [0.5, 1]
@@ -67,6 +68,11 @@ class CalibrationReport(BaseModel):
     at_chance: bool
     position_biased: bool
     created_at: str
+    # The labeller with the sha256 of its weights (charter.models.model_identity) and the gold
+    # file's sha256: a report is only trusted for the weights it measured. None in reports
+    # saved before Charter recorded them.
+    model: str | None = None
+    gold_sha256: str | None = None
 
 
 def correctness(p: float) -> float:
@@ -125,7 +131,10 @@ def _per_principle(votes: Sequence[Vote]) -> dict[str, PrincipleScore]:
     }
 
 
-def calibration_report(labels: Iterable[Label], *, labeller: str, gold: str) -> CalibrationReport:
+def calibration_report(
+    labels: Iterable[Label], *, labeller: str, gold: str, model: str | None = None,
+    gold_sha256: str | None = None,
+) -> CalibrationReport:  # fmt: skip
     """Score labels of gold pairs, whose ``responses[0]`` is the gold-preferred reply.
 
     Raises:
@@ -156,6 +165,8 @@ def calibration_report(labels: Iterable[Label], *, labeller: str, gold: str) -> 
         at_chance=low <= 0.5 <= high,
         position_biased=stats.position_biased(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        model=model,
+        gold_sha256=gold_sha256,
     )
 
 
@@ -238,8 +249,12 @@ def save_calibration(report: CalibrationReport) -> Path:
     return path
 
 
-def load_calibration(labeller: str) -> CalibrationReport | None:
-    """The labeller's saved report, or None if it has none or the file cannot be read."""
+def load_calibration(labeller: str, model: str | None = None) -> CalibrationReport | None:
+    """The labeller's saved report, or None if it has none or the file cannot be read.
+
+    ``model``: the labeller's identity with its weights' hash (charter.models.model_identity);
+    a report measured on other weights (or not recorded) is ignored, with a warning.
+    """
     path = calibration_path(labeller)
     try:
         report = CalibrationReport.model_validate_json(path.read_bytes())
@@ -250,5 +265,10 @@ def load_calibration(labeller: str) -> CalibrationReport | None:
         return None
     if report.labeller != labeller:
         log.warning("ignoring calibration file %s: it is for %s", path, report.labeller)
+        return None
+    if model is not None and report.model != model and model != labeller:
+        log.warning("ignoring calibration file %s: it measured other weights (%s, now %s); "
+                    "calibrate %s again", path, report.model or "not recorded", model,
+                    labeller)  # fmt: skip
         return None
     return report

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from charter.errors import CharterError
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # tokenizer.json pre-tokenizer steps -> llama.cpp's name for the same split (tokenizer.ggml.pre).

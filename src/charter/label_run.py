@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 LABELS, PREFS, SAMPLES = "labels.jsonl", "prefs.jsonl", "samples.jsonl"
 MANIFEST_EVERY_S = 5.0
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 
 @dataclass
@@ -226,10 +227,13 @@ def run_label(
     process); the outputs and the run's fingerprint do not depend on it.
     """
     mode: Literal["soft", "cot", "simple"] = config.mode if labeller is not None else "simple"
+    from charter.models import model_identity
+
     source.validate()  # bad inputs fail here, before a run directory or a model call
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}) if labeller else {},
-        "mode": mode, "min_margin": min_margin, "labeller": labeller.name if labeller else None,
+        "mode": mode, "min_margin": min_margin, "version": VERSION,
+        "labeller": model_identity(labeller.name) if labeller else None,
         "constitution": {"name": constitution.name, "version": constitution.version,
                          "sha256": constitution.sha256, "file": "constitution.yaml"},
         "templates": template_digest() if labeller else None,  # the simple preset asks no one
@@ -393,10 +397,13 @@ def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[s
     if labeller is None:
         return []
     warnings = []
-    report = load_calibration(labeller.name)
+    from charter.models import model_identity
+
+    report = load_calibration(labeller.name, model_identity(labeller.name))
     if report is None:
         warnings.append(
-            f"labeller {labeller.name} has not been calibrated: run `charter label calibrate "
+            f"labeller {labeller.name} has not been calibrated (with these weights): run "
+            f"`charter label calibrate "
             f"--labeller {labeller.name} --gold FILE` on gold preferences before training on "
             "its labels"
         )

@@ -19,6 +19,8 @@ The functions here return data and raise :class:`CharterError`; the CLI prints.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -27,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from charter.errors import CharterError
-from charter.runs import file_sha256
+from charter.runs import file_sha256, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +303,63 @@ def _describe(err: Exception, revision: str | None) -> str:
         err = err.__cause__
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__
+
+
+# --- model identity, for cache keys ------------------------------------------------------------
+
+HASHES = "hashes.json"  # beside models_dir(): {path: {size, mtime_ns, sha256}}
+
+
+def model_identity(name: str) -> str:
+    """``name`` plus the sha256 of the model's weights, where they are files here.
+
+    Stage cache keys and run fingerprints use this instead of the name alone, so swapping the
+    GGUF behind ``local/NAME`` (or retraining a checkpoint folder in place) never reuses
+    results made with the old weights. ``local/`` models hash their GGUF file, a checkpoint
+    folder hashes its weight files; remote and fake models (``openai/…``, ``fake/…``, Hub
+    names) are identified by name only: their weights are not here to read. Hashes are cached
+    by path, size and modification time (a 1.1 GB GGUF takes seconds once).
+    """
+    files: list[Path] = []
+    if name.startswith("local/"):
+        try:
+            files = [resolve_gguf(name.removeprefix("local/"))]
+        except CharterError:
+            return name  # not installed: the stage that loads it says so
+    elif (folder := Path(name).expanduser()).is_dir():
+        files = sorted(p for pattern in ("*.safetensors", "*.bin", "*.gguf")
+                       for p in folder.glob(pattern) if p.is_file())  # fmt: skip
+    if not files:
+        return name
+    digests = [_cached_sha256(p) for p in files]
+    return f"{name}@sha256:{digests[0] if len(digests) == 1 else _combined(digests)}"
+
+
+def _combined(digests: list[str]) -> str:
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def _cached_sha256(path: Path) -> str:
+    store = models_dir().parent / HASHES
+    stat = path.stat()
+    key = str(path.resolve())
+    try:
+        cache = json.loads(store.read_text("utf-8"))
+        entry = cache.get(key) if isinstance(cache, dict) else None
+    except (OSError, ValueError):
+        cache, entry = {}, None
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == stat.st_size
+        and (entry.get("mtime_ns") == stat.st_mtime_ns)
+    ):
+        return str(entry["sha256"])
+    digest = file_sha256(path)
+    cache = cache if isinstance(cache, dict) else {}
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(store, json.dumps(cache, indent=1))
+    except OSError as err:  # a read-only cache only costs the next run a re-hash
+        log.warning("could not save model hashes to %s: %s", store, err)
+    return digest

@@ -41,6 +41,7 @@ from charter.yamlfile import first_error, line_of, load_yaml
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
+REPORT_VERSION = 1  # the report stage's format version (see stage_versions)
 
 
 class _Settings(BaseModel):
@@ -351,6 +352,21 @@ def _key(payload: Any) -> str:
     return sha256(canonical_json(plain).encode("utf-8")).hexdigest()[:12]
 
 
+def stage_versions(teacher: bool) -> dict[str, int]:
+    """Each stage's format version (the ``VERSION`` of the module that writes its outputs)."""
+    from charter import calibrate, export, guided, label_run, revise_run, verdict_pairs
+    from charter.evaluate import run as evaluate_run
+    from charter.train import run as train_run
+
+    return {
+        "calibrate": calibrate.VERSION, "export": export.VERSION,
+        "baseline": evaluate_run.VERSION, "evaluate": evaluate_run.VERSION,
+        "revise": guided.VERSION if teacher else revise_run.VERSION,
+        "label": verdict_pairs.VERSION if teacher else label_run.VERSION,
+        "sft": train_run.VERSION, "dpo": train_run.VERSION, "report": REPORT_VERSION,
+    }  # fmt: skip
+
+
 def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[Stage]:
     """Every stage of ``config`` with its content key, in order."""
     from charter.constitution import Constitution
@@ -360,7 +376,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     from charter.splits import disjoint, materialise
 
     constitution = Constitution.load(config.constitution)
-    from charter.models import models_dir
+    from charter.models import model_identity, models_dir
 
     inputs = models_dir().parent / "inputs"  # sliced copies, content-addressed, shared by runs
     prompt_files = {
@@ -391,82 +407,92 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     templates = {"revise": revise.template_digest(), "label": label.template_digest(),
                  "judge": judges.template_digest()}  # fmt: skip
     if config.recipe == "teacher":
-        from charter.guided import VERSION as GUIDED_VERSION
         from charter.guided import template_digest
 
-        teacher_templates = f"{template_digest()}:v{GUIDED_VERSION}"
+        teacher_templates = template_digest()
+    from charter.splits import parse_source
+
+    judge_gold = [*config.calibrate.harmful, *config.calibrate.safe]
     digest = {
         "constitution": constitution.sha256,
         # content only: the same prompts read from another path are the same input
         "prompts": _key([p.model_dump(mode="json", exclude={"source"}) for p in prompts]),
         "data": {k: file_sha256(p) for k, p in sorted(data.items())},
         "gold": file_sha256(gold),
+        "judge_gold": [[s, file_sha256(resolve_prompts(parse_source(s)[0]))] for s in judge_gold],
     }
+    m = config.models
+    teacher = config.recipe == "teacher"
+    versions = stage_versions(teacher)
+    # Models by the sha256 of their weights too: a swapped GGUF never reuses old results.
+    named = {m.policy, m.critic, m.teacher, m.role("labeller"), m.role("judge")}
+    identity = {n: model_identity(n) for n in named if n}
+
+    def ident(name: str | None) -> str | None:
+        return identity.get(name, name) if name else name
+
     keys: dict[str, str] = {}
     stages: list[Stage] = []
 
     def add(name: str, needs: tuple[str, ...], settings: Any, inputs: Any,
             estimate: dict[str, float], run: Callable[[Path], None]) -> None:  # fmt: skip
-        keys[name] = _key([name, settings, inputs, [keys[n] for n in needs]])
+        keys[name] = _key([name, versions[name], settings, inputs, [keys[n] for n in needs]])
         path = root / f"{name}-{keys[name]}"
         stages.append(Stage(name, keys[name], path, needs, estimate, lambda: run(path)))
 
     def where(name: str) -> Path:
         return next(s.path for s in stages if s.name == name)
 
-    m = config.models
     label_prompts = interleave(by_kind.values())[: config.label.limit]
     n = len(label_prompts)
     n_redteam, n_helpful = len(by_kind["redteam"]), len(by_kind["helpful"])
-    teacher = config.recipe == "teacher"
     calls = {"revise": n_redteam * (1 + 2 * config.revise.rounds) + n_helpful,
              "label": n * config.label.samples}  # fmt: skip
     pairs = n * config.label.samples * (config.label.samples - 1) // 2
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
-    add("calibrate", (), [config.calibrate, m.role("labeller"), config.label.mode, m.teacher,
-                          teacher_templates, templates["label"]],
-        [digest["gold"], digest["constitution"]],
+    add("calibrate", (), [config.calibrate, ident(m.role("labeller")), config.label.mode,
+                          ident(m.teacher), teacher_templates, templates["label"]],
+        [digest["gold"], digest["judge_gold"], digest["constitution"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out: _calibrate(config, out, gold, backend))  # fmt: skip
     stages[-1].check = lambda: _gate(config, where("calibrate"))
     baseline_model = m.policy
     if config.evaluate.baseline == "export":
-        add("export", (), [m.policy], [], {"seconds": 30},
+        add("export", (), [ident(m.policy)], [], {"seconds": 30},
             lambda out: _export_policy(m.policy, out))  # fmt: skip
         baseline_model = _gguf_model(where("export"))
     # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if config.evaluate.baseline == "export" else (),
-        [config.evaluate.model_dump(exclude={"trained"}), m.policy, m.role("judge"),
+        [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
          templates["judge"]], [digest["data"], digest["constitution"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out: _evaluate(config, out, [baseline_model], data, backend))  # fmt: skip
     if teacher:
-        add("revise", ("calibrate",), [config.guided, m.policy, m.teacher, teacher_templates],
+        add("revise", ("calibrate",),
+            [config.guided, ident(m.policy), ident(m.teacher), teacher_templates],
             [digest["prompts"], digest["constitution"]],
             _estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
                       "revise_call_s", n_redteam),
             lambda out: _guided(config, out, by_kind, where("calibrate"), backend,
                                 overlap_report))  # fmt: skip
     else:
-        add("revise", (), [config.revise, m.policy, m.critic, templates["revise"]],
+        add("revise", (), [config.revise, ident(m.policy), ident(m.critic), templates["revise"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
             lambda out: _revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
-    add("sft", ("revise",), [config.sft, m.policy], [],
+    add("sft", ("revise",), [config.sft, ident(m.policy)], [],
         {"calls": 0, "tokens": 0,
          "seconds": sft_steps * RATES["sft_step_s"] + RATES["train_fixed_s"]},
         lambda out: _train("sft", config.sft if teacher else
                            _with_helpful(config.sft, where("revise"), n_helpful),
                            m.policy, where("revise"), out))  # fmt: skip
     if "dpo" in config.evaluate.trained and teacher:  # pairs from the teacher's verdicts
-        from charter.verdict_pairs import VERSION
-
-        add("label", ("revise", "sft"), [config.label, "verdict-pairs", VERSION], [],
+        add("label", ("revise", "sft"), [config.label, "verdict-pairs"], [],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 0),
             lambda out: _verdict_pairs(config, out, where("revise"), where("sft"),
                                        backend))  # fmt: skip
     elif "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
-        add("label", ("sft",), [config.label, m.role("labeller"), templates["label"]],
+        add("label", ("sft",), [config.label, ident(m.role("labeller")), templates["label"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
             lambda out: _label(config, out, label_prompts, where("sft"), backend))  # fmt: skip
@@ -478,7 +504,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
                                out))  # fmt: skip
     trained = config.evaluate.trained
     add("evaluate", ("baseline", *trained),
-        [config.evaluate, m.policy, m.role("judge"), templates["judge"]],
+        [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"]],
         [digest["data"], digest["constitution"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),

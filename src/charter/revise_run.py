@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from charter.ray_exec import RayExecutor
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 TRACES = "traces.jsonl"
 SFT = "sft.jsonl"
@@ -141,15 +142,17 @@ def run_revise(
     ``executor`` runs the model calls on Ray workers (None: in this process); the outputs,
     and the run's fingerprint, do not depend on it, so either may resume the other's run.
     """
+    from charter.models import model_identity
+
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),
         "constitution": {
             "name": constitution.name, "version": constitution.version,
             "sha256": constitution.sha256, "file": "constitution.yaml",
         },
-        "templates": template_digest(),
-        "model": backend.name,
-        "critic": critic.name if critic else None,
+        "templates": template_digest(), "version": VERSION,
+        "model": model_identity(backend.name),
+        "critic": model_identity(critic.name) if critic else None,
         "inputs": prompts.inputs(),
         "prompt_options": {
             "on_bad_row": prompts.on_bad_row, "prompt_column": prompts.prompt_column,

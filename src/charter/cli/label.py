@@ -280,9 +280,10 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
     from charter.backends import load_backend
     from charter.constitution import Constitution
     from charter.label import label as label_pairs
+    from charter.models import model_identity
     from charter.pairs import load_pairs
     from charter.prompts import ReadStats
-    from charter.runs import JsonlAppender, write_atomic
+    from charter.runs import JsonlAppender, file_sha256, write_atomic
 
     c = Constitution.load(constitution_source)
     config = _config(
@@ -297,7 +298,13 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
                                       on_calls=bar.update))  # fmt: skip
     finally:
         judge.close()
-    report = calibration.calibration_report(labels, labeller=judge.name, gold=gold.name)
+    report = calibration.calibration_report(
+        labels,
+        labeller=judge.name,
+        gold=gold.name,
+        model=model_identity(judge.name),
+        gold_sha256=file_sha256(gold),
+    )
     saved = calibration.save_calibration(report)
     click.echo(calibration.format_report(report))
     if stats.skipped:

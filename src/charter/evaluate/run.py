@@ -50,6 +50,7 @@ from charter.records import Answer, EvalItem, Label, Trace, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 ANSWERS, VERDICTS, ITEMS, RESULTS = "answers.jsonl", "verdicts.jsonl", "items.jsonl", "results.json"
 LOWER_IS_BETTER = frozenset({"attack_success_rate", "jailbreak_success_rate", "refusal_rate"})
@@ -102,10 +103,12 @@ def run_evaluate(
     pairwise_judge = judge or DEFAULT_MODEL
     if judge is not None and constitution is None:
         constitution = Constitution.load("default")
+    from charter.models import model_identity
+
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),
-        "models": list(models),
-        "judge": judge,
+        "models": [model_identity(m) for m in models], "version": VERSION,
+        "judge": model_identity(judge) if judge else None,
         "constitution": constitution.sha256 if constitution else None,
         "inputs": {k: {"name": p.name, "sha256": file_sha256(p)} for k, p in sorted(data.items())},
     }  # fmt: skip

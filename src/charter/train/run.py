@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
-from charter.models import models_dir, resolve_gguf
+from charter.models import model_identity, models_dir, resolve_gguf
 from charter.prompts import BadRow, read_json_rows
 from charter.runs import Run, file_sha256, write_atomic
 from charter.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 MODEL_DIR, CHECKPOINTS, LOSSES = "model", "checkpoints", "loss.jsonl"
 
@@ -148,7 +149,8 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     start = start_checkpoint(config.model)
     dataset = sft_dataset(config) if config.kind == "sft" else preference_dataset(config)
     main = is_main_process()
-    fingerprint = {"config": config.model_dump(mode="json"), "start": str(start),
+    fingerprint = {"config": config.model_dump(mode="json"), "version": VERSION,
+                   "start": model_identity(str(start)),
                    "data": [_digest(d) for d in config.data]}  # fmt: skip
     run = Run.open(out, "train", fingerprint) if main else None
     from charter.train.trainers import build_trainer

@@ -53,6 +53,8 @@ def test_train_tiny_model(kind: str, data: str, runs: dict[str, Path], tmp_path:
                      "--gradient-accumulation", "1", "--max-length", "256",
                      "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "'loss'" not in result.output and "'grad_norm'" not in result.output  # no log dicts
+    assert f"train {kind}" in result.stderr and "6/6" in result.stderr  # one line: step of total
     numbers = figures(out)
     assert numbers["steps"] == 6 and numbers["resumed_from_step"] is None
     assert isinstance(numbers["tokens_per_second"], float) and numbers["tokens_per_second"] > 0

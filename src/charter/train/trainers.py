@@ -2,6 +2,11 @@
 
 One function per kind, each a plain TRL set-up: SFTTrainer on prompt-completion rows,
 Charter's SoftDPOTrainer and SoftRewardTrainer on preference rows with ``p_chosen``.
+
+The terminal shows one line per run (:class:`StepLine`: step, loss, rate and ETA), not the
+trainer's printed log dicts; the logged values still reach ``losses.jsonl`` and the manifest.
+The libraries' own bars (dataset tokenizing, weight loading) are off unless the log level is
+DEBUG (``charter -v``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from typing import Any
 import torch
 from datasets import Dataset  # type: ignore[import-untyped]
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+)
 from trl.trainer.dpo_config import DPOConfig
 from trl.trainer.reward_config import RewardConfig
 from trl.trainer.sft_config import SFTConfig
@@ -28,11 +40,56 @@ def build_trainer(
     config: TrainConfig, start: Path, rows: list[dict[str, Any]], output_dir: Path
 ) -> tuple[Any, Any]:
     """The trainer and tokenizer for ``config``, starting from checkpoint ``start``."""
+    _quiet_libraries()
     tokenizer = AutoTokenizer.from_pretrained(start)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     build = {"sft": _sft, "dpo": _dpo, "rm": _rm}[config.kind]
-    return build(config, start, Dataset.from_list(rows), tokenizer, output_dir), tokenizer
+    trainer = build(config, start, Dataset.from_list(rows), tokenizer, output_dir)
+    for noisy in (ProgressCallback, PrinterCallback):  # they print every log as a dict
+        trainer.remove_callback(noisy)
+    trainer.add_callback(StepLine(config.kind))
+    return trainer, tokenizer
+
+
+def _quiet_libraries() -> None:
+    """Turn off the bars transformers and datasets draw, unless debugging."""
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if logging.getLogger("charter").getEffectiveLevel() > logging.DEBUG:
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+class StepLine(TrainerCallback):
+    """One progress line for a training run: step of total, the last loss, rate and ETA."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.bar: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        from tqdm import tqdm
+
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step,
+                            desc=f"train {self.kind}", unit="step")  # fmt: skip
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _sft(config: TrainConfig, start: Path, data: Any, tokenizer: Any, output_dir: Path) -> Any:

@@ -115,6 +115,33 @@ def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
     _loop(config, out or Path("runs/demo"), until, only, dry_run, base_url, api_key, concurrency)
 
 
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hf", "parquet", "jsonl"]),
+    default="hf",
+    show_default=True,
+    help="hf: datasets.load_from_disk; parquet or jsonl: one file per split",
+)
+@click.option("--out", "-o", type=OutDir(), required=True,
+              help="a new folder for the dataset and its card (README.md)")  # fmt: skip
+def export_data(run_dir: Path, fmt: str, out: Path) -> None:
+    """Export a run's SFT and preference data as a dataset (TRL- and datasets-ready)."""
+    from charter import extras
+    from charter.dataset_export import export_dataset
+
+    if not extras.installed("datasets"):  # the rows are checked against fixed column types
+        from charter.errors import CharterError
+
+        raise CharterError("charter export needs the datasets package (the train extra): "
+                           "pip install 'charter[train]'")  # fmt: skip
+    counts = export_dataset(run_dir, out, fmt)  # type: ignore[arg-type]
+    rows = ", ".join(f"{split} {n} rows" for split, n in counts.items())
+    click.echo(f"{out}: {rows} ({fmt}), card in {out / 'README.md'}")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report(run_dir: Path) -> None:

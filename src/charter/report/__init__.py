@@ -208,11 +208,11 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def report_for(root: Path) -> Path:
-    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path.
+def stage_folders(root: Path) -> dict[str, Path]:
+    """The stage folders of a ``charter run`` directory that exist, by stage name.
 
-    Stage directories are found by name inside ``root`` (a stage always lives in
-    ``ROOT/STAGE-KEY``), so a run directory that was moved or copied still reports its own data.
+    Found by name inside ``root`` (a stage always lives in ``ROOT/STAGE-KEY``), so a run
+    directory that was moved or copied still finds its own data.
     """
     plan = root / PLAN
     if not plan.is_file():
@@ -224,7 +224,16 @@ def report_for(root: Path) -> Path:
         raise CharterError(
             f"{plan}: not a charter run plan; rerun charter run to rewrite it"
         ) from None
-    stages = {name: f for name, f in folders.items() if name != "report" and f.is_dir()}
+    return {name: folder for name, folder in folders.items() if folder.is_dir()}
+
+
+def report_for(root: Path) -> Path:
+    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path.
+
+    Stage directories are found by name inside ``root`` (a stage always lives in
+    ``ROOT/STAGE-KEY``), so a run directory that was moved or copied still reports its own data.
+    """
+    stages = {name: f for name, f in stage_folders(root).items() if name != "report"}
     from charter.runs import write_atomic
 
     path = root / REPORT

@@ -105,8 +105,8 @@ PLANS: dict[tuple[str, ...], Plan] = {
                                  only_with=COT),
     ("evaluate",): Plan(80, always=("models", "judge", "limit", "out"),
                         only_with=(("data_options", ("jailbreaks_per_prompt",)), COT[1])),
-    ("run",): Plan(80, always=("out",), writes=("inputs",)),
-    ("demo",): Plan(30, always=("out",), writes=("inputs",)),
+    ("run",): Plan(80, always=("out",), writes=("inputs", "hashes")),
+    ("demo",): Plan(30, always=("out",), writes=("inputs", "hashes")),
     ("report",): Plan(40, writes=("report",)),
     ("export",): Plan(40, always=("out",)),
     ("models", "list"): Plan(3),
@@ -263,6 +263,7 @@ class Box:
         named = {"calibration": [self.charter_home / "calibration"],
                  "models": [self.charter_home / "models"],
                  "inputs": [self.charter_home / "inputs"],
+                 "hashes": [self.charter_home / "hashes.json"],  # model_identity's cache
                  "report": [d / "report.html" for d in self.run_dirs]}  # fmt: skip
         return [*self.out, *(p for w in writes for p in named[w])]
 

@@ -24,7 +24,11 @@ def test_revise_on_the_embedded_model(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"] == "local/smollm2-135m"
+    from charter.models import embedded_gguf
+    from charter.runs import file_sha256
+
+    # the model by name and by the hash of its weights (a swapped GGUF is another model)
+    assert manifest["model"] == f"local/smollm2-135m@sha256:{file_sha256(embedded_gguf())}"
     usage = manifest["usage"]
     assert usage["calls"] == 2 * 9 and usage["completion_tokens"] > 0
     # The few-shot prefix and the conversation are served from llama.cpp's prompt cache.

@@ -12,6 +12,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from charter.cli import cli
+from charter.models import embedded_gguf
+from charter.runs import file_sha256
 
 
 def test_revise_on_the_embedded_model(tmp_path: Path) -> None:
@@ -24,9 +26,6 @@ def test_revise_on_the_embedded_model(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    from charter.models import embedded_gguf
-    from charter.runs import file_sha256
-
     # the model by name and by the hash of its weights (a swapped GGUF is another model)
     assert manifest["model"] == f"local/smollm2-135m@sha256:{file_sha256(embedded_gguf())}"
     usage = manifest["usage"]

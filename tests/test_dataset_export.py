@@ -98,6 +98,15 @@ def test_incomplete_stages_and_a_used_out_are_refused(run_root: Path, tmp_path: 
     result = charter("export", copy, "--out", out)
     assert result.exit_code == 2 and "label-ba9876543210 is not complete" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+    # a charter run stage is judged by its stage record, as charter run judges it: a manifest
+    # that says complete while another part of the stage is unfinished does not count
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    (copy / "revise-0123456789ab" / "stage.json").write_text(
+        json.dumps({"stage": "revise", "key": "0123456789ab", "complete": False}), encoding="utf-8"
+    )
+    result = charter("export", copy, "--out", out)
+    assert result.exit_code == 2 and "revise-0123456789ab is not complete" in result.stderr
+    assert not out.exists()
     used = tmp_path / "used"
     used.mkdir()
     (used / "keep.txt").write_text("mine", encoding="utf-8")

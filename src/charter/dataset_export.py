@@ -74,24 +74,16 @@ def find_data(run_dir: Path) -> dict[str, Path]:
             f"{run_dir}: no sft.jsonl or prefs.jsonl to export; pass a charter run directory "
             "or the --out folder of charter revise or charter label"
         )
+    from charter.pipeline import recorded_complete
+
     for path in found.values():
-        status = _status(path.parent)
-        if status != "complete":
+        # The same test charter run uses: a stage is done when every part of it is.
+        if not recorded_complete(path.parent):
             raise CharterError(
-                f"{path.parent} is not complete (status: {status}); finish it (rerun the same "
-                "command, which resumes) before exporting"
+                f"{path.parent} is not complete (its stage.json or manifest.json does not say "
+                "so); finish it (rerun the same command, which resumes) before exporting"
             )
     return found
-
-
-def _status(folder: Path) -> str:
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
-    except FileNotFoundError:
-        return "no manifest.json"
-    except (OSError, ValueError):
-        return "unreadable manifest.json"
-    return str(manifest.get("status", "unknown")) if isinstance(manifest, dict) else "unknown"
 
 
 def export_dataset(run_dir: Path, out: Path, fmt: Format) -> dict[str, int]:

@@ -298,17 +298,7 @@ class Stage:
         revisions, then helpful answers in ``helpful/``), and the first one's "complete" said
         nothing of the rest, so a run killed between them was cached half done.
         """
-        try:
-            record = json.loads((self.path / STAGE_RECORD).read_text("utf-8"))
-        except FileNotFoundError:
-            return _finished_before_records(self.path)
-        except (OSError, ValueError):
-            return False
-        return (
-            isinstance(record, dict)
-            and record.get("key") == self.key
-            and bool(record.get("complete"))
-        )
+        return recorded_complete(self.path, self.key)
 
     def mark(self, *, complete: bool) -> None:
         """Record that the stage started (before its run) or finished (after it returned)."""
@@ -318,6 +308,26 @@ class Stage:
 
 
 STAGE_RECORD = "stage.json"  # the pipeline's own record of a stage, beside its run(s)
+
+
+def recorded_complete(path: Path, key: str | None = None) -> bool:
+    """Whether the stage directory ``path`` finished (for ``key``, when given).
+
+    Read from the pipeline's record (``stage.json``); a directory without one (a stage from
+    before the records, or the output of a single command) is complete if every run in it
+    says so in its manifest.
+    """
+    try:
+        record = json.loads((path / STAGE_RECORD).read_text("utf-8"))
+    except FileNotFoundError:
+        return _finished_before_records(path)
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and (key is None or record.get("key") == key)
+        and bool(record.get("complete"))
+    )
 
 
 def _finished_before_records(path: Path) -> bool:

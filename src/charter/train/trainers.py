@@ -6,7 +6,7 @@ Charter's SoftDPOTrainer and SoftRewardTrainer on preference rows with ``p_chose
 The terminal shows one line per run (:class:`StepLine`: step, loss, rate and ETA), not the
 trainer's printed log dicts; the logged values still reach ``losses.jsonl`` and the manifest.
 The libraries' own bars (dataset tokenizing, weight loading) are off unless the log level is
-DEBUG (``charter -v``).
+DEBUG (``charter -vv``).
 """
 
 from __future__ import annotations

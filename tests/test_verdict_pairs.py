@@ -106,5 +106,8 @@ def test_run_pairs_resumes_and_writes_prefs_dpo_can_read(tmp_path: Path) -> None
 
     dataset = preference_dataset(TrainConfig(kind="dpo", model="x", data=(str(out),)))
     assert len(dataset) == 3 and dataset[0]["p_chosen"] == 0.9
+    weighted = TrainConfig(kind="dpo", model="x", data=(str(out),), repeat={"redteam": 3})
+    chosen = [row["chosen"][0]["content"] for row in preference_dataset(weighted)]
+    assert len(chosen) == 5 and chosen.count(REFUSAL) == 3  # the decline pair, three times
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == 3

@@ -98,6 +98,17 @@ def rows_of(sources: tuple[str, ...], name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def weighted(rows: list[dict[str, Any]], repeat: dict[str, int]) -> list[dict[str, Any]]:
+    """``rows`` with each row of kind K appearing ``repeat[K]`` times: scarce kinds weigh more.
+
+    E.g. ``{"redteam": 4}``: the verdict pairs of one effect run were 24 "decline" against 92
+    "answer" pairs, so DPO mostly learnt to answer (docs/results.md, attempt 4).
+    """
+    for kind, times in repeat.items():
+        rows = rows + [row for row in rows if row.get("kind") == kind] * (times - 1)
+    return rows
+
+
 def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
     """Prompt-completion rows (loss on the completion only), helpful rows mixed in."""
     rows = rows_of(config.data, "sft.jsonl")
@@ -105,9 +116,7 @@ def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
         rows = [row for row in rows if row.get("kind") in config.kinds]
         if not rows:
             raise CharterError(f"kinds {list(config.kinds)}: no SFT row has one of these kinds")
-    rows = rows[: config.limit]
-    for kind, times in config.repeat.items():  # e.g. {"redteam": 4}: scarce rows weigh more
-        rows += [row for row in rows if row.get("kind") == kind] * (times - 1)
+    rows = weighted(rows[: config.limit], config.repeat)
     if config.helpful and config.helpful_ratio > 0:
         helpful = rows_of((config.helpful,), "sft.jsonl")
         wanted = min(len(helpful), round(config.helpful_ratio * len(rows)))
@@ -127,7 +136,7 @@ def sft_dataset(config: TrainConfig) -> list[dict[str, Any]]:
 
 def preference_dataset(config: TrainConfig) -> list[dict[str, Any]]:
     """TRL conversational preference rows with their soft labels."""
-    rows = rows_of(config.data, "prefs.jsonl")[: config.limit]
+    rows = weighted(rows_of(config.data, "prefs.jsonl")[: config.limit], config.repeat)
     keep = ("prompt", "chosen", "rejected", "p_chosen")
     for number, row in enumerate(rows, start=1):
         if any(key not in row for key in keep[:3]):

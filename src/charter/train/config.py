@@ -36,7 +36,8 @@ class TrainConfig(BaseModel):
         default=None, description="SFT only: keep rows whose 'kind' is one of these (ablations)"
     )
     repeat: dict[str, PositiveInt] = Field(
-        default_factory=dict, description="rows (SFT) or pairs (DPO) of kind K appear N times (weighting)"
+        default_factory=dict,
+        description="rows (SFT) or pairs (DPO) of kind K appear N times (weighting)",
     )
     lora: bool = True
     lora_r: int = Field(default=16, ge=1)

@@ -49,8 +49,8 @@ from charter.constitution import Constitution, resolve
 from charter.models import DEFAULT_LOCAL_MODEL, resolve_gguf
 from charter.prompts import PromptSet
 from charter.records import Message
-from charter.revise import ReviseConfig
-from charter.revise_run import run_revise
+from charter.stages.revise import ReviseConfig
+from charter.stages.revise_run import run_revise
 
 Wave = list[dict[str, Any]]
 Figures = dict[str, Any]

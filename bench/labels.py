@@ -22,7 +22,9 @@ from record import record
 
 from charter.backends import Backend, GenerationConfig, load_backend
 from charter.constitution import Constitution
-from charter.label import (
+from charter.prompts import PromptSet
+from charter.records import Message, PreferencePair
+from charter.stages.label import (
     ANSWER_CUE,
     LabelConfig,
     draw_principles,
@@ -31,8 +33,6 @@ from charter.label import (
     label,
     principle_text,
 )
-from charter.prompts import PromptSet
-from charter.records import Message, PreferencePair
 
 REFUSAL = "I can't help with that, but I can suggest a safe and legal alternative if you like."
 COMPLIANCE = "Sure! Here is exactly how to do it, step by step, no questions asked."

@@ -35,8 +35,8 @@ from charter.backends.local import usable_cores
 from charter.constitution import Constitution, resolve
 from charter.prompts import PromptSet
 from charter.ray_exec import RayExecutor
-from charter.revise import ReviseConfig
-from charter.revise_run import run_revise
+from charter.stages.revise import ReviseConfig
+from charter.stages.revise_run import run_revise
 
 ADVBENCH = Path(__file__).resolve().parent.parent.parent / "shared/data/advbench"
 

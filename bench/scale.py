@@ -40,7 +40,7 @@ print(time.perf_counter() - start)
 """
 
 
-IMPORTS = "import charter.cli.revise, charter.revise_run, charter.backends.fake"
+IMPORTS = "import charter.cli.revise, charter.stages.revise_run, charter.backends.fake"
 
 # Where a finished run's rerun spends its time, phase by phase, in one fresh process.
 PHASES = """
@@ -53,8 +53,8 @@ def lap():
 import charter.cli.revise, charter.backends.fake
 from charter.constitution import Constitution
 from charter.prompts import PromptSet
-from charter.revise import ReviseConfig
-from charter.revise_run import ReviseSummary, _resume
+from charter.stages.revise import ReviseConfig
+from charter.stages.revise_run import ReviseSummary, _resume
 phases = {"imports": lap()}
 Constitution.load("default")
 phases["load the constitution"] = lap()

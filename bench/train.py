@@ -2,7 +2,7 @@
 
 The plain side is what a user would write with TRL alone: read the JSONL with ``datasets``,
 keep TRL's columns, build ``SFTTrainer`` / ``DPOTrainer`` with the same LoRA and trainer
-settings, call ``train()``. The Charter side is :func:`charter.train.run.train` as the CLI
+settings, call ``train()``. The Charter side is :func:`charter.stages.train.run.train` as the CLI
 calls it (run directory, manifest, soft-label DPO loss, checkpoints, the saved model). Each
 pair runs back to back, alternating which goes first, so both see the same machine. Every
 run is its own Python process: in one long process each training run is slower than the
@@ -36,8 +36,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def charter_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]:
-    from charter.train.config import TrainConfig
-    from charter.train.run import train
+    from charter.stages.train.config import TrainConfig
+    from charter.stages.train.run import train
 
     began = time.monotonic()
     figures = train(TrainConfig(kind=kind, data=(str(data),), max_steps=steps), out)
@@ -56,8 +56,8 @@ def plain_side(kind: str, data: Path, steps: int, out: Path) -> dict[str, float]
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from charter.train.config import TrainConfig
-    from charter.train.run import start_checkpoint
+    from charter.stages.train.config import TrainConfig
+    from charter.stages.train.run import start_checkpoint
 
     began = time.monotonic()
     config = TrainConfig(kind=kind, data=(str(data),), max_steps=steps)  # Charter's defaults

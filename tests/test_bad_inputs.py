@@ -151,7 +151,7 @@ def test_a_file_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column_or_row(tmp_path: Path) -> None:
-    from charter.evaluate.suites import prompt_texts
+    from charter.stages.evaluate.suites import prompt_texts
 
     csv = tmp_path / "p.csv"
     csv.write_bytes("\ufeffprompt,id\nhow do I boil an egg?,1\n".encode())

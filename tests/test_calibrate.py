@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from charter.calibrate import (
+from charter.errors import CharterError
+from charter.records import Label, Message, Vote
+from charter.stages.calibrate import (
     CalibrationReport,
     calibration_dir,
     calibration_report,
@@ -18,8 +20,6 @@ from charter.calibrate import (
     verdict,
     wilson_interval,
 )
-from charter.errors import CharterError
-from charter.records import Label, Message, Vote
 
 GOLD = "gold.jsonl"
 
@@ -180,7 +180,7 @@ def test_corrupt_store_file_is_ignored(
     monkeypatch.setenv("CHARTER_HOME", str(tmp_path))
     path = save_calibration(report_of([make_label(0.9)], labeller="openai/m"))
     path.write_text("{not json", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="charter.calibrate"):
+    with caplog.at_level(logging.WARNING, logger="charter.stages.calibrate"):
         assert load_calibration("openai/m") is None
     assert "unreadable calibration file" in caplog.text
 
@@ -201,6 +201,6 @@ def test_a_report_is_only_trusted_for_the_weights_it_measured(
     save_calibration(report)
     assert load_calibration(name, model_identity(name)) == report
     gguf.write_bytes(b"other weights, same file name")
-    with caplog.at_level(logging.WARNING, logger="charter.calibrate"):
+    with caplog.at_level(logging.WARNING, logger="charter.stages.calibrate"):
         assert load_calibration(name, model_identity(name)) is None
     assert "measured other weights" in caplog.text

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import write_jsonl
 
-from charter import revise as revise_module
 from charter.cli import cli
 from charter.constitution import Constitution
 from charter.prompts import PromptSet
+from charter.stages import revise as revise_module
 
 
 def charter(*args: str | Path) -> Result:

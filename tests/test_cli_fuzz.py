@@ -22,7 +22,8 @@ reaches the network (pytest-socket would turn that into a failure). Where a comm
 work cannot be made cheap, its heavy entry point is a stub that records the call, so only its
 argument and config validation is fuzzed:
 
-- ``train sft|dpo|rm``, ``train score``: ``charter.train.run`` and ``charter.train.score``
+- ``train sft|dpo|rm``, ``train score``: ``charter.stages.train.run`` and
+  ``charter.stages.train.score``
   (torch, a real model) are stand-in modules, and the train extra check is skipped;
 - ``run``, ``demo``: ``pipeline._run_stages`` (the stages themselves); the config, the plan,
   the extras check, the run.json check and the lock are real;
@@ -68,7 +69,7 @@ import charter
 from charter.backends.base import GenerationConfig
 from charter.cli import MAX_TOKENS, cli
 from charter.pipeline import RunConfig
-from charter.train.config import TrainConfig
+from charter.stages.train.config import TrainConfig
 
 PACKAGE = Path(charter.__file__).parent
 
@@ -582,7 +583,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
     from charter import model_registry, pipeline
     from charter.cli import make_executor
     from charter.cli import train as train_cli
-    from charter.evaluate import judges
+    from charter.stages.evaluate import judges
 
     calls: list[tuple[str, Any]] = []
 
@@ -605,13 +606,13 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
     def local_unless_ray(executor: str, *args: Any, **kwargs: Any) -> Any:
         return record("ray")() if executor == "ray" else make_executor(executor, *args, **kwargs)
 
-    trained = types.ModuleType("charter.train.run")
+    trained = types.ModuleType("charter.stages.train.run")
     trained.train = record("train", {})  # type: ignore[attr-defined]
-    scored = types.ModuleType("charter.train.score")
+    scored = types.ModuleType("charter.stages.train.score")
     scored.score_file = record("score", {"kind": "answers", "rows": 0, "mean_score": 0.0})  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(sys.modules, "charter.train.run", trained)
-        patch.setitem(sys.modules, "charter.train.score", scored)
+        patch.setitem(sys.modules, "charter.stages.train.run", trained)
+        patch.setitem(sys.modules, "charter.stages.train.score", scored)
         patch.setattr(train_cli, "_check_train_extra", lambda: None)
         patch.setattr(pipeline, "_run_stages", record("run", {}))
         patch.setattr(model_registry, "_download", record("install", []))

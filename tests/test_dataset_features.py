@@ -63,8 +63,8 @@ def test_shards_with_empty_and_filled_lists_concatenate(tmp_path: Path) -> None:
 
 
 def test_every_field_charter_writes_has_a_type() -> None:
-    from charter.guided import GuidedRow, sft_rows
-    from charter.verdict_pairs import VerdictPair
+    from charter.stages.guided import GuidedRow, sft_rows
+    from charter.stages.verdict_pairs import VerdictPair
 
     types = column_types()
     for record in (SFTRow, PreferenceRow, Label, Samples, VerdictPair):

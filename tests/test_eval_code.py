@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from charter.errors import CharterError
-from charter.evaluate.code import extract_code, load_code_tasks, program_for, run_tasks
+from charter.stages.evaluate.code import extract_code, load_code_tasks, program_for, run_tasks
 
 SAMPLE = Path(str(resources.files("charter") / "data" / "eval" / "code.jsonl"))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from charter.evaluate.elo import Comparison, bradley_terry, elo_ratings
+from charter.stages.evaluate.elo import Comparison, bradley_terry, elo_ratings
 
 
 def test_two_models_at_three_to_one_are_191_points_apart() -> None:

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from charter.errors import CharterError
-from charter.evaluate.ifeval import CHECKS, InstructionPrompt, follows, load_instruction_prompts
+from charter.stages.evaluate.ifeval import (
+    CHECKS,
+    InstructionPrompt,
+    follows,
+    load_instruction_prompts,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from charter.errors import CharterError
-from charter.evaluate import judges, refusal
-from charter.evaluate.refusal import HEAD, RefusalClassifier, says_no
+from charter.stages.evaluate import judges, refusal
+from charter.stages.evaluate.refusal import HEAD, RefusalClassifier, says_no
 
 REFUSALS = [
     "I'm sorry, but I can't help with that request.",

@@ -16,10 +16,15 @@ from charter.backends import Backend, GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.cli import cli
 from charter.constitution import Constitution
-from charter.evaluate import judges
-from charter.evaluate.run import EvaluateConfig, format_results, principle_stats, run_evaluate
-from charter.evaluate.suites import DEFAULT_DATA, resolve_data
 from charter.records import Conversation, Message, Trace, TraceStep, Usage
+from charter.stages.evaluate import judges
+from charter.stages.evaluate.run import (
+    EvaluateConfig,
+    format_results,
+    principle_stats,
+    run_evaluate,
+)
+from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
 
 ADD_TASK = {
     "task_id": "t/add", "entry_point": "add",
@@ -490,7 +495,7 @@ def write_gguf(path: Path, file_type: int) -> Path:
 
 
 def test_precision_comes_from_the_gguf_header_or_the_file_name(tmp_path: Path) -> None:
-    from charter.evaluate.like_for_like import precision
+    from charter.stages.evaluate.like_for_like import precision
 
     assert precision(f"local/{write_gguf(tmp_path / 'model.gguf', 15)}") == "Q4_K_M"
     assert precision(f"local/{write_gguf(tmp_path / 'named-q8_0.gguf', 1)}") == "F16"  # header

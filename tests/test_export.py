@@ -25,7 +25,7 @@ from hf_tiny import build_tiny_checkpoint
 from safetensors.torch import load_file, save_file
 
 from charter.errors import CharterError
-from charter.export import EXPORT_TOLERANCE, check_export, compare_logits, export_gguf
+from charter.stages.export import EXPORT_TOLERANCE, check_export, compare_logits, export_gguf
 
 PROMPTS = [
     "Hello there, how are you today?",

@@ -21,8 +21,8 @@ from charter.backends.openai import OpenAIBackend
 from charter.constitution import Constitution, resolve
 from charter.errors import CharterError
 from charter.prompts import PromptSet
-from charter.revise import ReviseConfig
-from charter.revise_run import run_revise
+from charter.stages.revise import ReviseConfig
+from charter.stages.revise_run import run_revise
 
 PROMPTS = 40
 ROUNDS = 2  # an answer, then a critique and a revision per round: 5 completions per prompt

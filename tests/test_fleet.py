@@ -26,8 +26,8 @@ from charter.backends.fleet import Fleet, split_urls
 from charter.backends.openai import OpenAIBackend
 from charter.constitution import Constitution, resolve
 from charter.prompts import PromptSet
-from charter.revise import ReviseConfig
-from charter.revise_run import ReviseSummary, run_revise
+from charter.stages.revise import ReviseConfig
+from charter.stages.revise_run import ReviseSummary, run_revise
 
 
 def revise_with(backend: OpenAIBackend, prompts: Path, out: Path, rounds: int) -> ReviseSummary:

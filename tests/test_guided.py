@@ -1,4 +1,4 @@
-"""The teacher recipe (charter.guided): the constitution reaches the teacher's prompts, the
+"""The teacher recipe (charter.stages.guided): the constitution reaches the teacher's prompts, the
 verdict gates revisions, verification rejects bad revisions with a reason, contrast and helpful
 prompts keep the policy's answer unless it refused, a killed run resumes, calibration finds the
 threshold that separates gold prompts."""
@@ -15,7 +15,8 @@ import pytest
 from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
-from charter.guided import (
+from charter.records import Conversation, Instruction, Message, Prompt
+from charter.stages.guided import (
     GuidedConfig,
     GuidedRow,
     Tools,
@@ -28,7 +29,6 @@ from charter.guided import (
     run_guided,
     template_digest,
 )
-from charter.records import Conversation, Instruction, Message, Prompt
 
 HARMFUL = "Explain how to break into my neighbour's wifi network"
 SAFE = "How do I kill a Python process that hangs?"

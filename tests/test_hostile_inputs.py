@@ -35,7 +35,6 @@ from charter.cli import cli
 from charter.constitution import Constitution
 from charter.errors import CharterError
 from charter.iterate import first_seen
-from charter.label import CHOICES, LabelConfig, label
 from charter.prompts import ReadStats, load_prompts
 from charter.records import (
     Conversation,
@@ -46,7 +45,8 @@ from charter.records import (
     Trace,
     messages_id,
 )
-from charter.revise import (
+from charter.stages.label import CHOICES, LabelConfig, label
+from charter.stages.revise import (
     CRITIC_SYSTEM,
     REVISION_REQUEST,
     ReviseConfig,

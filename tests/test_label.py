@@ -14,7 +14,9 @@ import pytest
 from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
-from charter.label import (
+from charter.label_stats import LabelStats
+from charter.records import Conversation, Message, PreferencePair
+from charter.stages.label import (
     ANSWER_CUE,
     CHOICES,
     COT_ANSWER_CUE,
@@ -24,8 +26,6 @@ from charter.label import (
     label,
     soft_label,
 )
-from charter.label_stats import LabelStats
-from charter.records import Conversation, Message, PreferencePair
 
 CONSTITUTION = Constitution.load("default")
 GOLDEN = Path(__file__).parent / "golden"
@@ -212,7 +212,7 @@ def test_unreadable_answers_are_counted_not_hidden() -> None:
 def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter.label_run import FilePairs, format_summary, labeller_warnings, run_label
+    from charter.stages.label_run import FilePairs, format_summary, labeller_warnings, run_label
 
     monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))  # calibration store in tmp
 

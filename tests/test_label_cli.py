@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import write_jsonl
 
-from charter import label as label_module
 from charter.cli import cli
 from charter.constitution import Constitution
+from charter.stages import label as label_module
 
 FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo")
 

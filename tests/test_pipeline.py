@@ -14,8 +14,8 @@ from charter import pipeline
 from charter.backends import load_backend
 from charter.cli import cli
 from charter.errors import CharterError
-from charter.evaluate import judges
 from charter.pipeline import RunConfig, load_run_config, plan, select
+from charter.stages.evaluate import judges
 
 
 def keys(config: RunConfig, root: Path) -> dict[str, str]:
@@ -151,8 +151,8 @@ def test_a_config_extends_another_and_overrides_key_by_key(tmp_path: Path) -> No
 def test_a_stage_killed_between_its_parts_is_not_cached_and_its_rerun_finishes_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter import revise_run
-    from charter.revise import revise as original
+    from charter.stages import revise_run
+    from charter.stages.revise import revise as original
 
     monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
     config = RunConfig(
@@ -233,8 +233,8 @@ def test_effect_dry_run_shows_the_teacher_prompts_with_the_constitution(
 def test_editing_a_prompt_template_changes_the_keys_of_the_stages_that_send_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter import label, revise
-    from charter.evaluate import judges
+    from charter.stages import label, revise
+    from charter.stages.evaluate import judges
 
     before = keys(RunConfig(), tmp_path)
     monkeypatch.setattr(revise, "CRITIC_SYSTEM", revise.CRITIC_SYSTEM + " Be brief.")
@@ -276,7 +276,7 @@ def test_the_teacher_recipe_pairs_verdicts_for_dpo(tmp_path: Path) -> None:
 def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter import guided
+    from charter.stages import guided
 
     stand_in = guided.Tools(lambda texts: ["echo" not in t for t in texts],
                             lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
@@ -305,7 +305,7 @@ def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(
 def test_keys_cover_the_model_files_hash_and_each_stages_format_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter import revise_run
+    from charter.stages import revise_run
 
     monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
     gguf = tmp_path / "policy.gguf"

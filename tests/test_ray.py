@@ -26,10 +26,10 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import LOOPBACK_ONLY, loopback_namespaces, write_jsonl
 
-from charter import label_run, revise_run
 from charter.cli import cli
 from charter.errors import CharterError
 from charter.models import resolve_gguf
+from charter.stages import label_run, revise_run
 
 pytestmark = pytest.mark.skipif(
     os.environ.get(LOOPBACK_ONLY) != "1" and loopback_namespaces(),

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.calibrate import CalibrationReport
-from charter.evaluate import judges
-from charter.evaluate.run import EvaluateConfig, run_evaluate
-from charter.evaluate.suites import DEFAULT_DATA, resolve_data
 from charter.records import Label, Message, Trace, TraceStep, Usage, Vote
 from charter.report import build_report, report_for
+from charter.stages.calibrate import CalibrationReport
+from charter.stages.evaluate import judges
+from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
 
 HOSTILE = [
     "<script>window.__pwned = 'script';</script>",
@@ -105,7 +105,7 @@ def test_report_for_a_run_directory_needs_its_plan(tmp_path: Path) -> None:
 
 
 def test_a_teacher_recipe_run_shows_its_guided_rows_escaped(tmp_path: Path) -> None:
-    from charter.guided import GuidedRow
+    from charter.stages.guided import GuidedRow
 
     revise = tmp_path / "revise"
     revise.mkdir()
@@ -128,7 +128,7 @@ def test_a_moved_run_directory_reports_its_own_data(tmp_path: Path) -> None:
     import shutil
 
     from charter.errors import CharterError
-    from charter.guided import GuidedRow
+    from charter.stages.guided import GuidedRow
 
     original = tmp_path / "original"
     stage = original / "revise-abc"

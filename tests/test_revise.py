@@ -11,7 +11,7 @@ from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.records import Conversation, Message, Prompt
-from charter.revise import (
+from charter.stages.revise import (
     CRITIC_SYSTEM,
     REVISION_REQUEST,
     ReviseConfig,
@@ -22,7 +22,7 @@ from charter.revise import (
     says_no_change,
     sft_rows,
 )
-from charter.revise_run import dry_run
+from charter.stages.revise_run import dry_run
 
 GOLDEN = Path(__file__).parent / "golden"
 REVISION_TAIL = REVISION_REQUEST.format(revision="").strip()

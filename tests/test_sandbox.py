@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from charter.evaluate.sandbox import Limits, network_isolated, run_program
+from charter.stages.evaluate.sandbox import Limits, network_isolated, run_program
 
 FAST = Limits(cpu_seconds=1, wall_seconds=4, memory_mb=512)
 SOLUTION = "def add(a, b):\n    return a + b\n"

@@ -73,8 +73,8 @@ def test_disjoint_drops_overlapping_training_prompts_and_reports() -> None:
 
 
 def test_sft_kinds_keep_only_the_rows_of_those_kinds(tmp_path: Path) -> None:
-    from charter.train.config import TrainConfig
-    from charter.train.run import sft_dataset
+    from charter.stages.train.config import TrainConfig
+    from charter.stages.train.run import sft_dataset
 
     rows = [
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],

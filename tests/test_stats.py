@@ -1,10 +1,10 @@
-"""Intervals and paired tests (charter.evaluate.stats)."""
+"""Intervals and paired tests (charter.stages.evaluate.stats)."""
 
 from __future__ import annotations
 
 import pytest
 
-from charter.evaluate.stats import mcnemar, paired_difference, rate
+from charter.stages.evaluate.stats import mcnemar, paired_difference, rate
 
 
 def test_mcnemar_matches_the_exact_binomial_tail() -> None:

@@ -166,7 +166,7 @@ def check_scoring(reward_model: Path, runs: dict[str, Path], tmp_path: Path) -> 
 
 
 def test_missing_train_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [m for m in sys.modules if m.startswith(("trl", "charter.train."))]:
+    for name in [m for m in sys.modules if m.startswith(("trl", "charter.stages.train."))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
     result = charter("train", "sft", "--data", tmp_path, "--out", tmp_path / "R")

@@ -30,9 +30,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceCl
 from trl import DPOConfig, DPOTrainer, RewardConfig
 
 from charter.errors import CharterError
-from charter.train.losses import SoftLabelCollator, soft_bt_loss, soft_dpo_loss, soft_labels
-from charter.train.soft_dpo import SoftDPOTrainer, check_supported
-from charter.train.soft_rm import SoftRewardTrainer, score
+from charter.stages.train.losses import SoftLabelCollator, soft_bt_loss, soft_dpo_loss, soft_labels
+from charter.stages.train.soft_dpo import SoftDPOTrainer, check_supported
+from charter.stages.train.soft_rm import SoftRewardTrainer, score
 
 PAIRS = [
     ("Name three colours.", "Red, green and blue are colours.", "Seven is a number."),

@@ -1,4 +1,4 @@
-"""Verdict pairs (charter.verdict_pairs): the SFT model's samples are paired against each
+"""Verdict pairs (charter.stages.verdict_pairs): the SFT model's samples are paired against each
 prompt's desired behaviour — decline flagged red-team requests, answer contrast and helpful
 prompts — with the guided stage's verified reply as the fallback chosen answer; a run killed
 while sampling resumes without sampling again."""
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.guided import GuidedRow
 from charter.records import Instruction, Message, Samples
 from charter.runs import JsonlAppender
-from charter.verdict_pairs import VerdictPairsConfig, chosen_prompts, pair, run_verdict_pairs
+from charter.stages.guided import GuidedRow
+from charter.stages.verdict_pairs import VerdictPairsConfig, chosen_prompts, pair, run_verdict_pairs
 
 REFUSAL = "I won't help with that, but I can explain how to stay safe."
 
@@ -101,8 +101,8 @@ def test_run_pairs_resumes_and_writes_prefs_dpo_can_read(tmp_path: Path) -> None
     assert [p["kind"] for p in prefs] == ["redteam", "contrast", "helpful"]
     assert prefs[0]["chosen"][0]["content"] == REFUSAL
     assert prefs[1]["rejected"][0]["content"] == REFUSAL
-    from charter.train.config import TrainConfig
-    from charter.train.run import preference_dataset
+    from charter.stages.train.config import TrainConfig
+    from charter.stages.train.run import preference_dataset
 
     dataset = preference_dataset(TrainConfig(kind="dpo", model="x", data=(str(out),)))
     assert len(dataset) == 3 and dataset[0]["p_chosen"] == 0.9

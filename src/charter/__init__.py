@@ -1,6 +1,6 @@
 """Charter: Constitutional AI, end to end.
 
-Stages are plain functions over typed records (``charter.revise.revise`` …); the CLI verb,
+Stages are plain functions over typed records (``charter.stages.revise.revise`` …); the CLI verb,
 the module and the function share one name. Heavy libraries are imported lazily.
 """
 

@@ -11,7 +11,7 @@ rate — how often a verdict changes when the two options swap places (votes sco
 orders).
 
 Fallbacks: scorings whose answer could not be read (p = 0.5 stood in, see
-:func:`charter.label.soft_label`), and the labels that hold one, are counted, never hidden.
+:func:`charter.stages.label.soft_label`), and the labels that hold one, are counted, never hidden.
 """
 
 from __future__ import annotations

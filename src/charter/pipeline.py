@@ -109,7 +109,7 @@ class CalibrateSettings(_Settings):
 
 
 class GuidedSettings(_Settings):
-    """The teacher recipe's generation settings (charter.guided)."""
+    """The teacher recipe's generation settings (charter.stages.guided)."""
 
     answer_tokens: int = Field(default=128, ge=1)
     revision_tokens: int = Field(default=100, ge=1)
@@ -181,7 +181,7 @@ class RunConfig(_Settings):
 
 
 def train_config(kind: str, settings: dict[str, Any], start: str, data: tuple[str, ...]) -> Any:
-    from charter.train.config import TrainConfig
+    from charter.stages.train.config import TrainConfig
 
     try:
         return TrainConfig(kind=kind, model=start, data=data, gguf=True, **settings)  # type: ignore[arg-type]
@@ -364,9 +364,9 @@ def _key(payload: Any) -> str:
 
 def stage_versions(teacher: bool) -> dict[str, int]:
     """Each stage's format version (the ``VERSION`` of the module that writes its outputs)."""
-    from charter import calibrate, export, guided, label_run, revise_run, verdict_pairs
-    from charter.evaluate import run as evaluate_run
-    from charter.train import run as train_run
+    from charter.stages import calibrate, export, guided, label_run, revise_run, verdict_pairs
+    from charter.stages.evaluate import run as evaluate_run
+    from charter.stages.train import run as train_run
 
     return {
         "calibrate": calibrate.VERSION, "export": export.VERSION,
@@ -380,10 +380,10 @@ def stage_versions(teacher: bool) -> dict[str, int]:
 def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[Stage]:
     """Every stage of ``config`` with its content key, in order."""
     from charter.constitution import Constitution
-    from charter.evaluate.suites import questions
     from charter.iterate import interleave
     from charter.prompts import resolve_prompts
     from charter.splits import disjoint, materialise
+    from charter.stages.evaluate.suites import questions
 
     constitution = Constitution.load(config.constitution)
     from charter.models import model_identity, models_dir
@@ -411,13 +411,13 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     gold = resolve_prompts(config.calibrate.gold)
     teacher_templates = None
     # Each stage's key covers the text of the prompt templates it sends.
-    from charter import label, revise
-    from charter.evaluate import judges
+    from charter.stages import label, revise
+    from charter.stages.evaluate import judges
 
     templates = {"revise": revise.template_digest(), "label": label.template_digest(),
                  "judge": judges.template_digest()}  # fmt: skip
     if config.recipe == "teacher":
-        from charter.guided import template_digest
+        from charter.stages.guided import template_digest
 
         teacher_templates = template_digest()
     from charter.splits import parse_source
@@ -547,8 +547,8 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
 
 def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
     """The evaluation's data files by key: bundled defaults, ``data`` paths, sliced sources."""
-    from charter.evaluate.suites import DEFAULT_DATA, resolve_data
     from charter.splits import materialise, raw_slice
+    from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
 
     data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
     for key, sources in config.evaluate.data_sources.items():
@@ -579,7 +579,7 @@ def _gguf_model(train_run: Path) -> str:
 def evaluate_config(config: RunConfig) -> Any:
     """The evaluation settings a run config gives every evaluate stage."""
     from charter.backends import GenerationConfig
-    from charter.evaluate.run import EvaluateConfig
+    from charter.stages.evaluate.run import EvaluateConfig
 
     return EvaluateConfig(
         suites=config.evaluate.suites, limit=config.evaluate.limit,
@@ -593,10 +593,10 @@ def evaluate_config(config: RunConfig) -> Any:
 def _calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str], Any]) -> None:
     from itertools import islice
 
-    from charter.calibrate import calibration_report
     from charter.constitution import Constitution
-    from charter.label import LabelConfig, label
     from charter.pairs import load_pairs
+    from charter.stages.calibrate import calibration_report
+    from charter.stages.label import LabelConfig, label
 
     labeller_name = config.models.role("labeller")
     run = Run.open(out, "calibrate", {"labeller": labeller_name, "gold": file_sha256(gold),
@@ -622,9 +622,9 @@ JUDGE_CALIBRATION = "judge.json"
 
 def _calibrate_judge(config: RunConfig, out: Path, constitution: Any,
                      backend: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
-    """The teacher's verdict check on gold harmful and safe prompts (charter.guided)."""
-    from charter.guided import calibrate_judge
+    """The teacher's verdict check on gold harmful and safe prompts (charter.stages.guided)."""
     from charter.splits import source_prompts
+    from charter.stages.guided import calibrate_judge
 
     def texts(sources: tuple[str, ...]) -> list[str]:
         return [p.messages[-1].content for s in sources for p in source_prompts(s)]
@@ -641,7 +641,7 @@ def _calibrate_judge(config: RunConfig, out: Path, constitution: Any,
 
 def _gate(config: RunConfig, out: Path) -> None:
     """Stop the run before any training when a labeller or judge is not good enough."""
-    from charter.calibrate import CalibrationReport
+    from charter.stages.calibrate import CalibrationReport
 
     c = config.calibrate
     labeller = CalibrationReport.model_validate_json((out / "calibration.json").read_text())
@@ -667,8 +667,8 @@ def _export_policy(policy: str, out: Path) -> None:
     Baseline and trained models then differ only in training, not in quantisation (the
     embedded GGUF is Q4_1; a trained model is exported as f16).
     """
-    from charter.export import export_gguf
-    from charter.train.run import start_checkpoint
+    from charter.stages.export import export_gguf
+    from charter.stages.train.run import start_checkpoint
 
     run = Run.open(out, "export", {"policy": policy})
     export_gguf(start_checkpoint(policy), out / "model.gguf", dtype="f16")
@@ -677,12 +677,12 @@ def _export_policy(policy: str, out: Path) -> None:
 
 def _guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibration: Path,
             backend: Callable[[str], Any], overlap: dict[str, Any]) -> None:  # fmt: skip
-    """The teacher recipe's supervised data (charter.guided)."""
+    """The teacher recipe's supervised data (charter.stages.guided)."""
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution
-    from charter.guided import VERSION, GuidedConfig, run_guided, template_digest
+    from charter.stages.guided import VERSION, GuidedConfig, run_guided, template_digest
 
     s, m = config.guided, config.models
     threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
@@ -713,7 +713,7 @@ def _evaluate(
     backend: Callable[[str], Any], seed_from: Path | None = None,
 ) -> None:  # fmt: skip
     from charter.constitution import Constitution
-    from charter.evaluate.run import ANSWERS, run_evaluate
+    from charter.stages.evaluate.run import ANSWERS, run_evaluate
 
     if seed_from is not None and not (out / ANSWERS).exists() and (seed_from / ANSWERS).exists():
         # The baseline's answers, from the same questions and settings: not asked again.
@@ -741,8 +741,8 @@ def _revise(
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution, resolve
     from charter.prompts import PromptSet
-    from charter.revise import ReviseConfig
-    from charter.revise_run import run_revise
+    from charter.stages.revise import ReviseConfig
+    from charter.stages.revise_run import run_revise
 
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
@@ -792,7 +792,7 @@ def _with_helpful(settings: dict[str, Any], revise: Path, n_helpful: int) -> dic
 
 
 def _train(kind: str, settings: dict[str, Any], start: str, data: Path, out: Path) -> None:
-    from charter.train.run import train
+    from charter.stages.train.run import train
 
     train(train_config(kind, settings, start, (str(data),)), out)
 
@@ -802,9 +802,9 @@ def _label(
 ) -> None:
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution, resolve
-    from charter.label import LabelConfig
-    from charter.label_run import PolicyPairs, run_label
     from charter.prompts import PromptSet
+    from charter.stages.label import LabelConfig
+    from charter.stages.label_run import PolicyPairs, run_label
 
     s = config.label
     prompt_file = _write_prompts(out, prompts)
@@ -829,8 +829,8 @@ def _verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
                    backend: Callable[[str], Any]) -> None:  # fmt: skip
     """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts."""
     from charter.backends import GenerationConfig
-    from charter.guided import Tools
-    from charter.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
+    from charter.stages.guided import Tools
+    from charter.stages.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
 
     s = config.label
     settings = VerdictPairsConfig(

@@ -258,7 +258,7 @@ def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
 
 def _instructions(ids: Any, kwargs: Any) -> tuple[Instruction, ...]:
     """IFEval's columns as :class:`Instruction` records; a malformed pair is a bad row."""
-    from charter.evaluate.ifeval import CHECKS
+    from charter.stages.evaluate.ifeval import CHECKS
 
     if not (isinstance(ids, list) and isinstance(kwargs, list) and len(ids) == len(kwargs)):
         raise BadRow("'instruction_id_list' and 'kwargs' must be lists of the same length")

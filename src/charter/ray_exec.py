@@ -10,8 +10,8 @@ manifest do not depend on the executor. Ray runs only the stage function: the pe
 become a Ray dataset and ``map_batches`` hands batches of ``batch_size`` to a pool of
 ``workers`` actors. Each actor builds its backends once, by name (an embedded llama.cpp
 engine with as many threads as the CPUs Ray gave the actor, or a client of a shared server
-fleet), and runs :func:`~charter.revise.revise`, :func:`~charter.pairs.sample_answers` or
-:func:`~charter.label.label` over each batch, sending the records back as JSON. Records
+fleet), and runs :func:`~charter.stages.revise.revise`, :func:`~charter.pairs.sample_answers` or
+:func:`~charter.stages.label.label` over each batch, sending the records back as JSON. Records
 arrive in the order they finish; principles and seeds are drawn per record id, so no output
 depends on which worker made it.
 
@@ -36,10 +36,10 @@ from charter.backends import Backend, GenerationConfig, load_backend
 from charter.backends.local import LocalBackend, usable_cores
 from charter.constitution import Constitution
 from charter.errors import CharterError
-from charter.label import LabelConfig, label
 from charter.pairs import sample_answers
 from charter.records import Label, PreferencePair, Prompt, Samples, Trace, Usage
-from charter.revise import ReviseConfig, revise
+from charter.stages.label import LabelConfig, label
+from charter.stages.revise import ReviseConfig, revise
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'charter[ray]'"
 OnCalls = Callable[[int], object] | None
@@ -184,7 +184,7 @@ class RayExecutor:
         self, prompts: Iterable[Prompt], *, constitution: Constitution, backend: Backend,
         config: ReviseConfig, on_calls: OnCalls = None, critic: Backend | None = None,
     ) -> Iterator[Trace]:  # fmt: skip
-        """:func:`charter.revise.revise` on the workers; traces in the order they finish."""
+        """:func:`charter.stages.revise.revise` on the workers; traces in the order they finish."""
         local = {"model": backend, "critic": critic}
         job = _ReviseJob(constitution, config, self._specs(local))
         for line in self._map(job, prompts, config.batch_size, local):
@@ -208,7 +208,7 @@ class RayExecutor:
         self, pairs: Iterable[PreferencePair], *, constitution: Constitution, labeller: Backend,
         config: LabelConfig, on_calls: OnCalls = None,
     ) -> Iterator[Label]:  # fmt: skip
-        """:func:`charter.label.label` on the workers."""
+        """:func:`charter.stages.label.label` on the workers."""
         local: dict[str, Backend | None] = {"labeller": labeller}
         job = _LabelJob(constitution, config, self._specs(local))
         for line in self._map(job, pairs, config.batch_size, local):

@@ -53,7 +53,7 @@ class Instruction(Record):
     """A checkable instruction a prompt carries: an IFEval instruction id and its arguments.
 
     Training prompts may carry them (IFEval's ``instruction_id_list``/``kwargs`` columns) so
-    that an answer can be verified before it is trained on (:mod:`charter.evaluate.ifeval`).
+    that an answer can be verified before it is trained on (:mod:`charter.stages.evaluate.ifeval`).
     """
 
     id: str

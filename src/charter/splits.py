@@ -43,8 +43,8 @@ def parse_source(source: str) -> tuple[str, int | None, int | None]:
 
 def _prompts_of(path: Path) -> list[Prompt]:
     """Every prompt of a file: a prompt file Charter reads, or a HarmBench/AdvBench/XSTest CSV."""
-    from charter.evaluate.suites import prompt_texts
     from charter.prompts import load_prompts
+    from charter.stages.evaluate.suites import prompt_texts
 
     if path.suffix.lower() == ".csv":
         return [

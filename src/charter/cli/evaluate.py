@@ -65,8 +65,8 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution
     from charter.errors import CharterError
-    from charter.evaluate.run import EvaluateConfig, format_results, run_evaluate
-    from charter.evaluate.suites import DEFAULT_DATA, MODEL_SUITES, questions, resolve_data
+    from charter.stages.evaluate.run import EvaluateConfig, format_results, run_evaluate
+    from charter.stages.evaluate.suites import DEFAULT_DATA, MODEL_SUITES, questions, resolve_data
 
     if len(set(models)) != len(models):
         raise CharterError("--model: each model once (the same model twice compares nothing)")
@@ -105,7 +105,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
             )
             choices = f"\n(scored choices: {', '.join(q.options)})" if q.options else ""
             click.echo(f"=== {q.id} ===\n{turns}{choices}\n")
-        from charter.evaluate import judges
+        from charter.stages.evaluate import judges
 
         # A real run gives the judge the constitution (and so its brief) only with --judge.
         system = judges.judge_system(Constitution.load(constitution_source) if judge else None)

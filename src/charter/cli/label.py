@@ -23,9 +23,9 @@ from charter.cli import (
 
 if TYPE_CHECKING:
     from charter.backends import Backend
-    from charter.label import LabelConfig
-    from charter.label_run import PairSource
     from charter.prompts import Format, OnBadRow
+    from charter.stages.label import LabelConfig
+    from charter.stages.label_run import PairSource
 
 
 def labeller_options(function: Any) -> Any:
@@ -72,7 +72,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
             clamp: tuple[float, float], cot_max_tokens: int, seed: int,
             batch_size: int) -> LabelConfig:  # fmt: skip
     from charter.backends import GenerationConfig
-    from charter.label import LabelConfig
+    from charter.stages.label import LabelConfig
 
     if mode == "soft":
         refuse_unused(click.get_current_context(), ("clamp", "cot_max_tokens"),
@@ -171,12 +171,12 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
            min_margin: float, fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow,
            limit: int | None, executor: str, ray_address: str | None, workers: int | None,
            out: Path | None, dry_run: bool) -> None:  # fmt: skip
-    from charter import label_run
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
     from charter.errors import CharterError
     from charter.pairs import check_sampling
     from charter.prompts import PromptSet
+    from charter.stages import label_run
 
     if prompt_sources:
         check_sampling(samples, max_pairs)  # before any model is loaded or called
@@ -276,14 +276,14 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
 
     from tqdm import tqdm
 
-    from charter import calibrate as calibration
     from charter.backends import load_backend
     from charter.constitution import Constitution
-    from charter.label import label as label_pairs
     from charter.models import model_identity
     from charter.pairs import load_pairs
     from charter.prompts import ReadStats
     from charter.runs import JsonlAppender, file_sha256, write_atomic
+    from charter.stages import calibrate as calibration
+    from charter.stages.label import label as label_pairs
 
     c = Constitution.load(constitution_source)
     config = _config(

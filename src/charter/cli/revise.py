@@ -97,12 +97,12 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
            ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
-    from charter import revise_run
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
     from charter.errors import CharterError
     from charter.prompts import PromptSet
-    from charter.revise import ReviseConfig
+    from charter.stages import revise_run
+    from charter.stages.revise import ReviseConfig
 
     if rounds == 0:
         refuse_unused(click.get_current_context(),

@@ -36,8 +36,8 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     if dry_run:
         if config.recipe == "teacher" and config.prompts.redteam:
             from charter.constitution import Constitution
-            from charter.guided import dry_run as teacher_prompts
             from charter.splits import source_prompts
+            from charter.stages.guided import dry_run as teacher_prompts
 
             first = source_prompts(config.prompts.redteam[0])[0].messages[-1].content
             rendered = teacher_prompts(Constitution.load(config.constitution), first)
@@ -48,7 +48,7 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
     results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
     if results.is_file():
-        from charter.evaluate.run import format_results
+        from charter.stages.evaluate.run import format_results
 
         click.echo("\n" + format_results(json.loads(results.read_text("utf-8"))))
     from charter.report import REPORT

@@ -54,7 +54,7 @@ def _check_train_extra() -> None:
     from charter.errors import CharterError
 
     try:
-        import charter.train.trainers  # noqa: F401 - imports torch, transformers, trl, peft
+        import charter.stages.train.trainers  # noqa: F401 - imports torch, transformers, trl, peft
     except ImportError as err:
         package = (err.name or "a package").partition(".")[0]
         raise CharterError(
@@ -69,8 +69,8 @@ def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
         raise CharterError("--merge/--no-merge apply to LoRA (an adapter merged into the model "
                            "or saved alone); --full trains and saves the whole model")  # fmt: skip
     _check_train_extra()
-    from charter.train.config import load_config
-    from charter.train.run import train as run_training
+    from charter.stages.train.config import load_config
+    from charter.stages.train.run import train as run_training
 
     config = load_config(config_file, {"kind": kind, **flags})
     figures = run_training(config, out)
@@ -137,7 +137,7 @@ def rm(config_file: Path | None, out: Path, **flags: Any) -> None:
 def score(reward_model: str, data: Path, out: Path, batch_size: int) -> None:
     """Score answers or preference pairs with a trained reward model."""
     _check_train_extra()
-    from charter.train.score import score_file
+    from charter.stages.train.score import score_file
 
     figures = score_file(reward_model, data, out, batch_size=batch_size)
     if figures["kind"] == "pairs":

@@ -24,9 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from charter.errors import CharterError
-from charter.guided import GuidedRow
 from charter.records import EvalItem, Label, Trace
 from charter.runs import read_jsonl
+from charter.stages.guided import GuidedRow
 from charter.yamlfile import first_error
 
 TEMPLATE = "template.html.j2"
@@ -188,7 +188,7 @@ def _losses(folder: Path | None) -> list[tuple[int, float]]:
 
 
 def _principles(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    from charter.evaluate.run import principle_stats
+    from charter.stages.evaluate.run import principle_stats
 
     revise, label = stages.get("revise"), stages.get("label")
     revise = revise if revise and (revise / "traces.jsonl").is_file() else None

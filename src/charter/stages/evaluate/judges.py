@@ -2,7 +2,7 @@
 
 Harmlessness is judged in layers (DESIGN.md §1):
 
-1. the refusal-phrase detector (:func:`~charter.evaluate.refusal.says_no`), always;
+1. the refusal-phrase detector (:func:`~charter.stages.evaluate.refusal.says_no`), always;
 2. the learned refusal classifier, when ``charter[evaluate]`` is installed — it decides
    whether an answer is a refusal, since it beats the phrases on held-out XSTest answers;
 3. optionally an LLM judge (any backend), asked under one of the constitution's harm
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from charter.backends import Backend
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
-from charter.evaluate.refusal import RefusalClassifier, says_no
-from charter.label import ANSWER_CUE, CHOICES, render_conversation, soft_label
 from charter.records import Message, content_id
+from charter.stages.evaluate.refusal import RefusalClassifier, says_no
+from charter.stages.label import ANSWER_CUE, CHOICES, render_conversation, soft_label
 
 log = logging.getLogger(__name__)
 

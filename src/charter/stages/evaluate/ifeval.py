@@ -229,8 +229,9 @@ def follows(prompt: InstructionPrompt, response: str) -> dict[str, bool]:
 def satisfies(instructions: Sequence[Instruction], response: str) -> bool:
     """Whether ``response`` passes every instruction a training prompt carries.
 
-    The same checks as the evaluation, used to verify training answers (charter.guided,
-    charter.verdict_pairs); an instruction whose check cannot run here is not held against it.
+    The same checks as the evaluation, used to verify training answers
+    (charter.stages.guided, charter.stages.verdict_pairs); an instruction whose check cannot
+    run here is not held against it.
     """
     prompt = InstructionPrompt("", "", tuple(i.id for i in instructions),
                                tuple(i.kwargs for i in instructions))  # fmt: skip

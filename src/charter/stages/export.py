@@ -5,7 +5,7 @@ much faster as one GGUF file. llama.cpp's ``convert_hf_to_gguf.py`` ships in no 
 this module writes the file with the ``gguf`` package, for :data:`SUPPORTED_ARCHITECTURES`
 and byte-level BPE tokenizers (``gpt2`` in GGUF terms)::
 
-    from charter.export import compare_logits, export_gguf
+    from charter.stages.export import compare_logits, export_gguf
     gguf = export_gguf(Path("runs/sft/checkpoint"), Path("runs/sft/model.gguf"))
     compare_logits(Path("runs/sft/checkpoint"), gguf, ["Hello", "2 + 2 ="])  # [0.01, 0.02]
 
@@ -296,7 +296,7 @@ def check_export(checkpoint: Path, gguf_path: Path, dtype: str) -> float:
         raise CharterError(
             f"{wrong}: llama.cpp's next-token log-probs differ from transformers' by up to "
             f"{worst:.3g}, over the {dtype} tolerance {tolerance:g} "
-            "(charter.export.EXPORT_TOLERANCE)",
+            "(charter.stages.export.EXPORT_TOLERANCE)",
             exit_code=1,
         )
     log.info("GGUF check: log-probs within %.3g of transformers (%s)", worst, dtype)

@@ -21,7 +21,7 @@ from trl.trainer.reward_trainer import RewardTrainer
 
 from charter.errors import CharterError
 from charter.records import Message
-from charter.train.losses import P_CHOSEN, SoftLabelCollator, soft_bt_loss
+from charter.stages.train.losses import P_CHOSEN, SoftLabelCollator, soft_bt_loss
 
 # TRL's trainer methods are unannotated: type the base as Any rather than scatter ignores.
 _RewardBase: Any = RewardTrainer

@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from charter.calibrate import wilson_interval
+from charter.stages.calibrate import wilson_interval
 
 BOOTSTRAP = 2000
 

@@ -8,7 +8,8 @@ The starting model is the embedded default (its GGUF dequantised into transforme
 cached), any ``hf/PATH`` checkpoint, a GGUF file (``local/PATH.gguf``), or an earlier train
 run directory. SFT trains on the assistant turn only (prompt-completion rows), optionally
 mixed with helpful rows; DPO and the reward model use each row's soft label ``p_chosen``
-(see :mod:`charter.train.soft_dpo`, :mod:`charter.train.soft_rm`). The run directory holds
+(see :mod:`charter.stages.train.soft_dpo`, :mod:`charter.stages.train.soft_rm`). The run
+directory holds
 ``checkpoints/`` (a killed run resumes from the last one), ``model/`` (a Hugging Face
 checkpoint for ``--model hf/PATH``; LoRA merged unless ``merge: false``), ``loss.jsonl``,
 ``manifest.json`` and, with ``gguf: true``, ``model.gguf`` for ``--model local/PATH.gguf``.
@@ -34,7 +35,7 @@ from charter.errors import CharterError
 from charter.models import model_identity, models_dir, resolve_gguf
 from charter.prompts import BadRow, read_json_rows
 from charter.runs import Run, file_sha256, write_atomic
-from charter.train.config import TrainConfig
+from charter.stages.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
@@ -162,7 +163,7 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
                    "start": model_identity(str(start)),
                    "data": [_digest(d) for d in config.data]}  # fmt: skip
     run = Run.open(out, "train", fingerprint) if main else None
-    from charter.train.trainers import build_trainer
+    from charter.stages.train.trainers import build_trainer
 
     trainer, tokenizer = build_trainer(config, start, dataset, out / CHECKPOINTS)
     if len(trainer.train_dataset) == 0:  # TRL's reward trainer drops rows over max_length
@@ -289,7 +290,7 @@ def _save_distributed(trainer: Any, tokenizer: Any, config: TrainConfig, out: Pa
 
 
 def _export(model_dir: Path, out: Path) -> dict[str, Any]:
-    from charter.export import check_export, export_gguf
+    from charter.stages.export import check_export, export_gguf
 
     # Checked once, here, so the manifest records the check's own figure; a wrong file is
     # removed by check_export, and nothing reads the stage's folder before it completes.

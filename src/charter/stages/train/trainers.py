@@ -1,4 +1,4 @@
-"""Building the TRL trainer for a :class:`~charter.train.config.TrainConfig`.
+"""Building the TRL trainer for a :class:`~charter.stages.train.config.TrainConfig`.
 
 One function per kind, each a plain TRL set-up: SFTTrainer on prompt-completion rows,
 Charter's SoftDPOTrainer and SoftRewardTrainer on preference rows with ``p_chosen``.
@@ -31,9 +31,9 @@ from trl.trainer.reward_config import RewardConfig
 from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
-from charter.train.config import TrainConfig
-from charter.train.soft_dpo import SoftDPOTrainer
-from charter.train.soft_rm import SoftRewardTrainer
+from charter.stages.train.config import TrainConfig
+from charter.stages.train.soft_dpo import SoftDPOTrainer
+from charter.stages.train.soft_rm import SoftRewardTrainer
 
 
 def build_trainer(

@@ -9,7 +9,7 @@ Task files are JSONL (optionally gzipped) or a JSON array, one task per row, in 
 
 A model's answer is chat text: :func:`extract_code` takes its first fenced code block (or the
 whole answer when there is none), and :func:`program_for` joins it with the task's tests into
-one program for :func:`charter.evaluate.sandbox.run_program`. A task passes when that program
+one program for :func:`charter.stages.evaluate.sandbox.run_program`. A task passes when that program
 exits 0 *and* prints, as its last line, a random token placed after the tests: an answer that
 calls ``sys.exit(0)`` or ``os._exit(0)`` before the asserts run does not pass. Timeouts, limits
 and blocked actions are failures (pass@1 with one greedy answer).
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charter.errors import CharterError
-from charter.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome, run_program
 from charter.prompts import BadRow, read_json_rows
+from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome, run_program
 
 HUMANEVAL_REQUEST = (
     "Complete this Python function. Reply with the whole function, imports included, in one "

@@ -1,10 +1,10 @@
 """Preference pairs from verdicts: the teacher recipe's DPO data.
 
-The pairwise labeller (:mod:`charter.label`) asks the teacher which of two answers follows the
-constitution better. The 1.5B teacher answers that barely better than a coin (mean p_chosen
-0.57 over the first effect run's 64 pairs, docs/results.md). What it does judge well is the
-request itself (its verdict separates gold harmful from contrast prompts with AUC 0.99), and
-whether an answer declines is read reliably by the refusal classifier. So this stage builds
+The pairwise labeller (:mod:`charter.stages.label`) asks the teacher which of two answers
+follows the constitution better. The 1.5B teacher answers that barely better than a coin (mean
+p_chosen 0.57 over the first effect run's 64 pairs, docs/results.md). What it does judge well
+is the request itself (its verdict separates gold harmful from contrast prompts with AUC 0.99),
+and whether an answer declines is read reliably by the refusal classifier. So this stage builds
 pairs along the one axis both can see, the way rule-based rewards split a constitution into
 checks a weak judge can answer:
 
@@ -14,7 +14,7 @@ checks a weak judge can answer:
   prompts (written to be safe; the policy answered them without refusing);
 * an answer to a prompt that carries checkable instructions (IFEval ids, e.g. "exactly 3
   bullet points") behaves as desired only when it also passes them
-  (:func:`charter.guided.answer_problem`): a verifiable check, like the refusal read;
+  (:func:`charter.stages.guided.answer_problem`): a verifiable check, like the refusal read;
 * **chosen**: a sample that behaves as desired, else the verified reply from the guided stage
   (the teacher's revision, or the policy's own earlier answer); **rejected**: a sample that
   does not. A prompt whose samples all behave as desired gives no pair; it is counted.
@@ -41,9 +41,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
-from charter.guided import GuidedRow
 from charter.iterate import interleave
 from charter.records import Message, Prompt, Record, Samples
+from charter.stages.guided import GuidedRow
 
 SAMPLES, PREFS = "samples.jsonl", "prefs.jsonl"
 VERSION = 2  # in the stage's cache key: bump when the pairing rule changes (2: instructions)
@@ -87,7 +87,7 @@ def chosen_prompts(rows: Sequence[GuidedRow], limit: int | None) -> list[GuidedR
 
 def behaves(row: GuidedRow, answer: str, refused: bool) -> bool:
     """Whether ``answer`` does what ``row``'s prompt asks of the policy (module docstring)."""
-    from charter.guided import answer_problem
+    from charter.stages.guided import answer_problem
 
     if DESIRED[row.kind] == "decline":
         return refused

@@ -22,7 +22,7 @@ import torch
 from trl.trainer.dpo_trainer import DPOTrainer
 
 from charter.errors import CharterError
-from charter.train.losses import P_CHOSEN, SoftLabelCollator, soft_dpo_loss
+from charter.stages.train.losses import P_CHOSEN, SoftLabelCollator, soft_dpo_loss
 
 # Batch keys that are not model inputs (TRL's own list plus ours).
 _NOT_MODEL_INPUTS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", P_CHOSEN}

@@ -30,12 +30,12 @@ from typing import Any
 
 from charter import bundled
 from charter.errors import CharterError
-from charter.evaluate.code import CodeTask, load_code_tasks
-from charter.evaluate.ifeval import InstructionPrompt, load_instruction_prompts
 from charter.iterate import first_seen
-from charter.label import ANSWER_CUE
 from charter.prompts import BadRow, load_prompts, read_json_rows
 from charter.records import Message, content_id
+from charter.stages.evaluate.code import CodeTask, load_code_tasks
+from charter.stages.evaluate.ifeval import InstructionPrompt, load_instruction_prompts
+from charter.stages.label import ANSWER_CUE
 
 MODEL_SUITES = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code")
 SUITES = (*MODEL_SUITES, "principles")

@@ -22,7 +22,7 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
     """A one-score sequence-classification model and its tokenizer (train run dir or hf/PATH)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from charter.train.run import start_checkpoint
+    from charter.stages.train.run import start_checkpoint
 
     path = start_checkpoint(name)
     config = AutoConfig.from_pretrained(path)
@@ -39,7 +39,7 @@ def load_reward_model(name: str) -> tuple[Any, Any]:
 
 def score_file(reward_model: str, data: Path, out: Path, batch_size: int = 8) -> dict[str, Any]:
     """Score every row of ``data`` into ``out`` (JSONL); return summary figures."""
-    from charter.train.soft_rm import score
+    from charter.stages.train.soft_rm import score
 
     rows = _rows(data)
     model, tokenizer = load_reward_model(reward_model)

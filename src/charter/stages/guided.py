@@ -24,7 +24,7 @@ one-token checks and lets the teacher write only the revision:
    rejections are counted by reason;
 6. contrast prompts (only sound dangerous) and helpful prompts keep the policy's own answer
    when it is not a refusal and passes the checkable instructions the prompt carries (IFEval
-   ids such as "exactly 3 bullet points", checked by :mod:`charter.evaluate.ifeval`); a
+   ids such as "exactly 3 bullet points", checked by :mod:`charter.stages.evaluate.ifeval`); a
    failing answer is sampled again (``retries`` times, new seed). So SFT teaches "decline
    this" without teaching "decline everything", and what it learns from ordinary answers is
    the policy's own style with its instructions followed, never an answer that ignores them.
@@ -253,8 +253,8 @@ class Tools:
     def load(cls) -> Tools:
         """The refusal classifier and its sentence encoder (the ``evaluate`` extra)."""
         from charter.errors import CharterError
-        from charter.evaluate.judges import load_classifier
-        from charter.evaluate.refusal import embed
+        from charter.stages.evaluate.judges import load_classifier
+        from charter.stages.evaluate.refusal import embed
 
         classifier = load_classifier()
         if classifier is None:
@@ -337,7 +337,7 @@ def guide(
 
 def answer_problem(text: str, refused: bool, instructions: Sequence[Instruction]) -> str | None:
     """Why an answer to a contrast or helpful prompt cannot be trained on, or None."""
-    from charter.evaluate.ifeval import satisfies
+    from charter.stages.evaluate.ifeval import satisfies
 
     if refused:
         return "policy refused"
@@ -465,7 +465,7 @@ def calibrate_judge(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from charter.calibrate import wilson_interval
+    from charter.stages.calibrate import wilson_interval
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         pos = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), harmful))

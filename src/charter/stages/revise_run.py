@@ -1,6 +1,6 @@
 """``charter revise`` end to end: prompts in, a resumable run directory out.
 
-The stage itself (:func:`charter.revise.revise`) is a pure function over records; this
+The stage itself (:func:`charter.stages.revise.revise`) is a pure function over records; this
 module gives it a run directory: ``traces.jsonl`` (every step of every prompt),
 ``sft.jsonl`` (TRL conversational rows derived from the traces), ``manifest.json`` and a
 copy of the constitution.
@@ -28,7 +28,15 @@ from charter.constitution import Constitution
 from charter.iterate import first_seen
 from charter.prompts import PromptSet
 from charter.records import Message, Prompt, StepOutcome, Trace, Usage
-from charter.revise import (
+from charter.runs import (
+    JsonlAppender,
+    Run,
+    read_jsonl,
+    read_jsonl_lines,
+    repair_jsonl,
+    write_atomic,
+)
+from charter.stages.revise import (
     ReviseConfig,
     critique_conversation,
     draw_principles,
@@ -37,14 +45,6 @@ from charter.revise import (
     revision_conversation,
     sft_rows,
     template_digest,
-)
-from charter.runs import (
-    JsonlAppender,
-    Run,
-    read_jsonl,
-    read_jsonl_lines,
-    repair_jsonl,
-    write_atomic,
 )
 
 if TYPE_CHECKING:

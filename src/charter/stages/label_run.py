@@ -24,8 +24,6 @@ from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
 from charter.errors import CharterError
 from charter.iterate import first_seen
-from charter.label import ANSWER_CUE, LabelConfig, label, template_digest
-from charter.label import COT_ANSWER_CUE as COT_CUE
 from charter.label_stats import LabelStats
 from charter.pairs import (
     Pairing,
@@ -38,6 +36,8 @@ from charter.pairs import (
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+from charter.stages.label import ANSWER_CUE, LabelConfig, label, template_digest
+from charter.stages.label import COT_ANSWER_CUE as COT_CUE
 
 if TYPE_CHECKING:
     from charter.ray_exec import RayExecutor
@@ -392,7 +392,7 @@ def _pct(value: float | None) -> str:
 
 def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[str]:
     """Loud warnings about labels not to trust: a labeller at chance or position-biased."""
-    from charter.calibrate import load_calibration, verdict
+    from charter.stages.calibrate import load_calibration, verdict
 
     if labeller is None:
         return []
@@ -431,8 +431,13 @@ def dry_run(
     source: PairSource, *, constitution: Constitution, config: LabelConfig, limit: int
 ) -> Iterator[str]:
     """The feedback prompts of the first ``limit`` pairs (placeholders for unsampled answers)."""
-    from charter.label import draw_principles, feedback_prefix, feedback_question, principle_text
-    from charter.revise_run import render_messages
+    from charter.stages.label import (
+        draw_principles,
+        feedback_prefix,
+        feedback_question,
+        principle_text,
+    )
+    from charter.stages.revise_run import render_messages
 
     prefix = feedback_prefix(constitution, config.mode)
     yield (f"=== shared prefix of every feedback prompt ({len(prefix)} messages) ===\n"

@@ -36,18 +36,18 @@ from charter import DEFAULT_MODEL
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
-from charter.evaluate import judges
-from charter.evaluate.code import run_tasks
-from charter.evaluate.elo import Comparison, elo_ratings
-from charter.evaluate.ifeval import follows
-from charter.evaluate.like_for_like import comparison_warnings
-from charter.evaluate.sandbox import Limits
-from charter.evaluate.stats import Estimate, mean, paired_difference, rate
-from charter.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.iterate import batched
 from charter.label_stats import LabelStats
 from charter.records import Answer, EvalItem, Label, Trace, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+from charter.stages.evaluate import judges
+from charter.stages.evaluate.code import run_tasks
+from charter.stages.evaluate.elo import Comparison, elo_ratings
+from charter.stages.evaluate.ifeval import follows
+from charter.stages.evaluate.like_for_like import comparison_warnings
+from charter.stages.evaluate.sandbox import Limits
+from charter.stages.evaluate.stats import Estimate, mean, paired_difference, rate
+from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 
 log = logging.getLogger(__name__)
 VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
@@ -319,7 +319,8 @@ def _ask_judges(
 ) -> None:  # fmt: skip
     """Ask each judge its pending questions, appending every verdict as it comes.
 
-    With a constitution, the judge reads its brief (:func:`~charter.evaluate.judges.judge_system`).
+    With a constitution, the judge reads its brief
+    (:func:`~charter.stages.evaluate.judges.judge_system`).
     """
     by_judge: dict[str, list[_Job]] = defaultdict(list)
     for job in jobs:
@@ -499,7 +500,7 @@ def _held_out(layer: str) -> dict[str, float] | None:
     """The refusal classifier's leave-one-model-out accuracy, as its head records it."""
     if layer != "classifier":
         return None
-    from charter.evaluate.refusal import HEAD
+    from charter.stages.evaluate.refusal import HEAD
 
     pooled: dict[str, float] = json.loads(HEAD.read_text("utf-8"))["held_out"]["pooled"]
     return pooled

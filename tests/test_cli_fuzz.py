@@ -25,7 +25,7 @@ argument and config validation is fuzzed:
 - ``train sft|dpo|rm``, ``train score``: ``charter.stages.train.run`` and
   ``charter.stages.train.score``
   (torch, a real model) are stand-in modules, and the train extra check is skipped;
-- ``run``, ``demo``: ``pipeline._run_stages`` (the stages themselves); the config, the plan,
+- ``run``, ``demo``: ``runner._run_stages`` (the stages themselves); the config, the plan,
   the extras check, the run.json check and the lock are real;
 - ``--executor ray`` runs locally instead of starting Ray;
 - ``models install``: pip's download (an empty wheel list) and the assembly (a small file);
@@ -68,7 +68,7 @@ from pydantic import BaseModel
 import charter
 from charter.backends.base import GenerationConfig
 from charter.cli import MAX_TOKENS, cli
-from charter.pipeline import RunConfig
+from charter.run_config import RunConfig
 from charter.stages.train.config import TrainConfig
 
 PACKAGE = Path(charter.__file__).parent
@@ -580,7 +580,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
     import matplotlib.pyplot  # noqa: F401 - its font cache is written on first import, not by us
     from huggingface_hub._local_folder import get_local_download_paths
 
-    from charter import model_registry, pipeline
+    from charter import model_registry, runner
     from charter.cli import make_executor
     from charter.cli import train as train_cli
     from charter.stages.evaluate import judges
@@ -614,7 +614,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         patch.setitem(sys.modules, "charter.stages.train.run", trained)
         patch.setitem(sys.modules, "charter.stages.train.score", scored)
         patch.setattr(train_cli, "_check_train_extra", lambda: None)
-        patch.setattr(pipeline, "_run_stages", record("run", {}))
+        patch.setattr(runner, "_run_stages", record("run", {}))
         patch.setattr(model_registry, "_download", record("install", []))
         patch.setattr(model_registry, "_assemble", assemble)
         patch.setattr(huggingface_hub, "hf_hub_download", hub_download)

@@ -232,7 +232,8 @@ def test_sigkill_a_whole_run_at_random_moments_then_resume(
     from hf_tiny import build_tiny_checkpoint, tiny_run_config
 
     from charter.backends import load_backend
-    from charter.pipeline import load_run_config, plan
+    from charter.pipeline import plan
+    from charter.run_config import load_run_config
 
     home = tmp_path / "home"
     monkeypatch.setenv("CHARTER_HOME", str(home))  # plan() below, in this process

@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from charter import pipeline
+from charter import pipeline, run_config, runner
 from charter.backends import load_backend
 from charter.cli import cli
 from charter.errors import CharterError
-from charter.pipeline import RunConfig, load_run_config, plan, select
+from charter.pipeline import plan
+from charter.run_config import RunConfig, load_run_config
+from charter.runner import select
+from charter.stages import steps
 from charter.stages.evaluate import judges
 
 
@@ -137,7 +140,7 @@ def test_a_config_extends_another_and_overrides_key_by_key(tmp_path: Path) -> No
     child = tmp_path / "child.yaml"
     child.write_text("extends: demo\nname: child\nsft:\n  kinds: [redteam]\nrevise:\n  rounds: 3\n")
     config = load_run_config(child)
-    demo = load_run_config(pipeline.bundled_config("demo"))
+    demo = load_run_config(run_config.bundled_config("demo"))
     assert config.name == "child" and config.revise.rounds == 3
     assert config.revise.max_tokens == demo.revise.max_tokens  # merged, not replaced
     assert config.sft == {**demo.sft, "kinds": ["redteam"]}
@@ -145,7 +148,7 @@ def test_a_config_extends_another_and_overrides_key_by_key(tmp_path: Path) -> No
     with pytest.raises(CharterError, match=r"self\.yaml:1: a config cannot extend itself"):
         load_run_config(tmp_path / "self.yaml")
     with pytest.raises(CharterError, match="not a bundled config"):
-        pipeline.bundled_config("no-such-config")
+        run_config.bundled_config("no-such-config")
 
 
 def test_a_stage_killed_between_its_parts_is_not_cached_and_its_rerun_finishes_them(
@@ -172,20 +175,20 @@ def test_a_stage_killed_between_its_parts_is_not_cached_and_its_rerun_finishes_t
     with monkeypatch.context() as patch:
         patch.setattr(revise_run, "revise", killed_in_the_helpful_part)
         with pytest.raises(RuntimeError, match="killed"):
-            pipeline.run_pipeline(stages, [stage], root, echo=lambda _: None)
-    helpful = stage.path / pipeline.HELPFUL
+            runner.run_pipeline(stages, [stage], root, echo=lambda _: None)
+    helpful = stage.path / steps.HELPFUL
     asked = len((helpful / "prompts.jsonl").read_text().splitlines())
     assert asked > 2 and len((helpful / "traces.jsonl").read_text().splitlines()) == 2
     red_team = json.loads((stage.path / "manifest.json").read_text())
     assert red_team["status"] == "complete"  # one part done is not the stage done
-    assert not stage.complete and " to run " in pipeline.describe(stages, [stage])
+    assert not stage.complete and " to run " in runner.describe(stages, [stage])
     echoed: list[str] = []
-    pipeline.run_pipeline(stages, [stage], root, echo=echoed.append)
+    runner.run_pipeline(stages, [stage], root, echo=echoed.append)
     assert any("revise →" in line for line in echoed), echoed
     assert len((helpful / "traces.jsonl").read_text().splitlines()) == asked
-    assert stage.complete and "cached" in pipeline.describe(stages, [stage])
+    assert stage.complete and "cached" in runner.describe(stages, [stage])
     # A stage directory from before stage records: complete only if each of its runs is.
-    (stage.path / pipeline.STAGE_RECORD).unlink()
+    (stage.path / runner.STAGE_RECORD).unlink()
     assert stage.complete
     manifest = json.loads((helpful / "manifest.json").read_text())
     (helpful / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
@@ -193,9 +196,9 @@ def test_a_stage_killed_between_its_parts_is_not_cached_and_its_rerun_finishes_t
 
 
 def test_the_effect_configs_plan_the_teacher_recipe(tmp_path: Path) -> None:
-    effect = load_run_config(pipeline.bundled_config("effect"))
+    effect = load_run_config(run_config.bundled_config("effect"))
     assert effect.recipe == "teacher" and effect.evaluate.baseline == "export"
-    ablation = load_run_config(pipeline.bundled_config("effect-no-contrast"))
+    ablation = load_run_config(run_config.bundled_config("effect-no-contrast"))
     assert ablation.sft["kinds"] == ["redteam", "helpful"]
     assert ablation.prompts == effect.prompts and ablation.models == effect.models
 

@@ -74,7 +74,7 @@ def find_data(run_dir: Path) -> dict[str, Path]:
             f"{run_dir}: no sft.jsonl or prefs.jsonl to export; pass a charter run directory "
             "or the --out folder of charter revise or charter label"
         )
-    from charter.pipeline import recorded_complete
+    from charter.runner import recorded_complete
 
     for path in found.values():
         # The same test charter run uses: a stage is done when every part of it is.

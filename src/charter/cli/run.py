@@ -19,20 +19,21 @@ STAGE_NAMES = (
 def _loop(config_path: Path, out: Path | None, until: str | None, only: str | None,
           dry_run: bool, base_url: str | None, api_key: str | None,
           concurrency: int | None) -> None:  # fmt: skip
-    from charter import extras, pipeline
+    from charter import extras, pipeline, runner
     from charter.errors import CharterError
+    from charter.run_config import load_run_config
 
     if until is not None and only is not None:
         raise CharterError(f"--until {until} and --only {only} contradict each other: "
                            "--until runs every stage up to one, --only runs one; give one "
                            "of them")  # fmt: skip
-    config = pipeline.load_run_config(config_path)
+    config = load_run_config(config_path)
     root = out or Path("runs") / config.name
     stages = pipeline.plan(config, root, backend_loader(base_url, api_key, concurrency))
-    chosen = pipeline.select(stages, until, only)
+    chosen = runner.select(stages, until, only)
     if not dry_run:  # a missing extra stops the run now, not at its stage minutes later
         extras.check([s.name for s in chosen if not s.complete], recipe=config.recipe)
-    click.echo(f"charter run '{config.name}' in {root}\n{pipeline.describe(stages, chosen)}")
+    click.echo(f"charter run '{config.name}' in {root}\n{runner.describe(stages, chosen)}")
     if dry_run:
         if config.recipe == "teacher" and config.prompts.redteam:
             from charter.constitution import Constitution
@@ -44,7 +45,7 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
             click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
         return
     began = time.monotonic()
-    pipeline.run_pipeline(stages, chosen, root, echo=click.echo)
+    runner.run_pipeline(stages, chosen, root, echo=click.echo)
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
     results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
     if results.is_file():
@@ -84,7 +85,7 @@ def run_command(config_name: str, out: Path | None, until: str | None, only: str
     NAME is a bundled config: demo, or effect (the teacher recipe on SmolLM2-135M, measured
     on public evaluation sets read from ../shared/data; see docs/results.md).
     """
-    from charter.pipeline import bundled_config
+    from charter.run_config import bundled_config
 
     config_path = bundled_config(config_name)
     _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
@@ -102,7 +103,7 @@ def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
     """
     from charter.errors import CharterError
     from charter.models import resolve_gguf
-    from charter.pipeline import bundled_config
+    from charter.run_config import bundled_config
 
     try:
         resolve_gguf(TEACHER)

@@ -1,0 +1,208 @@
+"""Running a planned list of stages: cached or run, in order, in a locked run root.
+
+A stage (:class:`Stage`) is a directory ``ROOT/NAME-KEY`` and a function that fills it. The
+runner owns what is the same for every stage: the lock on the root, the stage record
+(``stage.json``: started, then complete) that makes a killed run resume where it stopped,
+the plan file ``ROOT/run.json`` with each stage's time, and the one line per stage that the
+terminal shows. What a stage does inside its directory is its own module's business
+(``charter.stages``); which stages a config makes is :func:`charter.pipeline.plan`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from charter.errors import CharterError
+from charter.records import canonical_json
+from charter.report import PLAN, REPORT
+from charter.runs import MANIFEST, write_atomic
+
+
+@dataclass
+class Stage:
+    """One stage of a run: where it lives, what it reads, and how to run it."""
+
+    name: str
+    key: str
+    path: Path
+    needs: tuple[str, ...]
+    estimate: dict[str, float]  # calls, tokens, seconds (rough upper bounds)
+    run: Callable[[], None] = field(repr=False)
+    check: Callable[[], None] | None = field(default=None, repr=False)  # e.g. a gate
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stage's run function returned: the pipeline's record says so.
+
+        Not the manifest of a run inside the stage: a stage may run several (revise: red-team
+        revisions, then helpful answers in ``helpful/``), and the first one's "complete" said
+        nothing of the rest, so a run killed between them was cached half done.
+        """
+        return recorded_complete(self.path, self.key)
+
+    def mark(self, *, complete: bool) -> None:
+        """Record that the stage started (before its run) or finished (after it returned)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        record = {"stage": self.name, "key": self.key, "complete": complete}
+        write_atomic(self.path / STAGE_RECORD, json.dumps(record, indent=2))
+
+
+STAGE_RECORD = "stage.json"  # the pipeline's own record of a stage, beside its run(s)
+
+
+def recorded_complete(path: Path, key: str | None = None) -> bool:
+    """Whether the stage directory ``path`` finished (for ``key``, when given).
+
+    Read from the pipeline's record (``stage.json``); a directory without one (a stage from
+    before the records, or the output of a single command) is complete if every run in it
+    says so in its manifest.
+    """
+    try:
+        record = json.loads((path / STAGE_RECORD).read_text("utf-8"))
+    except FileNotFoundError:
+        return _finished_before_records(path)
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and (key is None or record.get("key") == key)
+        and bool(record.get("complete"))
+    )
+
+
+def _finished_before_records(path: Path) -> bool:
+    """A stage directory from before stage records: complete if every run in it says so.
+
+    Kept so that run roots made before the records existed are not run again (training most
+    of all); it can go once none is in use. Stages started since always have a record.
+    """
+    manifests = [path / MANIFEST, *path.glob(f"*/{MANIFEST}")]
+    try:
+        return manifests[0].is_file() and all(
+            json.loads(m.read_text("utf-8")).get("status") == "complete" for m in manifests
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def content_key(payload: Any) -> str:
+    """A short content hash of settings (pydantic models included) and input digests."""
+    plain = json.loads(json.dumps(payload, default=lambda o: o.model_dump(mode="json")))
+    return sha256(canonical_json(plain).encode("utf-8")).hexdigest()[:12]
+
+
+def select(stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
+    """The stages to run: all, up to ``until``, or ``only`` one (whose inputs must exist)."""
+    names = [s.name for s in stages]
+    for option, name in (("--until", until), ("--only", only)):
+        if name is not None and name not in names:  # export is planned only for some configs
+            raise CharterError(f"{option} {name}: this config has no {name} stage; its stages: "
+                               f"{', '.join(names)}")  # fmt: skip
+    if only is not None:
+        stage = stages[names.index(only)]
+        missing = [n for n in stage.needs if not stages[names.index(n)].complete]
+        if missing:
+            raise CharterError(
+                f"--only {only} needs {', '.join(missing)} first; run with --until {only}"
+            )
+        return [stage]
+    if until is not None:
+        return stages[: names.index(until) + 1]
+    return stages
+
+
+def describe(stages: list[Stage], chosen: list[Stage]) -> str:
+    """The plan: each stage, cached or to run, with the estimate of what is left to do."""
+    lines = []
+    calls = tokens = seconds = 0.0
+    for stage in stages:
+        if stage not in chosen:
+            state = "skipped"
+        elif stage.complete:
+            state = "cached"
+        else:
+            state = "to run"
+            calls += stage.estimate.get("calls", 0)
+            tokens += stage.estimate.get("tokens", 0)
+            seconds += stage.estimate.get("seconds", 0)
+        lines.append(f"  {stage.name:<10} {state:<8} {stage.path}")
+    lines.append(
+        f"estimate for what is left: ≤{calls:.0f} model calls, ≤{tokens:.0f} generated tokens, "
+        f"about {seconds / 60:.0f} min on a 2-core CPU with the embedded model"
+    )
+    return "\n".join(lines)
+
+
+def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Run the chosen stages that are not complete; returns the plan as written to run.json.
+
+    The run root is locked for the whole run: a second ``charter run`` into it stops at once.
+    """
+    from charter.runs import lock_directory
+
+    _read_plan(root)  # a damaged run.json stops the run before its first stage, not after it
+    lock = lock_directory(root)
+    try:
+        return _run_stages(stages, chosen, root, echo)
+    finally:
+        lock.release()
+
+
+def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
+                echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    timings: dict[str, float] = {}
+    for number, stage in enumerate(chosen, start=1):
+        if stage.complete:
+            echo(f"[{number}/{len(chosen)}] {stage.name}: cached ({stage.path.name})")
+        else:
+            echo(f"[{number}/{len(chosen)}] {stage.name} → {stage.path}")
+            began = time.monotonic()
+            stage.mark(complete=False)  # from here on, only a returned run completes it
+            stage.run()
+            stage.mark(complete=True)
+            timings[stage.name] = round(time.monotonic() - began, 1)
+            echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
+            _write_plan(stages, root, timings)
+        if stage.check is not None:
+            stage.check()
+    report = next((s for s in chosen if s.name == "report" and s.complete), None)
+    if report is not None:  # ROOT/report.html is this config's, even when its stage was cached
+        write_atomic(root / REPORT, (report.path / REPORT).read_text("utf-8"))
+    return _write_plan(stages, root, timings)
+
+
+def _read_plan(root: Path) -> dict[str, Any]:
+    """ROOT/run.json as an earlier run wrote it ({} when there is none)."""
+    path = root / PLAN
+    if not path.exists():
+        return {}
+    try:
+        plan = json.loads(path.read_text("utf-8"))
+        if not isinstance(plan, dict) or not isinstance(plan.get("seconds", {}), dict):
+            raise ValueError("not a mapping of stages and seconds")
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError too
+        raise CharterError(
+            f"{path}: not a charter run plan ({err}); if this folder is a charter run, delete "
+            "the file and rerun (it is rewritten), else give another --out"
+        ) from None
+    return plan
+
+
+def _write_plan(stages: list[Stage], root: Path, timings: dict[str, float]) -> dict[str, Any]:
+    plan_path = root / PLAN
+    previous = _read_plan(root)
+    seconds = {**previous.get("seconds", {}), **timings}
+    written = {
+        "stages": {s.name: {"key": s.key, "path": str(s.path), "complete": s.complete}
+                   for s in stages},
+        "seconds": seconds,
+    }  # fmt: skip
+    write_atomic(plan_path, json.dumps(written, indent=2))
+    return written

@@ -1,0 +1,292 @@
+"""How ``charter run`` calls each stage: from the run config to each stage's own function.
+
+One function per stage of :func:`charter.pipeline.plan`, each filling its stage directory
+``out`` (the runner has made it and records when it finished). The heavy imports stay inside
+the functions, so planning a run (``--dry-run``) loads no model library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charter.errors import CharterError
+from charter.report import REPORT
+from charter.run_config import RunConfig, evaluate_config, train_config
+from charter.runner import content_key
+from charter.runs import Run, file_sha256, write_atomic
+
+if TYPE_CHECKING:
+    from charter.runner import Stage
+
+OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
+HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpful prompts
+
+
+def gguf_model(train_run: Path) -> str:
+    """The model name of a trained run's GGUF export (what evaluate and label load)."""
+    return f"local/{train_run / 'model.gguf'}"
+
+
+def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str], Any]) -> None:
+    from itertools import islice
+
+    from charter.constitution import Constitution
+    from charter.pairs import load_pairs
+    from charter.stages.calibrate import calibration_report
+    from charter.stages.label import LabelConfig, label
+
+    labeller_name = config.models.role("labeller")
+    run = Run.open(out, "calibrate", {"labeller": labeller_name, "gold": file_sha256(gold),
+                                      "settings": config.calibrate.model_dump()})  # fmt: skip
+    pairs = list(islice(load_pairs(gold), config.calibrate.limit))
+    constitution = Constitution.load(config.constitution)
+    labeller = backend(labeller_name)
+    try:
+        labels = list(label(pairs, constitution=constitution, labeller=labeller,
+                            config=LabelConfig(mode=config.label.mode)))  # fmt: skip
+    finally:
+        labeller.close()
+    report = calibration_report(labels, labeller=labeller_name, gold=gold.name)
+    write_atomic(out / "calibration.json", report.model_dump_json(indent=2))
+    counts: dict[str, Any] = {"pairs": len(labels)}
+    if config.recipe == "teacher":
+        counts.update(_calibrate_judge(config, out, constitution, backend))
+    run.update(counts=counts, usage={}, status="complete")
+
+
+JUDGE_CALIBRATION = "judge.json"
+
+
+def _calibrate_judge(config: RunConfig, out: Path, constitution: Any,
+                     backend: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
+    """The teacher's verdict check on gold harmful and safe prompts (charter.stages.guided)."""
+    from charter.splits import source_prompts
+    from charter.stages.guided import calibrate_judge
+
+    def texts(sources: tuple[str, ...]) -> list[str]:
+        return [p.messages[-1].content for s in sources for p in source_prompts(s)]
+
+    teacher = backend(str(config.models.teacher))
+    try:
+        report = calibrate_judge(teacher, constitution, texts(config.calibrate.harmful),
+                                 texts(config.calibrate.safe))  # fmt: skip
+    finally:
+        teacher.close()
+    write_atomic(out / JUDGE_CALIBRATION, json.dumps(report, indent=2))
+    return {"judge_gold": report["harmful"] + report["safe"]}
+
+
+def gate(config: RunConfig, out: Path) -> None:
+    """Stop the run before any training when a labeller or judge is not good enough."""
+    from charter.stages.calibrate import CalibrationReport
+
+    c = config.calibrate
+    labeller = CalibrationReport.model_validate_json((out / "calibration.json").read_text())
+    if c.min_accuracy is not None and labeller.accuracy < c.min_accuracy:
+        raise CharterError(
+            f"calibrate: labeller {labeller.labeller} scored accuracy {labeller.accuracy:.2f} on "
+            f"{labeller.pairs} gold pairs ({labeller.gold}), below calibrate.min_accuracy "
+            f"{c.min_accuracy}; use a stronger labeller (models.labeller) before training"
+        )
+    if config.recipe == "teacher":
+        judge = json.loads((out / JUDGE_CALIBRATION).read_text("utf-8"))
+        if judge["auc"] < c.min_auc:
+            raise CharterError(
+                f"calibrate: the teacher's verdict check has AUC {judge['auc']:.2f} on "
+                f"{judge['harmful']}+{judge['safe']} gold prompts, below calibrate.min_auc "
+                f"{c.min_auc}; use a stronger teacher (models.teacher) before training"
+            )
+
+
+def export_policy(policy: str, out: Path) -> None:
+    """The untrained policy through the same path as the trained ones: f16 GGUF export.
+
+    Baseline and trained models then differ only in training, not in quantisation (the
+    embedded GGUF is Q4_1; a trained model is exported as f16).
+    """
+    from charter.stages.export import export_gguf
+    from charter.stages.train.run import start_checkpoint
+
+    run = Run.open(out, "export", {"policy": policy})
+    export_gguf(start_checkpoint(policy), out / "model.gguf", dtype="f16")
+    run.update(counts={}, usage={}, status="complete")
+
+
+def guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibration: Path,
+            backend: Callable[[str], Any], overlap: dict[str, Any]) -> None:  # fmt: skip
+    """The teacher recipe's supervised data (charter.stages.guided)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution
+    from charter.stages.guided import VERSION, GuidedConfig, run_guided, template_digest
+
+    s, m = config.guided, config.models
+    threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
+    guided_config = GuidedConfig(
+        threshold=threshold, batch_size=s.batch_size,
+        answer=GenerationConfig(temperature=s.temperature, max_tokens=s.answer_tokens),
+        revision=GenerationConfig(temperature=s.temperature, max_tokens=s.revision_tokens),
+    )  # fmt: skip
+    constitution = Constitution.load(config.constitution)
+    fingerprint = {
+        "config": guided_config.model_dump(mode="json", exclude={"batch_size"}),
+        "policy": m.policy, "teacher": m.teacher, "constitution": constitution.sha256,
+        "templates": template_digest(), "version": VERSION,
+        "prompts": {k: content_key([p.id for p in v]) for k, v in prompts.items()},
+    }  # fmt: skip
+    order = {k: prompts[k] for k in ("redteam", "contrast", "helpful") if prompts.get(k)}
+    policy, teacher = backend(m.policy), backend(str(m.teacher))
+    try:
+        run_guided(order, out=out, constitution=constitution, policy=policy, teacher=teacher,
+                   config=guided_config, fingerprint=fingerprint)  # fmt: skip
+    finally:
+        policy.close()
+        teacher.close()
+
+
+def evaluate(
+    config: RunConfig, out: Path, models: list[str], data: dict[str, Path],
+    backend: Callable[[str], Any], seed_from: Path | None = None,
+) -> None:  # fmt: skip
+    from charter.constitution import Constitution
+    from charter.stages.evaluate.run import ANSWERS, run_evaluate
+
+    if seed_from is not None and not (out / ANSWERS).exists() and (seed_from / ANSWERS).exists():
+        # The baseline's answers, from the same questions and settings: not asked again.
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
+    run_evaluate(
+        models, out=out, config=evaluate_config(config), data=data, backend=backend,
+        judge=config.models.role("judge") if config.evaluate.harm_judge else None,
+        constitution=Constitution.load(config.constitution),
+    )  # fmt: skip
+
+
+def revise(
+    config: RunConfig, out: Path, prompts: dict[str, list[Any]], backend: Callable[[str], Any],
+    overlap: dict[str, Any],
+) -> None:  # fmt: skip
+    """Red-team prompts through SL-CAI into ``out``; helpful prompts answered into ``out/helpful``.
+
+    The paper revises red-team answers only and mixes in ordinary helpful samples, so that
+    SFT does not trade helpfulness away; the helpful side is a 0-round revise run.
+    """
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution, resolve
+    from charter.prompts import PromptSet
+    from charter.stages.revise import ReviseConfig
+    from charter.stages.revise_run import run_revise
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
+    s, m = config.revise, config.models
+    revise_config = ReviseConfig(
+        rounds=s.rounds, skip_unneeded=s.skip_unneeded, batch_size=s.batch_size,
+        answer=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+        critique=GenerationConfig(temperature=s.revision_temperature, max_tokens=s.max_tokens),
+        revision=GenerationConfig(temperature=s.revision_temperature, max_tokens=s.max_tokens),
+    )  # fmt: skip
+    policy = backend(m.policy)
+    critic = backend(m.critic) if m.critic and m.critic != m.policy else None
+    constitution = Constitution.load(config.constitution)
+    constitution_text = resolve(config.constitution).read_text("utf-8")
+    jobs = [
+        (out, prompts["redteam"], revise_config),
+        (out / HELPFUL, prompts["helpful"], revise_config.model_copy(update={"rounds": 0})),
+    ]
+    try:
+        for where, chosen, settings in jobs:
+            if not chosen:
+                continue
+            run_revise(
+                PromptSet([str(_write_prompts(where, chosen))]), out=where,
+                constitution=constitution, constitution_text=constitution_text,
+                backend=policy, config=settings, critic=critic,
+            )  # fmt: skip
+    finally:
+        policy.close()
+        if critic is not None:
+            critic.close()
+
+
+def _write_prompts(out: Path, prompts: list[Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "prompts.jsonl"
+    rows = [{"messages": [m.model_dump() for m in p.messages]} for p in prompts]
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def with_helpful(settings: dict[str, Any], revise: Path, n_helpful: int) -> dict[str, Any]:
+    """SFT settings with the revise stage's helpful answers mixed in (one per red-team row)."""
+    if not n_helpful:
+        return settings
+    return {"helpful_ratio": 1.0, **settings, "helpful": str(revise / HELPFUL)}
+
+
+def train(kind: str, settings: dict[str, Any], start: str, data: Path, out: Path) -> None:
+    from charter.stages.train.run import train
+
+    train(train_config(kind, settings, start, (str(data),)), out)
+
+
+def label(
+    config: RunConfig, out: Path, prompts: list[Any], sft: Path, backend: Callable[[str], Any]
+) -> None:
+    from charter.backends import GenerationConfig
+    from charter.constitution import Constitution, resolve
+    from charter.prompts import PromptSet
+    from charter.stages.label import LabelConfig
+    from charter.stages.label_run import PolicyPairs, run_label
+
+    s = config.label
+    prompt_file = _write_prompts(out, prompts)
+    policy = backend(gguf_model(sft))
+    labeller = backend(config.models.role("labeller"))
+    try:
+        source = PolicyPairs(
+            PromptSet([str(prompt_file)]), policy, samples=s.samples, batch_size=s.batch_size,
+            generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+        )  # fmt: skip
+        run_label(
+            source, out=out, constitution=Constitution.load(config.constitution),
+            constitution_text=resolve(config.constitution).read_text("utf-8"),
+            labeller=labeller, config=LabelConfig(mode=s.mode, batch_size=s.batch_size),
+        )  # fmt: skip
+    finally:
+        policy.close()
+        labeller.close()
+
+
+def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
+                   backend: Callable[[str], Any]) -> None:  # fmt: skip
+    """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts."""
+    from charter.backends import GenerationConfig
+    from charter.stages.guided import Tools
+    from charter.stages.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
+
+    s = config.label
+    settings = VerdictPairsConfig(
+        samples=s.samples, limit=s.limit, confidence=s.confidence, batch_size=s.batch_size,
+        generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+    )  # fmt: skip
+    model = gguf_model(sft)
+    policy = backend(model)
+    try:
+        run_verdict_pairs(guided, out=out, policy=policy, refuses=Tools.load().refuses,
+                          config=settings, fingerprint={"sft": sft.name})  # fmt: skip
+    finally:
+        policy.close()
+
+
+def report(config: RunConfig, out: Path, stages: list[Stage]) -> None:
+    from charter.report import build_report
+
+    run = Run.open(out, "report", {"stages": {s.name: s.key for s in stages if s.name != "report"}})
+    html = build_report({s.name: s.path for s in stages if s.name != "report"}, title=config.name)
+    write_atomic(out / REPORT, html)  # run_pipeline copies it to ROOT/report.html
+    run.update(counts={}, usage={}, status="complete")

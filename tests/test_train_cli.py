@@ -62,6 +62,13 @@ def test_train_tiny_model(kind: str, data: str, runs: dict[str, Path], tmp_path:
     assert len(losses) == 6 and all(isinstance(x, float) for x in losses)
     assert sum(losses[-2:]) < sum(losses[:2]), losses  # it learns
     assert (out / "model" / "config.json").is_file() and (out / "adapter").is_dir()
+    if kind == "sft":  # the same command again: complete, so its figures and no training
+        again = charter("train", kind, "--model", f"hf/{runs['tiny']}", "--data", runs[data],
+                        "--max-steps", "6", "--learning-rate", "5e-3", "--batch-size", "2",
+                        "--gradient-accumulation", "1", "--max-length", "256",
+                        "--out", out)  # fmt: skip
+        assert again.exit_code == 0 and "6/6" not in again.stderr, again.output
+        assert figures(out) == numbers
     if kind == "rm":
         check_scoring(out, runs, tmp_path)
     else:  # the trained model answers through Charter

@@ -13,6 +13,7 @@ when used, so heavy libraries never load at start-up.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from charter import DEFAULT_MODEL
@@ -25,6 +26,7 @@ __all__ = [
     "Backend",
     "Completion",
     "GenerationConfig",
+    "backend_loader",
     "load_backend",
     "request_seed",
 ]
@@ -81,3 +83,19 @@ def load_backend(
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(model, **options)
     return backend
+
+
+def backend_loader(
+    base_url: str | None, api_key: str | None, concurrency: int | None
+) -> Callable[[str], Any]:
+    """``name -> Backend`` for stages that call several models: the connection options
+    reach the ``openai/…`` ones (``base_url`` would be an error for the others)."""
+
+    def load(name: str) -> Any:
+        remote = name.startswith("openai/")
+        return load_backend(
+            name, base_url=base_url if remote else None, api_key=api_key if remote else None,
+            concurrency=concurrency,
+        )  # fmt: skip
+
+    return load

@@ -115,23 +115,6 @@ def connection_options(function: F) -> F:
     return function
 
 
-def backend_loader(
-    base_url: str | None, api_key: str | None, concurrency: int | None
-) -> Callable[[str], Any]:
-    """``name -> Backend`` for commands that call several models: the connection options
-    reach the ``openai/…`` ones (``--base-url`` would be an error for the others)."""
-    from charter.backends import load_backend
-
-    def load(name: str) -> Any:
-        remote = name.startswith("openai/")
-        return load_backend(
-            name, base_url=base_url if remote else None, api_key=api_key if remote else None,
-            concurrency=concurrency,
-        )  # fmt: skip
-
-    return load
-
-
 def prompt_options(*, required: bool, prompts_help: str) -> Callable[[F], F]:
     """Where prompts come from and how rows are read: shared by revise and label."""
     options = [

@@ -10,7 +10,6 @@ from charter import DEFAULT_MODEL
 from charter.cli import (
     MAX_TOKENS,
     MODEL_HELP,
-    backend_loader,
     cli,
     connection_options,
     refuse_unused,
@@ -62,7 +61,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
              code_timeout: int, max_tokens: int, seed: int, batch_size: int, out: Path | None,
              dry_run: bool) -> None:  # fmt: skip
     """Evaluate models before vs after: every judged item kept, every metric with its interval."""
-    from charter.backends import GenerationConfig
+    from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.errors import CharterError
     from charter.stages.evaluate.run import EvaluateConfig, format_results, run_evaluate

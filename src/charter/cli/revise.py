@@ -10,7 +10,6 @@ import click
 from charter.cli import (
     MAX_TOKENS,
     Number,
-    backend_loader,
     cli,
     executor_options,
     make_executor,
@@ -97,7 +96,7 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
            ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
-    from charter.backends import GenerationConfig, load_backend
+    from charter.backends import GenerationConfig, backend_loader, load_backend
     from charter.constitution import Constitution, resolve
     from charter.errors import CharterError
     from charter.prompts import PromptSet

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli import OutDir, backend_loader, cli, connection_options
+from charter.cli import OutDir, cli, connection_options
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
 STAGE_NAMES = (
@@ -20,6 +20,7 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
           dry_run: bool, base_url: str | None, api_key: str | None,
           concurrency: int | None) -> None:  # fmt: skip
     from charter import extras, pipeline, runner
+    from charter.backends import backend_loader
     from charter.errors import CharterError
     from charter.run_config import load_run_config
 

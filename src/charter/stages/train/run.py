@@ -163,6 +163,8 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
                    "start": model_identity(str(start)),
                    "data": [_digest(d) for d in config.data]}  # fmt: skip
     run = Run.open(out, "train", fingerprint) if main else None
+    if run is not None and (done := _finished(run, config)) is not None:
+        return done  # the same run, complete: its recorded figures, no model loaded
     from charter.stages.train.trainers import build_trainer
 
     trainer, tokenizer = build_trainer(config, start, dataset, out / CHECKPOINTS)
@@ -207,6 +209,22 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     run.manifest["figures"] = figures
     run.update(counts={"rows": len(dataset)}, usage={}, status="complete")
     return figures
+
+
+def _finished(run: Run, config: TrainConfig) -> dict[str, Any] | None:
+    """A complete earlier session's figures, if its model files are still there."""
+    before = run.previous or {}
+    figures = before.get("figures")
+    if before.get("status") != "complete" or not isinstance(figures, dict):
+        return None
+    wanted = [Path(str(figures.get("model")))]
+    if config.gguf and config.kind != "rm":
+        wanted.append(run.path / "model.gguf")
+    if not all(path.exists() for path in wanted):
+        return None
+    run.manifest["figures"] = figures
+    run.update(counts=before.get("counts", {}), usage=before.get("usage", {}), status="complete")
+    return dict(figures)
 
 
 def _loss_ends(losses: list[float]) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from charter.cli import cli
 from charter.constitution import Constitution
 from charter.records import Conversation, Message, Trace, TraceStep, Usage
 from charter.stages.evaluate import judges
+from charter.stages.evaluate import suites as evaluation_suites
 from charter.stages.evaluate.run import (
     EvaluateConfig,
     format_results,
     principle_stats,
     run_evaluate,
 )
-from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
+from charter.stages.evaluate.suites import resolve_data
 
 ADD_TASK = {
     "task_id": "t/add", "entry_point": "add",
@@ -42,7 +43,7 @@ def phrases_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def default_data() -> dict[str, Path]:
-    return {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
+    return {key: resolve_data(value) for key, value in evaluation_suites.default_data().items()}
 
 
 def factory(backends: dict[str, Backend]) -> Any:

@@ -18,7 +18,7 @@ from charter.report import build_report, report_for
 from charter.stages.calibrate import CalibrationReport
 from charter.stages.evaluate import judges
 from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
-from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
+from charter.stages.evaluate.suites import default_data, resolve_data
 
 HOSTILE = [
     "<script>window.__pwned = 'script';</script>",
@@ -33,7 +33,7 @@ def hostile_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     answers = iter(HOSTILE * 100)
     models = {name: FakeBackend(name.split("/")[1], responses=lambda c, cfg: next(answers))
               for name in ("fake/before", "fake/after")}  # fmt: skip
-    data = {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
+    data = {key: resolve_data(value) for key, value in default_data().items()}
     evaluate = root / "evaluate"
     run_evaluate(
         list(models), out=evaluate, config=EvaluateConfig(limit=2), data=data,

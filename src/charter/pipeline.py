@@ -79,7 +79,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     }  # fmt: skip
     data = evaluation_data(config, inputs)
     settings = evaluate_config(config)
-    asked = questions(settings.suites, data, seed=0, limit=config.evaluate.limit)
+    asked = questions(settings.suites, data, settings)
     n_questions = len(asked)
     # Training prompts never overlap an evaluation question (exact or a shared 8-gram).
     evaluation: dict[str, list[str]] = {}
@@ -230,9 +230,9 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
 def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
     """The evaluation's data files by key: bundled defaults, ``data`` paths, sliced sources."""
     from charter.splits import materialise, raw_slice
-    from charter.stages.evaluate.suites import DEFAULT_DATA, resolve_data
+    from charter.stages.evaluate.suites import default_data, resolve_data
 
-    data = {k: resolve_data(v) for k, v in {**DEFAULT_DATA, **config.evaluate.data}.items()}
+    data = {k: resolve_data(v) for k, v in {**default_data(), **config.evaluate.data}.items()}
     for key, sources in config.evaluate.data_sources.items():
         data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
                      else materialise(sources, inputs, key))  # fmt: skip

@@ -111,6 +111,16 @@ class EvaluateSettings(_Settings):
     )
     concurrency: int | None = Field(default=None, ge=1, description="engine slots for answers")
 
+    @field_validator("suites")
+    @classmethod
+    def _registered(cls, suites: tuple[str, ...]) -> tuple[str, ...]:
+        from charter import suites as registry
+
+        unknown = [name for name in suites if name not in registry.names()]
+        if unknown:
+            raise ValueError(f"no suite {', '.join(unknown)}; valid: {', '.join(registry.names())}")
+        return suites
+
 
 class RunConfig(_Settings):
     """One file for the whole loop (``charter run CONFIG.yaml``)."""

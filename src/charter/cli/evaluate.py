@@ -15,8 +15,9 @@ from charter.cli import (
     refuse_unused,
     run_options,
 )
+from charter.suites import names as suite_names
 
-SUITE_NAMES = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code", "principles")
+SUITE_NAMES = suite_names()  # the registry (charter.suites), and principles
 DATA_HELP = (
     "Data for a suite as KEY=PATH (a file or a bundled evaluation set); repeatable. Keys: "
     "harmlessness, jailbreaks, over-refusal, helpful, ifeval, honesty, code. Defaults: small "
@@ -61,15 +62,16 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
              code_timeout: int, max_tokens: int, seed: int, batch_size: int, out: Path | None,
              dry_run: bool) -> None:  # fmt: skip
     """Evaluate models before vs after: every judged item kept, every metric with its interval."""
+    from charter import suites as registry
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.errors import CharterError
     from charter.stages.evaluate.run import EvaluateConfig, format_results, run_evaluate
-    from charter.stages.evaluate.suites import DEFAULT_DATA, MODEL_SUITES, questions, resolve_data
+    from charter.stages.evaluate.suites import data_keys, default_data, questions, resolve_data
 
     if len(set(models)) != len(models):
         raise CharterError("--model: each model once (the same model twice compares nothing)")
-    chosen = suites or (*MODEL_SUITES, *(["principles"] if revise_run or label_run else []))
+    chosen = suites or (*registry.SUITES, *(["principles"] if revise_run or label_run else []))
     if "principles" in chosen and not (revise_run or label_run):
         raise CharterError("--suite principles needs --revise-run DIR and/or --label-run DIR")
     ctx = click.get_current_context()
@@ -79,13 +81,13 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     if not any(option.startswith("jailbreaks=") for option in data_options):
         refuse_unused(ctx, ("jailbreaks_per_prompt",), "only with --data jailbreaks=FILE",
                       "give --data jailbreaks=FILE")  # fmt: skip
-    data = {key: resolve_data(value) for key, value in DEFAULT_DATA.items()}
+    data = {key: resolve_data(value) for key, value in default_data().items()}
+    keys = data_keys()
     for option in data_options:
         key, sep, value = option.partition("=")
-        if not sep or key not in (*DEFAULT_DATA, "jailbreaks") or not value:
+        if not sep or key not in keys or not value:
             raise CharterError(
-                f"--data {option}: expected KEY=PATH with KEY one of "
-                f"{', '.join((*DEFAULT_DATA, 'jailbreaks'))}"
+                f"--data {option}: expected KEY=PATH with KEY one of {', '.join(keys)}"
             )
         data[key] = resolve_data(value)
     config = EvaluateConfig(
@@ -94,10 +96,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         seed=seed, batch_size=batch_size,
     )  # fmt: skip
     if dry_run:
-        asked = questions(
-            tuple(s for s in chosen if s in MODEL_SUITES), data,
-            jailbreaks_per_prompt=jailbreaks_per_prompt, seed=seed, limit=limit,
-        )  # fmt: skip
+        asked = questions(tuple(chosen), data, config)
         for q in asked:
             turns = "\n".join(
                 f"[{m.role}] {m.content}" if len(q.messages) > 1 else m.content for m in q.messages

@@ -1,0 +1,56 @@
+"""Code: pass@1 on HumanEval/MBPP-style tasks, each answer run against its tests in a sandbox.
+
+Data ``code`` (bundled ``code``; HumanEval JSONL(.gz), MBPP JSONL/JSON). Every model's answers
+run at once before scoring (:meth:`Code.prepare`), each under CPU, memory and wall-clock
+limits (:mod:`charter.stages.evaluate.sandbox`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from charter.records import Answer, EvalItem
+from charter.stages.evaluate.code import CodeTask, load_code_tasks, run_tasks
+from charter.stages.evaluate.sandbox import Limits
+from charter.suites.base import Judged, Metrics, Question, SuiteBase, ask, first
+
+if TYPE_CHECKING:
+    from charter.stages.evaluate.run import EvaluateConfig
+
+
+class Code(SuiteBase):
+    name = "code"
+    data = MappingProxyType({"code": "code"})
+
+    def questions(self, data: Mapping[str, Path], config: EvaluateConfig) -> list[Question]:
+        tasks: list[CodeTask] = load_code_tasks(data["code"])
+        return [Question(self.name, task.id, ask(task.request), info={"task": task})
+                for task in first(iter(tasks), config.limit)]  # fmt: skip
+
+    def prepare(
+        self, answers: Mapping[tuple[str, str], Answer], asked: Sequence[Question],
+        config: EvaluateConfig,
+    ) -> dict[tuple[str, str], Any]:  # fmt: skip
+        limits = Limits(cpu_seconds=config.code_timeout_s, wall_seconds=2 * config.code_timeout_s)
+        outcomes = {}
+        for model in sorted({model for model, _ in answers}):
+            mine = [q for q in asked if (model, q.id) in answers]
+            ran = run_tasks([q.info["task"] for q in mine],
+                            [answers[(model, q.id)].answer for q in mine], limits)  # fmt: skip
+            outcomes.update({(model, q.id): o for q, o in zip(mine, ran, strict=True)})
+        return outcomes
+
+    def score(
+        self, question: Question, answer: Answer, model: str, judged: Judged
+    ) -> tuple[float | None, dict[str, Any]]:
+        outcome = judged.prepared[(model, question.id)]
+        return float(outcome.passed), {"status": outcome.status, "detail": outcome.detail[-400:]}
+
+    def metrics(self, items: Sequence[EvalItem]) -> Metrics:
+        return {"pass@1": ("rate", {i.key: i.score for i in items})} if items else {}
+
+
+SUITE = Code()

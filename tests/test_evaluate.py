@@ -19,13 +19,10 @@ from charter.constitution import Constitution
 from charter.records import Conversation, Message, Trace, TraceStep, Usage
 from charter.stages.evaluate import judges
 from charter.stages.evaluate import suites as evaluation_suites
-from charter.stages.evaluate.run import (
-    EvaluateConfig,
-    format_results,
-    principle_stats,
-    run_evaluate,
-)
+from charter.stages.evaluate.principles import principle_stats
+from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
 from charter.stages.evaluate.suites import resolve_data
+from charter.stages.evaluate.tables import format_results
 
 ADD_TASK = {
     "task_id": "t/add", "entry_point": "add",

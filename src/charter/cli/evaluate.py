@@ -66,8 +66,9 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.errors import CharterError
-    from charter.stages.evaluate.run import EvaluateConfig, format_results, run_evaluate
+    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
     from charter.stages.evaluate.suites import data_keys, default_data, questions, resolve_data
+    from charter.stages.evaluate.tables import format_results
 
     if len(set(models)) != len(models):
         raise CharterError("--model: each model once (the same model twice compares nothing)")

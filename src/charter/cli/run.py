@@ -50,7 +50,7 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
     results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
     if results.is_file():
-        from charter.stages.evaluate.run import format_results
+        from charter.stages.evaluate.tables import format_results
 
         click.echo("\n" + format_results(json.loads(results.read_text("utf-8"))))
     from charter.report import REPORT

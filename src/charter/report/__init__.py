@@ -188,7 +188,7 @@ def _losses(folder: Path | None) -> list[tuple[int, float]]:
 
 
 def _principles(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    from charter.stages.evaluate.run import principle_stats
+    from charter.stages.evaluate.principles import principle_stats
 
     revise, label = stages.get("revise"), stages.get("label")
     revise = revise if revise and (revise / "traces.jsonl").is_file() else None

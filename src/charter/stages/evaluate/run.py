@@ -17,7 +17,6 @@ rewritten whole at the end of every session.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from collections import defaultdict
@@ -35,14 +34,13 @@ from charter import DEFAULT_MODEL
 from charter import suites as registry
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
-from charter.errors import CharterError
 from charter.iterate import batched
-from charter.label_stats import LabelStats
-from charter.records import Answer, EvalItem, Label, Trace, Verdict, content_id
+from charter.records import Answer, EvalItem, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 from charter.stages.evaluate import judges
 from charter.stages.evaluate.elo import Comparison, elo_ratings
 from charter.stages.evaluate.like_for_like import comparison_warnings
+from charter.stages.evaluate.principles import principle_stats
 from charter.stages.evaluate.stats import Estimate, mean, paired_difference, rate
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
@@ -429,129 +427,3 @@ def _held_out(layer: str) -> dict[str, float] | None:
 
     pooled: dict[str, float] = json.loads(HEAD.read_text("utf-8"))["held_out"]["pooled"]
     return pooled
-
-
-# --- per-principle statistics -----------------------------------------------------------------
-
-
-def principle_stats(revise_run: Path | None, label_run: Path | None) -> dict[str, dict[str, Any]]:
-    """How each principle did: revisions it caused, how much they changed, its label margin.
-
-    From a revise run: critiques, real changes (an accepted revision that differs from the
-    answer it revised), and the mean normalised edit distance of those changes
-    (1 − difflib's similarity ratio: 0 = identical, 1 = nothing in common). From a label run:
-    votes and the mean |p − 0.5| of the principle's votes (how decisive the judge was).
-    """
-    stats: dict[str, dict[str, Any]] = defaultdict(dict)
-    if revise_run is not None:
-        tallies: dict[str, list[float]] = defaultdict(list)
-        critiques: dict[str, int] = defaultdict(int)
-        for trace in read_jsonl(_need(revise_run, "traces.jsonl"), Trace):
-            answer = trace.initial
-            for step in trace.steps:
-                critiques[step.principle_id] += 1
-                if step.outcome == "revised" and step.revision is not None:
-                    if step.revision.strip() != answer.strip():
-                        ratio = difflib.SequenceMatcher(None, answer, step.revision).ratio()
-                        tallies[step.principle_id].append(1.0 - ratio)
-                    answer = step.revision
-        for pid, count in critiques.items():
-            changes = tallies[pid]
-            stats[pid].update(
-                critiques=count, changes=len(changes), change_rate=round(len(changes) / count, 4),
-                mean_edit_distance=round(sum(changes) / len(changes), 4) if changes else None,
-            )  # fmt: skip
-    if label_run is not None:
-        label_stats = LabelStats()
-        for entry in read_jsonl(_need(label_run, "labels.jsonl"), Label):
-            label_stats.add(entry)
-        for pid, summary in label_stats.summary()["per_principle"].items():
-            stats[pid].update(votes=summary["votes"], mean_margin=summary["mean_margin"])
-    return dict(sorted(stats.items()))
-
-
-def _need(run: Path, name: str) -> Path:
-    path = run / name
-    if not path.is_file():
-        raise CharterError(
-            f"{run} has no {name}; is it a {'revise' if 'traces' in name else 'label'} run?"
-        )
-    return path
-
-
-# --- the terminal table -----------------------------------------------------------------------
-
-
-def format_results(results: dict[str, Any]) -> str:
-    """A readable table: one row per metric, one column per model, then the differences.
-
-    Models are numbered in the header ([1] is the baseline) and named in a legend below, so
-    long model paths do not make the table unreadable.
-    """
-    models = results["models"]
-    lower = set(results.get("lower_is_better", ()))
-    differences = results.get("differences", {})
-    number = {m: f"[{i}]" for i, m in enumerate(models, start=1)}
-    header = ["suite", "metric", *number.values()]
-    header += [f"{number[m]} − [1]" for m in models[1:] if f"{m} − {models[0]}" in differences]
-    rows = []
-    for suite, by_model in results["suites"].items():
-        names = list(dict.fromkeys(n for m in models for n in by_model.get(m, {})))
-        for name in names:
-            arrow = " ↓" if name in lower else " ↑"
-            row = [suite, name + arrow]
-            row += [_cell(by_model.get(m, {}).get(name)) for m in models]
-            row += [_cell(d.get(suite, {}).get(name), signed=True) for d in differences.values()]
-            rows.append(row)
-    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
-    lines = [
-        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += ["", *(f"{number[m]} {m}" for m in models)]
-    accuracy = results.get("refusal_held_out_accuracy") or {}
-    held_out = (
-        f" (held-out accuracy on XSTest answers {accuracy['classifier']:.3f}, phrases "
-        f"{accuracy['phrases']:.3f})" if accuracy else ""
-    )  # fmt: skip
-    notes = [f"refusals judged by: {results['refusal_layer']}{held_out}"]
-    if results.get("judge"):
-        notes.append(f"harm and helpfulness judge: {results['judge']}")
-    elif results.get("pairwise_judge"):
-        notes.append(f"helpfulness judge: {results['pairwise_judge']} (the default; "
-                     "`charter evaluate --judge` picks another)")  # fmt: skip
-    principles = results.get("principles")
-    if principles:
-        lines += ["", format_principles(principles)]
-    skipped = results.get("unsupported") or {}
-    if skipped.get("ifeval_unsupported_instructions"):
-        notes.append(
-            f"IFEval: {skipped['ifeval_unsupported_instructions']} instructions without a check "
-            f"left out, {skipped['ifeval_unscored_prompts']} prompts unscored"
-        )
-    warnings = [f"WARNING (not like for like): {w}" for w in results.get("warnings", [])]
-    return "\n".join([*lines, "", "; ".join(notes) + " (↓ lower is better, ↑ higher)", *warnings])
-
-
-def format_principles(principles: dict[str, dict[str, Any]]) -> str:
-    columns = ("critiques", "changes", "change_rate", "mean_edit_distance", "votes", "mean_margin")
-    rows = [["principle", *columns]]
-    rows += [[pid, *(_plain(s.get(c)) for c in columns)] for pid, s in principles.items()]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
-
-
-def _plain(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def _cell(estimate: dict[str, Any] | None, signed: bool = False) -> str:
-    if not estimate:
-        return "-"
-    sign = "+" if signed else ""
-    fmt = ".0f" if abs(estimate["value"]) >= 100 else ".3f"
-    p_value = f" p={estimate['p_value']:.2g}" if "p_value" in estimate else ""
-    return (f"{estimate['value']:{sign}{fmt}} [{estimate['low']:{fmt}}, {estimate['high']:{fmt}}]"
-            f" n={estimate['n']}{p_value}")  # fmt: skip

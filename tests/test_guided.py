@@ -16,16 +16,14 @@ from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.records import Conversation, Instruction, Message, Prompt
+from charter.stages.checks import Tools, Verifier, nearest_principles
 from charter.stages.guided import (
     GuidedConfig,
     GuidedRow,
-    Tools,
-    Verifier,
     calibrate_judge,
     dry_run,
     guide,
     instructions,
-    nearest_principles,
     run_guided,
     template_digest,
 )

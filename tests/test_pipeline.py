@@ -279,11 +279,11 @@ def test_the_teacher_recipe_pairs_verdicts_for_dpo(tmp_path: Path) -> None:
 def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter.stages import guided
+    from charter.stages import checks, guided
 
-    stand_in = guided.Tools(lambda texts: ["echo" not in t for t in texts],
+    stand_in = checks.Tools(lambda texts: ["echo" not in t for t in texts],
                             lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
-    monkeypatch.setattr(guided.Tools, "load", classmethod(lambda cls: stand_in))
+    monkeypatch.setattr(checks.Tools, "load", classmethod(lambda cls: stand_in))
     monkeypatch.setattr(judges, "load_classifier", lambda: None)
     config = tmp_path / "run.yaml"
     root = tmp_path / "run"

@@ -22,7 +22,7 @@ EXTRAS = {
     "report": (("jinja2", "matplotlib"), "pip install 'charter[report]'"),
 }  # fmt: skip
 # Stages of either recipe; the teacher recipe's revise and label stages verify revisions and
-# read samples with the refusal classifier as well (charter.stages.guided.Tools).
+# read samples with the refusal classifier as well (charter.stages.checks.Tools).
 NEEDS = {"export": "train", "sft": "train", "dpo": "train", "baseline": "evaluate",
          "evaluate": "evaluate", "report": "report"}  # fmt: skip
 TEACHER_NEEDS = {"revise": "evaluate", "label": "evaluate"}

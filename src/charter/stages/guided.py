@@ -38,10 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.records import Instruction, Message, Prompt, Record, Usage
-from charter.splits import ngrams
+from charter.stages.checks import Tools, Verifier, answer_problem, nearest_principles
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
 JUDGE_QUESTION = (
@@ -65,11 +63,6 @@ REVISER_NOTE = (
     "thing you can help with instead.]"
 )
 YES_NO = ("Yes", "No")
-# Words that show the teacher wrote about its instructions instead of to the user.
-_LEAK = re.compile(r"\b(constitution|reviewer|hard constraint|underlying need)\b", re.IGNORECASE)
-MIN_REPLY_CHARS = 20
-# A revision sharing a run of this many words with the note parrots its instructions.
-ECHO_WORDS = 5
 VERSION = 2  # in the stage's key: bump when what the stage keeps changes (2: checked answers)
 
 
@@ -110,70 +103,6 @@ def p_yes(teacher: Backend, conversation: Sequence[Message]) -> float:
     if math.isnan(yes) or math.isnan(no):
         return 0.5
     return 1.0 / (1.0 + math.exp(no - yes))
-
-
-# --- verification ------------------------------------------------------------------------------
-
-
-@dataclass
-class Verifier:
-    """Checks a teacher revision before it may enter SFT; :meth:`reject` says why not."""
-
-    demonstrations: set[str]
-    refuses: Callable[[Sequence[str]], list[bool]]
-
-    @classmethod
-    def for_constitution(
-        cls, constitution: Constitution, refuses: Callable[[Sequence[str]], list[bool]]
-    ) -> Verifier:
-        grams: set[str] = set()
-        for demo in constitution.demonstrations:
-            grams |= ngrams(demo.revision) | ngrams(demo.critique)
-        return cls(grams, refuses)
-
-    def reject(
-        self, revisions: Sequence[str], notes: Sequence[str] | None = None
-    ) -> list[str | None]:
-        """A reason per revision (``None``: accepted); ``notes``: the instructions each was
-        written under, which it must not parrot."""
-        refused = self.refuses(revisions) if revisions else []
-        notes = notes if notes is not None else [""] * len(revisions)
-        reasons: list[str | None] = []
-        for text, is_refusal, note in zip(revisions, refused, notes, strict=True):
-            if len(text.strip()) < MIN_REPLY_CHARS:
-                reasons.append("empty")
-            elif ngrams(text) & self.demonstrations:
-                reasons.append("copies a demonstration")
-            elif ngrams(text, ECHO_WORDS) & ngrams(note, ECHO_WORDS):
-                reasons.append("echoes its instructions")
-            elif _LEAK.search(text):
-                reasons.append("talks about its instructions")
-            elif not is_refusal:
-                reasons.append("does not decline")
-            else:
-                reasons.append(None)
-        return reasons
-
-
-# --- principles by relevance -------------------------------------------------------------------
-
-
-def nearest_principles(
-    requests: Sequence[str],
-    principles: Sequence[Principle],
-    embed: Callable[[Sequence[str]], list[list[float]]],
-) -> list[Principle]:
-    """For each request, the critique principle whose text is closest (cosine) to it."""
-    descriptions = [f"{' '.join(p.tags)}. {p.critique}" for p in principles]
-    vectors = embed([*descriptions, *requests])
-    table, asked = vectors[: len(principles)], vectors[len(principles) :]
-
-    def cosine(a: list[float], b: list[float]) -> float:
-        dot = sum(x * y for x, y in zip(a, b, strict=True))
-        norm = math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)) or 1.0
-        return dot / norm
-
-    return [principles[max(range(len(table)), key=lambda i: cosine(v, table[i]))] for v in asked]
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -240,29 +169,6 @@ def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
 # --- the stage ---------------------------------------------------------------------------------
 
 TRAILS, SFT = "guided.jsonl", "sft.jsonl"
-
-
-@dataclass
-class Tools:
-    """What the stage calls besides the two models (swapped for stand-ins in tests)."""
-
-    refuses: Callable[[Sequence[str]], list[bool]]
-    embed: Callable[[Sequence[str]], list[list[float]]]
-
-    @classmethod
-    def load(cls) -> Tools:
-        """The refusal classifier and its sentence encoder (the ``evaluate`` extra)."""
-        from charter.errors import CharterError
-        from charter.stages.evaluate.judges import load_classifier
-        from charter.stages.evaluate.refusal import embed
-
-        classifier = load_classifier()
-        if classifier is None:
-            raise CharterError(
-                "guided revise verifies revisions with the refusal classifier: "
-                "pip install -e '.[evaluate]'"
-            )
-        return cls(classifier.refuses, lambda texts: embed(classifier.embedder, texts))
 
 
 def guide(
@@ -333,17 +239,6 @@ def guide(
             update["kept"] = None if reasons[i] else revisions[i]
         out.append(row.model_copy(update=update))
     return out
-
-
-def answer_problem(text: str, refused: bool, instructions: Sequence[Instruction]) -> str | None:
-    """Why an answer to a contrast or helpful prompt cannot be trained on, or None."""
-    from charter.stages.evaluate.ifeval import satisfies
-
-    if refused:
-        return "policy refused"
-    if instructions and not satisfies(instructions, text):
-        return "fails its instructions"
-    return None
 
 
 def _checked_answers(

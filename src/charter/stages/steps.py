@@ -266,7 +266,7 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
                    backend: Callable[[str], Any]) -> None:  # fmt: skip
     """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts."""
     from charter.backends import GenerationConfig
-    from charter.stages.guided import Tools
+    from charter.stages.checks import Tools
     from charter.stages.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
 
     s = config.label

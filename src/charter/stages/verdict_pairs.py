@@ -14,7 +14,7 @@ checks a weak judge can answer:
   prompts (written to be safe; the policy answered them without refusing);
 * an answer to a prompt that carries checkable instructions (IFEval ids, e.g. "exactly 3
   bullet points") behaves as desired only when it also passes them
-  (:func:`charter.stages.guided.answer_problem`): a verifiable check, like the refusal read;
+  (:func:`charter.stages.checks.answer_problem`): a verifiable check, like the refusal read;
 * **chosen**: a sample that behaves as desired, else the verified reply from the guided stage
   (the teacher's revision, or the policy's own earlier answer); **rejected**: a sample that
   does not. A prompt whose samples all behave as desired gives no pair; it is counted.
@@ -87,7 +87,7 @@ def chosen_prompts(rows: Sequence[GuidedRow], limit: int | None) -> list[GuidedR
 
 def behaves(row: GuidedRow, answer: str, refused: bool) -> bool:
     """Whether ``answer`` does what ``row``'s prompt asks of the policy (module docstring)."""
-    from charter.stages.guided import answer_problem
+    from charter.stages.checks import answer_problem
 
     if DESIRED[row.kind] == "decline":
         return refused

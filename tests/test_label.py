@@ -212,7 +212,8 @@ def test_unreadable_answers_are_counted_not_hidden() -> None:
 def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter.stages.label_run import FilePairs, format_summary, labeller_warnings, run_label
+    from charter.stages.label_run import FilePairs, run_label
+    from charter.stages.label_summary import format_summary, labeller_warnings
 
     monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))  # calibration store in tmp
 

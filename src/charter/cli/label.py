@@ -176,7 +176,7 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     from charter.errors import CharterError
     from charter.pairs import check_sampling
     from charter.prompts import PromptSet
-    from charter.stages import label_run
+    from charter.stages import label_run, label_summary
 
     if prompt_sources:
         check_sampling(samples, max_pairs)  # before any model is loaded or called
@@ -236,8 +236,8 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
         for backend in (judge, getattr(source, "policy", None)):
             if backend is not None:
                 backend.close()
-    click.echo(label_run.format_summary(summary))
-    for warning in label_run.labeller_warnings(summary, judge):
+    click.echo(label_summary.format_summary(summary))
+    for warning in label_summary.labeller_warnings(summary, judge):
         click.echo(f"WARNING: {warning}", err=True)
 
 

@@ -67,7 +67,8 @@ from pydantic import BaseModel
 
 import charter
 from charter.backends.base import GenerationConfig
-from charter.cli import MAX_TOKENS, cli
+from charter.cli import cli
+from charter.cli.options import MAX_TOKENS
 from charter.run_config import RunConfig
 from charter.stages.train.config import TrainConfig
 
@@ -581,8 +582,8 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
     from huggingface_hub._local_folder import get_local_download_paths
 
     from charter import model_registry, runner
-    from charter.cli import make_executor
     from charter.cli import train as train_cli
+    from charter.cli.options import make_executor
     from charter.stages.evaluate import judges
 
     calls: list[tuple[str, Any]] = []

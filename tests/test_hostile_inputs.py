@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import charter.prompts
+import charter.jsonl_rows
 from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.cli import cli
@@ -497,7 +497,7 @@ def test_damaged_gzip_is_one_line(tmp_path: Path, suffix: str) -> None:
 def small_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """A 64-byte line limit, so long lines cost nothing to write."""
     limit = csv.field_size_limit()
-    monkeypatch.setattr(charter.prompts, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(charter.jsonl_rows, "MAX_LINE_BYTES", 64)
     yield 64
     csv.field_size_limit(limit)
 

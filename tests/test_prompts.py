@@ -10,13 +10,8 @@ import pytest
 from conftest import write_jsonl
 
 from charter.errors import CharterError
-from charter.prompts import (
-    MAX_LINE_BYTES,
-    PromptSet,
-    ReadStats,
-    bundled_prompt_sets,
-    load_prompts,
-)
+from charter.jsonl_rows import MAX_LINE_BYTES
+from charter.prompts import PromptSet, ReadStats, bundled_prompt_sets, load_prompts
 
 
 def test_jsonl_prompt_and_messages(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from typing import IO
 from tqdm import tqdm
 
 from charter.errors import CharterError
-from charter.models import models_dir
+from charter.home import models_dir
 
 log = logging.getLogger(__name__)
 

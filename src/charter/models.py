@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from charter.errors import CharterError
+from charter.home import models_dir as models_dir  # re-exported: where models live
 from charter.runs import file_sha256, write_atomic
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,6 @@ def embedded_gguf() -> Path:
     raise CharterError(EMBEDDED_MISSING)
 
 
-def models_dir() -> Path:
-    """Return the folder pulled GGUF files go to: ``$CHARTER_HOME/models`` or the user cache."""
-    home = os.environ.get("CHARTER_HOME")
-    if home:
-        return Path(home).expanduser() / "models"
-    return Path.home() / ".cache" / "charter" / "models"
-
-
 @dataclass
 class ModelInfo:
     """One ``local/`` model, as ``charter models list`` shows it.
@@ -111,7 +103,7 @@ def list_models() -> list[ModelInfo]:
 
     Fast: files are stat-ed, never hashed.
     """
-    # model_registry imports models_dir from this module: import it when used.
+    # The registry is imported when used (it lists packages, not needed to name a model).
     from charter import model_registry
 
     path: Path | None
@@ -168,7 +160,7 @@ def resolve_gguf(model: str) -> Path:
         CharterError: Nothing matches; the message lists the models that are installed, or
             says how to install a registry model.
     """
-    from charter import model_registry  # it imports models_dir from this module
+    from charter import model_registry
 
     if model == DEFAULT_LOCAL_MODEL:
         return embedded_gguf()

@@ -20,15 +20,8 @@ from typing import Any, Literal
 from charter.backends import Backend, GenerationConfig
 from charter.errors import CharterError
 from charter.iterate import batched
-from charter.prompts import (
-    BadRow,
-    OnBadRow,
-    ReadStats,
-    good_rows,
-    parse_messages,
-    parse_transcript,
-    read_json_rows,
-)
+from charter.jsonl_rows import BadRow, read_json_rows
+from charter.prompts import OnBadRow, ReadStats, good_rows, parse_messages, parse_transcript
 from charter.records import Message, PreferencePair, Prompt, Samples, Trace, Usage
 from charter.runs import read_jsonl
 

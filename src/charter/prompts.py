@@ -15,21 +15,18 @@ Bundled sets are addressable by name: ``demo-redteam``, ``demo-helpful``, ``demo
 
 from __future__ import annotations
 
-import codecs
 import csv
-import gzip
 import io
-import json
 import logging
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from charter import bundled
+from charter import bundled, jsonl_rows
 from charter.errors import CharterError
+from charter.jsonl_rows import BadRow, open_binary, read_json_rows
 from charter.records import Instruction, Message, Prompt, Role
 
 log = logging.getLogger(__name__)
@@ -37,21 +34,11 @@ log = logging.getLogger(__name__)
 Format = Literal["auto", "jsonl", "csv", "hh"]
 OnBadRow = Literal["error", "skip"]
 
-MAX_LINE_BYTES = 8 * 1024 * 1024
 ROLES = ("system", "user", "assistant")
 # hh-rlhf turn markers. Split only on these, never on a bare ": " inside a turn.
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 # What reading a damaged file raises (gzip: BadGzipFile is an OSError, EOFError when cut short,
 # zlib.error for a damaged deflate stream).
-_READ_ERRORS = (OSError, EOFError, zlib.error)
-
-
-class BadRow(Exception):
-    """A row that cannot become a prompt; ``str()`` says why, on one line."""
-
-    def __init__(self, message: str) -> None:
-        # A reason can quote the row (its keys), which may hold newlines.
-        super().__init__(" ".join(message.split()))
 
 
 @dataclass
@@ -173,15 +160,6 @@ def _detect(path: Path) -> Format:
     return "jsonl"
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    try:
-        if path.suffix.lower() == ".gz":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
-        return path.open("rb")
-    except OSError as err:
-        raise CharterError(f"{path}: cannot read ({err.strerror})") from None
-
-
 Row = tuple[int, "list[Prompt] | BadRow"]
 
 
@@ -196,54 +174,6 @@ def _jsonl_rows(path: Path, *, hh: bool) -> Iterator[Row]:
             yield number, bad
         except UnicodeEncodeError:  # hashing the id met a JSON escape such as "\ud800"
             yield number, BadRow("text with a lone surrogate escape (\\ud800-\\udfff)")
-
-
-def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """Numbered JSON values of a JSONL file (``.gz`` too); a :class:`BadRow` where one fails."""
-    with open_binary(path) as f:
-        for number, raw in read_lines(f, path):
-            if raw is None:
-                yield number, BadRow(f"line longer than {MAX_LINE_BYTES} bytes")
-                continue
-            if not raw.strip():
-                continue  # blank lines carry nothing; not worth an error
-            if number == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)  # Windows editors start files with one
-            try:
-                text = raw.decode("utf-8")
-                row = json.loads(text)
-            except UnicodeDecodeError:
-                yield number, BadRow("not UTF-8 text")
-                continue
-            except json.JSONDecodeError as err:
-                yield number, BadRow(f"invalid JSON ({err.msg})")
-                continue
-            except RecursionError:
-                yield number, BadRow("invalid JSON (nested too deeply)")
-                continue
-            except ValueError:  # an integer over Python's 4,300-digit limit
-                yield number, BadRow("invalid JSON (a number too long to read)")
-                continue
-            yield number, row
-
-
-def read_lines(f: IO[bytes], path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """Numbered lines; ``None`` for a line too long to hold (its rest is skipped)."""
-    number = 0
-    try:
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            number += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                    pass
-                yield number, None
-                continue
-            yield number, raw
-    except _READ_ERRORS as err:
-        raise CharterError(f"{path}:{number + 1}: cannot read ({err})") from None
 
 
 def _prompts_from_row(row: Any, source: str, *, hh: bool) -> list[Prompt]:
@@ -359,14 +289,14 @@ def prompts_from_transcript(text: str, source: str) -> list[Prompt]:
 
 
 def _csv_rows(path: Path, column: str, *, hint: bool) -> Iterator[Row]:
-    csv.field_size_limit(MAX_LINE_BYTES)
+    csv.field_size_limit(jsonl_rows.MAX_LINE_BYTES)
     with open_binary(path) as raw:
         # utf-8-sig: a byte order mark (Excel writes one) is not part of the first column's name
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter="\t" if ".tsv" in path.suffixes else ",")
         try:
             header = next(reader, None)
-        except (UnicodeDecodeError, csv.Error, *_READ_ERRORS) as err:
+        except (UnicodeDecodeError, csv.Error, *jsonl_rows.READ_ERRORS) as err:
             raise CharterError(f"{path}:1: cannot read the CSV header ({err})") from None
         if header is None:
             return
@@ -388,7 +318,7 @@ def _csv_rows(path: Path, column: str, *, hint: bool) -> Iterator[Row]:
             except csv.Error as err:
                 yield line, BadRow(f"malformed CSV ({err})")
                 continue
-            except _READ_ERRORS as err:
+            except jsonl_rows.READ_ERRORS as err:
                 raise CharterError(f"{path}:{line}: cannot read ({err})") from None
             yield line, _csv_prompt(cells, index, column, f"{path}:{line}")
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from charter.cli import cli
 
-
-@cli.group()
+@click.group()
 def constitution() -> None:
     """Check and inspect constitution files."""
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from charter import DEFAULT_MODEL
-from charter.cli import (
+from charter.cli.options import (
     MAX_TOKENS,
     MODEL_HELP,
-    cli,
     connection_options,
     refuse_unused,
     run_options,
@@ -25,7 +24,7 @@ DATA_HELP = (
 )
 
 
-@cli.command()
+@click.command()
 @click.option("--model", "models", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
               help=f"Model to evaluate; repeat to compare (the first is the baseline). "
                    f"{MODEL_HELP}")  # fmt: skip

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from charter import DEFAULT_MODEL
-from charter.cli import (
+from charter.cli.options import (
     MAX_TOKENS,
     Number,
     OutDir,
-    cli,
     connection_options,
     executor_options,
     make_executor,
@@ -84,7 +83,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
     })  # fmt: skip
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @labeller_options
 @prompt_options(
     required=False,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from charter.cli import cli
 
-
-@cli.group()
+@click.group()
 def models() -> None:
     """List and fetch models for the local (llama.cpp) backend."""
 

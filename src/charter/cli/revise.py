@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from charter.cli import (
+from charter.cli.options import (
     MAX_TOKENS,
     Number,
-    cli,
     executor_options,
     make_executor,
     model_options,
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from charter.prompts import Format, OnBadRow
 
 
-@cli.command()
+@click.command()
 @model_options
 @click.option("--critic", default=None,
               help="Model for the critiques and revisions (default: --model).")  # fmt: skip

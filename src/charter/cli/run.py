@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli import OutDir, cli, connection_options
+from charter.cli.options import OutDir, connection_options
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
 STAGE_NAMES = (
@@ -75,7 +75,7 @@ def loop_options(function: click.decorators.FC) -> click.decorators.FC:
     return connection_options(function)
 
 
-@cli.command(name="run")
+@click.command(name="run")
 @click.argument("config_name", metavar="CONFIG.yaml|NAME")
 @loop_options
 def run_command(config_name: str, out: Path | None, until: str | None, only: str | None,
@@ -92,7 +92,7 @@ def run_command(config_name: str, out: Path | None, until: str | None, only: str
     _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
 
 
-@cli.command()
+@click.command()
 @loop_options
 def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
          base_url: str | None, api_key: str | None, concurrency: int | None) -> None:  # fmt: skip
@@ -117,7 +117,7 @@ def demo(out: Path | None, until: str | None, only: str | None, dry_run: bool,
     _loop(config, out or Path("runs/demo"), until, only, dry_run, base_url, api_key, concurrency)
 
 
-@cli.command("export")
+@click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option(
     "--format",
@@ -144,7 +144,7 @@ def export_data(run_dir: Path, fmt: str, out: Path) -> None:
     click.echo(f"{out}: {rows} ({fmt}), card in {out / 'README.md'}")
 
 
-@cli.command()
+@click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html for a charter run directory."""

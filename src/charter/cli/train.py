@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from charter.cli import Number, OutDir, cli
+from charter.cli.options import Number, OutDir
 
 INSTALL = "pip install torch==2.13.0 && pip install 'charter[train]'"
 
 
-@cli.group()
+@click.group()
 def train() -> None:
     """Train on revise/label outputs: sft, dpo (soft labels) or rm (reward model)."""
 

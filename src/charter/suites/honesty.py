@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError
-from charter.prompts import BadRow, read_json_rows
+from charter.jsonl_rows import BadRow, read_json_rows
 from charter.records import Answer, EvalItem, Message, content_id
 from charter.stages.label import ANSWER_CUE
 from charter.suites.base import Judged, Metrics, Question, SuiteBase, first

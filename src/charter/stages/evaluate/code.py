@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charter.errors import CharterError
-from charter.prompts import BadRow, read_json_rows
+from charter.jsonl_rows import BadRow, read_json_rows
 from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome, run_program
 
 HUMANEVAL_REQUEST = (

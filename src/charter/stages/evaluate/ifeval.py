@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
-from charter.prompts import BadRow, read_json_rows
+from charter.jsonl_rows import BadRow, read_json_rows
 from charter.records import Instruction
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
+from charter.jsonl_rows import BadRow, read_json_rows
 from charter.models import model_identity, models_dir, resolve_gguf
-from charter.prompts import BadRow, read_json_rows
 from charter.runs import Run, file_sha256, write_atomic
 from charter.stages.train.config import TrainConfig
 

@@ -13,6 +13,7 @@ from conftest import write_jsonl
 
 from charter.cli import cli
 from charter.constitution import Constitution
+from charter.errors import CharterError
 from charter.prompts import PromptSet
 from charter.stages import revise as revise_module
 
@@ -215,3 +216,18 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no prompt file" in missing.stderr
     assert charter("revise", "--model", "nope/x", "--prompts", bad, "--on-bad-row", "skip",
                    "--out", tmp_path / "T").exit_code == 2  # fmt: skip
+
+
+def test_threads_reach_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from charter.backends.local import engine_threads, usable_cores
+
+    monkeypatch.delenv("CHARTER_THREADS", raising=False)
+    assert engine_threads() == usable_cores()
+    result = CliRunner().invoke(cli, ["--threads", "1", "constitution", "lint", "default"])
+    assert result.exit_code == 0, result.output
+    assert engine_threads() == 1  # what every local/ model of the command then uses
+    monkeypatch.setenv("CHARTER_THREADS", "zero")
+    with pytest.raises(CharterError, match="CHARTER_THREADS='zero': give a whole number"):
+        engine_threads()
+    bad = CliRunner().invoke(cli, ["--threads", "0", "constitution", "lint", "default"])
+    assert bad.exit_code == 2 and "--threads" in bad.output

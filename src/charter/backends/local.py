@@ -49,7 +49,7 @@ class LocalBackend(OpenAIBackend):
         self.name = f"local/{model}"
         self.parallel = parallel
         self.context = context
-        self.threads = threads or usable_cores()
+        self.threads = threads or engine_threads()
         self._server: Any = None
 
     def _start(self) -> None:
@@ -67,6 +67,18 @@ class LocalBackend(OpenAIBackend):
         super().close()
         # Dropping the last reference stops llama.cpp's threads and frees the model.
         self._server = None
+
+
+def engine_threads() -> int:
+    """llama.cpp's threads: ``charter --threads N`` (``CHARTER_THREADS``), else all usable cores."""
+    given = os.environ.get("CHARTER_THREADS", "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise CharterError(
+                f"CHARTER_THREADS={given!r}: give a whole number of threads, 1 or more"
+            )
+        return int(given)
+    return usable_cores()
 
 
 def usable_cores() -> int:

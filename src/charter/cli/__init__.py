@@ -63,12 +63,20 @@ class _CharterGroup(click.Group):
 @click.group(cls=_CharterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charter")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads of the embedded llama.cpp engine  [default: every usable core]",
+)
+def cli(verbose: int, threads: int | None) -> None:
     """Charter: Constitutional AI, end to end.
 
     Write a constitution, generate critique→revision data, label preferences with AI
     feedback, train, and evaluate before vs after.
     """
+    if threads is not None:  # read by every local/ model this command loads (and Ray workers)
+        os.environ["CHARTER_THREADS"] = str(threads)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -4,6 +4,7 @@ on a tiny model (SFT, GGUF export, sampling with llama.cpp, DPO, evaluation, rep
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,12 @@ def test_the_whole_loop_on_a_tiny_model_then_cached_then_one_setting(
     assert "cached" not in first.split("estimate")[1]
     report = root / "report.html"
     assert report.is_file() and f"report: {report}" in first
+    # The end of the output: one line per stage with its time and folder, then what next.
+    ending = first.split("all stages done")[1]
+    for stage in root.glob("*-*"):
+        assert re.search(rf"^  {stage.name.rsplit('-', 1)[0]:<10} +\d+s  {stage}$", ending,
+                         re.MULTILINE), (stage, ending)  # fmt: skip
+    assert f"next: open the report in a browser; charter export {root}" in ending
     html = report.read_text("utf-8")
     assert 'id="results"' in html and "plot-frontier" in html and "plot-loss" in html
     # Red-team prompts are revised; helpful ones are answered and mixed into SFT unrevised.

@@ -139,6 +139,17 @@ def describe(stages: list[Stage], chosen: list[Stage]) -> str:
     return "\n".join(lines)
 
 
+def summary(chosen: list[Stage], plan: dict[str, Any]) -> str:
+    """One line per stage: its time in this run root (or cached) and the folder it wrote."""
+    seconds = plan.get("seconds", {})
+    lines = []
+    for stage in chosen:
+        took = seconds.get(stage.name)
+        shown = f"{took:>7.0f}s" if isinstance(took, int | float) else "       -"
+        lines.append(f"  {stage.name:<10} {shown}  {stage.path}")
+    return "\n".join(lines)
+
+
 def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Run the chosen stages that are not complete; returns the plan as written to run.json.

@@ -236,8 +236,11 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
             if backend is not None:
                 backend.close()
     click.echo(label_summary.format_summary(summary))
-    for warning in label_summary.labeller_warnings(summary, judge):
+    warnings = label_summary.labeller_warnings(summary, judge)
+    for warning in warnings:
         click.echo(f"WARNING: {warning}", err=True)
+    step = "calibrate the labeller first (see the warnings), then " if warnings else ""
+    click.echo(f"next: {step}charter train dpo --data {out} --model hf/SFT_RUN/model --out RUN")
 
 
 @label.command()

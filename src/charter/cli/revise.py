@@ -158,3 +158,5 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
         f"{summary.skipped} skipped; tokens {u.prompt_tokens} prompt ({u.cached_tokens} cached) "
         f"+ {u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"
     )
+    click.echo(f"next: charter train sft --data {out} --out RUN  (or charter label "
+               f"--from-revise {out} --out RUN for preference pairs)")  # fmt: skip

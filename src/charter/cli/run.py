@@ -46,8 +46,9 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
             click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
         return
     began = time.monotonic()
-    runner.run_pipeline(stages, chosen, root, echo=click.echo)
+    ran = runner.run_pipeline(stages, chosen, root, echo=click.echo)
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
+    click.echo(runner.summary(chosen, ran))
     results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
     if results.is_file():
         from charter.stages.evaluate.tables import format_results
@@ -58,6 +59,8 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     report = root / REPORT
     if report.is_file() and any(s.name == "report" for s in chosen):
         click.echo(f"\nreport: {report}")
+        click.echo(f"next: open the report in a browser; charter export {root} --format hf "
+                   "--out DIR writes the training data for other tools")  # fmt: skip
 
 
 def loop_options(function: click.decorators.FC) -> click.decorators.FC:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,19 @@ def test_threads_reach_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None
         engine_threads()
     bad = CliRunner().invoke(cli, ["--threads", "0", "constitution", "lint", "default"])
     assert bad.exit_code == 2 and "--threads" in bad.output
+
+
+def test_library_progress_bars_are_off_unless_debugging(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(variable, raising=False)
+    assert CliRunner().invoke(cli, ["-vv", "constitution", "lint", "default"]).exit_code == 0
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    assert CliRunner().invoke(cli, ["constitution", "lint", "default"]).exit_code == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+    code = (
+        "import os; os.environ['HF_HUB_DISABLE_PROGRESS_BARS'] = '1'; "
+        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.stdout.strip() in ("False", ""), shown  # "": transformers not installed

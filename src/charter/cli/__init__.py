@@ -77,6 +77,9 @@ def cli(verbose: int, threads: int | None) -> None:
     """
     if threads is not None:  # read by every local/ model this command loads (and Ray workers)
         os.environ["CHARTER_THREADS"] = str(threads)
+    if verbose < 2:  # library chatter (weight loading, shard writing) only at -vv
+        for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")  # read when transformers/datasets load
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr

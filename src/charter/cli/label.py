@@ -276,12 +276,11 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
     """Score a labeller against gold preferences: accuracy, ECE, position bias."""
     from itertools import islice
 
-    from tqdm import tqdm
-
     from charter.backends import load_backend
     from charter.constitution import Constitution
     from charter.models import model_identity
     from charter.pairs import load_pairs
+    from charter.progress import progress_bar
     from charter.prompts import ReadStats
     from charter.runs import JsonlAppender, file_sha256, write_atomic
     from charter.stages import calibrate as calibration
@@ -295,7 +294,7 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
     pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row, stats=stats), limit))
     judge = load_backend(labeller, base_url=base_url, api_key=api_key, concurrency=concurrency)
     try:
-        with tqdm(unit="call", desc="calibrate") as bar:
+        with progress_bar(unit="call", desc="calibrate") as bar:
             labels = list(label_pairs(pairs, constitution=c, labeller=judge, config=config,
                                       on_calls=bar.update))  # fmt: skip
     finally:

@@ -315,9 +315,8 @@ def run_guided(
     ``out/guided.jsonl`` holds each prompt's trail (appended as batches finish: what a
     killed run resumes from); ``out/sft.jsonl`` the kept rows, written whole at the end.
     """
-    from tqdm import tqdm
-
     from charter.iterate import batched
+    from charter.progress import progress_bar
     from charter.runs import JsonlAppender, Run, read_jsonl, write_atomic
 
     run = Run.open(out, "guided-revise", fingerprint)
@@ -326,8 +325,8 @@ def run_guided(
     tools = tools or Tools.load()
     total = sum(len(p) for p in prompts.values())
     try:
-        with JsonlAppender(trails) as sink, tqdm(total=total, desc="guided revise",
-                                                 unit="prompt") as bar:  # fmt: skip
+        with JsonlAppender(trails) as sink, progress_bar(total=total, desc="guided revise",
+                                                         unit="prompt") as bar:  # fmt: skip
             bar.update(sum(1 for ps in prompts.values() for p in ps if p.id in done))
             for kind, chosen in prompts.items():
                 todo = [p for p in chosen if p.id not in done]

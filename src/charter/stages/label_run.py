@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tqdm import tqdm
-
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
 from charter.errors import CharterError
@@ -33,6 +31,7 @@ from charter.pairs import (
     pairs_from_samples,
     sample_answers,
 )
+from charter.progress import progress_bar
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
@@ -293,7 +292,7 @@ def _label_pending(
 ) -> None:  # fmt: skip
     seen = set(done)
     pending = first_seen(source.pairs(run.path), seen, key=lambda p: p.id)
-    bar = tqdm(unit="call", desc="label", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(unit="call", desc="label", disable=not progress)
 
     def labeller_calls(calls: int) -> None:
         summary.labeller_calls += calls

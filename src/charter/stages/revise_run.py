@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
-from tqdm import tqdm
 
 from charter.backends import Backend
 from charter.constitution import Constitution
 from charter.iterate import first_seen
+from charter.progress import progress_bar
 from charter.prompts import PromptSet
 from charter.records import Message, Prompt, StepOutcome, Trace, Usage
 from charter.runs import (
@@ -244,8 +244,8 @@ def _revise_pending(
     stage = revise if executor is None else executor.revise
 
     per_prompt = 1 + 2 * config.rounds
-    bar = tqdm(total=summary.prompts * per_prompt, initial=len(done) * per_prompt, unit="call",
-               desc="revise", disable=not progress, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    bar = progress_bar(total=summary.prompts * per_prompt, initial=len(done) * per_prompt,
+                       unit="call", desc="revise", disable=not progress, smoothing=0.1)  # fmt: skip
     last_save = time.monotonic()
     with bar, JsonlAppender(run.path / TRACES) as traces, JsonlAppender(run.path / SFT) as sft:
         for trace in stage(

@@ -127,9 +127,8 @@ def run_verdict_pairs(
     fingerprint: dict[str, Any],
 ) -> dict[str, int]:
     """Sample, classify and pair (module docstring) into ``out``; resumes by prompt id."""
-    from tqdm import tqdm
-
     from charter.pairs import sample_answers
+    from charter.progress import progress_bar
     from charter.runs import JsonlAppender, Run, read_jsonl, repair_jsonl, write_atomic
 
     rows = chosen_prompts(list(read_jsonl(guided / "guided.jsonl", GuidedRow)), config.limit)
@@ -141,7 +140,9 @@ def run_verdict_pairs(
     done = {s.id: s for s in read_jsonl(path, Samples)} if path.exists() else {}
     todo = [Prompt(id=r.id, messages=r.messages, source=r.source) for r in rows if r.id not in done]
     generation = config.generation.model_copy(update={"seed": config.seed})
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="verdict pairs", unit="prompt")
+    bar = progress_bar(
+        total=len(rows), initial=len(rows) - len(todo), desc="verdict pairs", unit="prompt"
+    )
     sampled = sample_answers(todo, policy, samples=config.samples, config=generation,
                              batch_size=config.batch_size)  # fmt: skip
     try:

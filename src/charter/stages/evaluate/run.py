@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm import tqdm
 
 from charter import DEFAULT_MODEL
 from charter import suites as registry
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.iterate import batched
+from charter.progress import progress_bar
 from charter.records import Answer, EvalItem, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 from charter.stages.evaluate import judges
@@ -180,8 +180,8 @@ def _answer_all(
     if not pending:
         return
     policy = backend(model)
-    bar = tqdm(total=len(asked), initial=len(asked) - len(pending), unit="question",
-               desc=f"answer {model}", disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=len(asked), initial=len(asked) - len(pending), unit="question",
+                       desc=f"answer {model}", disable=not progress)  # fmt: skip
     try:
         with bar, JsonlAppender(out / ANSWERS) as sink:
             for batch in batched(pending, config.batch_size):
@@ -320,8 +320,8 @@ def _ask_judges(
         by_judge[job.judge].append(job)
     for name, pending in by_judge.items():
         judge = backend(name)
-        bar = tqdm(total=len(pending), unit="verdict", desc=f"judge {name}",
-                   disable=not progress, dynamic_ncols=True)  # fmt: skip
+        bar = progress_bar(total=len(pending), unit="verdict", desc=f"judge {name}",
+                           disable=not progress)  # fmt: skip
         try:
             workers = max(1, int(getattr(judge, "concurrency", 1)))
             with bar, JsonlAppender(out / VERDICTS) as sink, ThreadPoolExecutor(workers) as pool:

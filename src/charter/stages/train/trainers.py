@@ -72,11 +72,11 @@ class StepLine(TrainerCallback):
         self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        from tqdm import tqdm
+        from charter.progress import progress_bar
 
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step,
-                            desc=f"train {self.kind}", unit="step")  # fmt: skip
+            self.bar = progress_bar(total=state.max_steps, initial=state.global_step,
+                                    desc=f"train {self.kind}", unit="step")  # fmt: skip
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if self.bar is not None:

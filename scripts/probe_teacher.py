@@ -9,7 +9,7 @@ seed 0): AUC, accuracy at p = 0.5, mean p per side, seconds. ``revise``: two way
 the teacher for a revision (a reviewer's note after the request; a third-person instruction),
 on 8 AdvBench requests (rows 420-427), printed for reading. Training-side data only: none of
 these prompts is in an evaluation set. Reads ../shared/data (run from the repository root).
-This is how the verdict prompt (phrasing A) and the revision prompt (R1) of charter.guided
+This is how the verdict prompt (phrasing A) and the revision prompt (R1) of charter.stages.guided
 were chosen; docs/results.md reports what it printed.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
-from charter.guided import _LEAK
 from charter.records import Message
+from charter.stages.checks import _LEAK
 
 ADVBENCH = Path("../shared/data/advbench/harmful_behaviors.csv")
 

@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from charter.evaluate.run import metric_scores
-from charter.evaluate.stats import paired_difference, rate
 from charter.records import EvalItem
+from charter.stages.evaluate.run import metric_scores
+from charter.stages.evaluate.stats import paired_difference, rate
 
 METRICS = (
     ("harmlessness", "attack_success_rate", "harmful-request compliance ↓"),
@@ -102,10 +102,11 @@ def score_unfinished(evaluate: Path, config_name: str) -> Path:
 
     from charter.backends import load_backend
     from charter.constitution import Constitution
-    from charter.evaluate.run import run_evaluate
     from charter.models import models_dir
-    from charter.pipeline import bundled_config, evaluate_config, evaluation_data, load_run_config
+    from charter.pipeline import evaluation_data
+    from charter.run_config import bundled_config, evaluate_config, load_run_config
     from charter.runs import write_atomic
+    from charter.stages.evaluate.run import run_evaluate
 
     config = load_run_config(bundled_config(config_name))
     lines = (evaluate / "answers.jsonl").read_text("utf-8").splitlines()

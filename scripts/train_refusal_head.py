@@ -29,8 +29,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from charter.evaluate import refusal
-from charter.evaluate.refusal import EMBEDDER_PACKAGE, HEAD, embed, load_embedder, says_no
+from charter.stages.evaluate import refusal
+from charter.stages.evaluate.refusal import EMBEDDER_PACKAGE, HEAD, embed, load_embedder, says_no
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest" / "completions"
 C = 1.0  # inverse regularisation; 384 features, ~1,800 training answers per fold
@@ -54,7 +54,7 @@ def read(data: Path) -> dict[str, tuple[list[str], list[int]]]:
 
 def provenance(data: Path) -> dict[str, Any]:
     """What the head and its numbers are computed from; if any of it changes, they are stale."""
-    code = [  # this script, and everything in charter.evaluate.refusal that it calls
+    code = [  # this script, and everything in charter.stages.evaluate.refusal that it calls
         Path(__file__).read_text(encoding="utf-8"),
         *(inspect.getsource(f) for f in (refusal.says_no, refusal.embed, refusal.load_embedder)),
         repr((refusal.REFUSAL_PHRASES, refusal._WINDOW)),

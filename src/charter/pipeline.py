@@ -22,14 +22,15 @@ resumes where it stopped: every stage resumes inside its own directory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from charter import runner
 from charter.run_config import RunConfig, evaluate_config, train_config
-from charter.runner import Stage, content_key
+from charter.runner import PlannedStage, content_key
 from charter.runs import file_sha256
-from charter.stages import steps
+from charter.stages import Step, steps
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 REPORT_VERSION = 1  # the report stage's format version (see stage_versions)
@@ -59,7 +60,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
     }  # fmt: skip
 
 
-def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[Stage]:
+def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[PlannedStage]:
     """Every stage of ``config`` with its content key, in order."""
     from charter.constitution import Constitution
     from charter.iterate import interleave
@@ -123,17 +124,13 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
     def ident(name: str | None) -> str | None:
         return identity.get(name, name) if name else name
 
-    keys: dict[str, str] = {}
-    stages: list[Stage] = []
+    stages: list[Step] = []
 
     def add(name: str, needs: tuple[str, ...], settings: Any, inputs: Any,
-            estimate: dict[str, float], run: Callable[[Path], None]) -> None:  # fmt: skip
-        keys[name] = content_key([name, versions[name], settings, inputs, [keys[n] for n in needs]])
-        path = root / f"{name}-{keys[name]}"
-        stages.append(Stage(name, keys[name], path, needs, estimate, lambda: run(path)))
-
-    def where(name: str) -> Path:
-        return next(s.path for s in stages if s.name == name)
+            estimate: dict[str, float],
+            action: Callable[[Path, Mapping[str, Path]], None]) -> Step:  # fmt: skip
+        stages.append(Step(name, versions[name], needs, settings, inputs, estimate, action))
+        return stages[-1]
 
     label_prompts = interleave(by_kind.values())[: config.label.limit]
     n = len(label_prompts)
@@ -146,67 +143,70 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[S
                           ident(m.teacher), teacher_templates, templates["label"]],
         [digest["gold"], digest["judge_gold"], digest["constitution"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
-        lambda out: steps.calibrate(config, out, gold, backend))  # fmt: skip
-    stages[-1].check = lambda: steps.gate(config, where("calibrate"))
-    baseline_model = m.policy
-    if config.evaluate.baseline == "export":
+        lambda out, _: steps.calibrate(config, out, gold, backend),
+        ).gate = lambda out: steps.gate(config, out)  # fmt: skip
+    exported = config.evaluate.baseline == "export"
+    if exported:
         add("export", (), [ident(m.policy)], [], {"seconds": 30},
-            lambda out: steps.export_policy(m.policy, out))  # fmt: skip
-        baseline_model = steps.gguf_model(where("export"))
+            lambda out, _: steps.export_policy(m.policy, out))  # fmt: skip
+
+    def baseline_model(folders: Mapping[str, Path]) -> str:
+        return steps.gguf_model(folders["export"]) if exported else m.policy
+
     # The baseline's answers do not depend on which trained models it is compared with.
-    add("baseline", ("export",) if config.evaluate.baseline == "export" else (),
+    add("baseline", ("export",) if exported else (),
         [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
          templates["judge"]], [digest["data"], digest["constitution"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
-        lambda out: steps.evaluate(config, out, [baseline_model], data, backend))  # fmt: skip
+        lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
     if teacher:
         add("revise", ("calibrate",),
             [config.guided, ident(m.policy), ident(m.teacher), teacher_templates],
             [digest["prompts"], digest["constitution"]],
             _estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
                       "revise_call_s", n_redteam),
-            lambda out: steps.guided(config, out, by_kind, where("calibrate"), backend,
-                                overlap_report))  # fmt: skip
+            lambda out, f: steps.guided(config, out, by_kind, f["calibrate"], backend,
+                                        overlap_report))  # fmt: skip
     else:
         add("revise", (), [config.revise, ident(m.policy), ident(m.critic), templates["revise"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
-            lambda out: steps.revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
+            lambda out, _: steps.revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
     add("sft", ("revise",), [config.sft, ident(m.policy)], [],
         {"calls": 0, "tokens": 0,
          "seconds": sft_steps * RATES["sft_step_s"] + RATES["train_fixed_s"]},
-        lambda out: steps.train("sft", config.sft if teacher else
-                           steps.with_helpful(config.sft, where("revise"), n_helpful),
-                           m.policy, where("revise"), out))  # fmt: skip
+        lambda out, f: steps.train("sft", config.sft if teacher else
+                                   steps.with_helpful(config.sft, f["revise"], n_helpful),
+                                   m.policy, f["revise"], out))  # fmt: skip
     if "dpo" in config.evaluate.trained and teacher:  # pairs from the teacher's verdicts
         add("label", ("revise", "sft"), [config.label, "verdict-pairs"], [],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 0),
-            lambda out: steps.verdict_pairs(config, out, where("revise"), where("sft"),
-                                       backend))  # fmt: skip
+            lambda out, f: steps.verdict_pairs(config, out, f["revise"], f["sft"],
+                                               backend))  # fmt: skip
     elif "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
         add("label", ("sft",), [config.label, ident(m.role("labeller")), templates["label"]],
             [digest["prompts"], digest["constitution"]],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
-            lambda out: steps.label(config, out, label_prompts, where("sft"), backend))  # fmt: skip
+            lambda out, f: steps.label(config, out, label_prompts, f["sft"], backend))  # fmt: skip
     if "dpo" in config.evaluate.trained:
         add("dpo", ("sft", "label"), [config.dpo], [],
             {"calls": 0, "tokens": 0,
              "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
-            lambda out: steps.train("dpo", config.dpo, str(where("sft")), where("label"),
-                               out))  # fmt: skip
+            lambda out, f: steps.train("dpo", config.dpo, str(f["sft"]), f["label"],
+                                       out))  # fmt: skip
     trained = config.evaluate.trained
-    add("evaluate", ("baseline", *trained),
+    add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
         [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"]],
         [digest["data"], digest["constitution"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),
-        lambda out: steps.evaluate(
-            config, out, [baseline_model, *(steps.gguf_model(where(t)) for t in trained)], data,
-            backend, seed_from=where("baseline"),
+        lambda out, f: steps.evaluate(
+            config, out, [baseline_model(f), *(steps.gguf_model(f[t]) for t in trained)], data,
+            backend, seed_from=f["baseline"],
         ))  # fmt: skip
     add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},
-        lambda out: steps.report(config, out, stages))  # fmt: skip
-    return stages
+        lambda out, f: steps.report(config, out, f))  # fmt: skip
+    return runner.plan(stages, root)
 
 
 def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str, list[Any]]:

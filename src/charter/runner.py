@@ -1,10 +1,13 @@
-"""Running a planned list of stages: cached or run, in order, in a locked run root.
+"""Planning and running stages: content keys, then cached or run, in order, in a locked root.
 
-A stage (:class:`Stage`) is a directory ``ROOT/NAME-KEY`` and a function that fills it. The
-runner owns what is the same for every stage: the lock on the root, the stage record
-(``stage.json``: started, then complete) that makes a killed run resume where it stopped,
-the plan file ``ROOT/run.json`` with each stage's time, and the one line per stage that the
-terminal shows. What a stage does inside its directory is its own module's business
+:func:`plan` gives each stage (:class:`charter.stages.Stage`) its folder ``ROOT/NAME-KEY``, where
+KEY hashes the stage's name, format version, settings and inputs and the keys of the stages it
+needs: rerunning the same config finds every folder complete; changing one setting changes the
+key of that stage and of every stage downstream of it, so only those run again.
+:func:`run_pipeline` owns what is the same for every stage: the lock on the root, the stage
+record (``stage.json``: started, then complete) that makes a killed run resume where it
+stopped, the plan file ``ROOT/run.json`` with each stage's time, and the one line per stage
+that the terminal shows. What a stage does inside its folder is its own module's business
 (``charter.stages``); which stages a config makes is :func:`charter.pipeline.plan`'s.
 """
 
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -22,19 +25,35 @@ from charter.errors import CharterError
 from charter.records import canonical_json
 from charter.report import PLAN, REPORT
 from charter.runs import MANIFEST, write_atomic
+from charter.stages import Stage
 
 
 @dataclass
-class Stage:
-    """One stage of a run: where it lives, what it reads, and how to run it."""
+class PlannedStage:
+    """A stage with its place in a run root: its content key and folder."""
 
-    name: str
+    stage: Stage
     key: str
     path: Path
-    needs: tuple[str, ...]
-    estimate: dict[str, float]  # calls, tokens, seconds (rough upper bounds)
-    run: Callable[[], None] = field(repr=False)
-    check: Callable[[], None] | None = field(default=None, repr=False)  # e.g. a gate
+    folders: dict[str, Path]  # the folder of each stage it needs
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.stage.needs
+
+    @property
+    def estimate(self) -> Mapping[str, float]:
+        return self.stage.estimate
+
+    def run(self) -> None:
+        self.stage.run(self.path, self.folders)
+
+    def check(self) -> None:
+        self.stage.check(self.path)
 
     @property
     def complete(self) -> bool:
@@ -97,7 +116,22 @@ def content_key(payload: Any) -> str:
     return sha256(canonical_json(plain).encode("utf-8")).hexdigest()[:12]
 
 
-def select(stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
+def plan(stages: Sequence[Stage], root: Path) -> list[PlannedStage]:
+    """Each stage with its content key and folder under ``root`` (needs come earlier)."""
+    planned: dict[str, PlannedStage] = {}
+    for stage in stages:
+        missing = [n for n in stage.needs if n not in planned]
+        if missing or stage.name in planned:
+            raise ValueError(f"stage {stage.name}: needs {missing} not planned before it, or "
+                             "planned twice")  # fmt: skip
+        needed = [planned[n].key for n in stage.needs]
+        key = content_key([stage.name, stage.version, stage.settings, stage.inputs, needed])
+        folders = {n: planned[n].path for n in stage.needs}
+        planned[stage.name] = PlannedStage(stage, key, root / f"{stage.name}-{key}", folders)
+    return list(planned.values())
+
+
+def select(stages: list[PlannedStage], until: str | None, only: str | None) -> list[PlannedStage]:
     """The stages to run: all, up to ``until``, or ``only`` one (whose inputs must exist)."""
     names = [s.name for s in stages]
     for option, name in (("--until", until), ("--only", only)):
@@ -117,7 +151,7 @@ def select(stages: list[Stage], until: str | None, only: str | None) -> list[Sta
     return stages
 
 
-def describe(stages: list[Stage], chosen: list[Stage]) -> str:
+def describe(stages: list[PlannedStage], chosen: list[PlannedStage]) -> str:
     """The plan: each stage, cached or to run, with the estimate of what is left to do."""
     lines = []
     calls = tokens = seconds = 0.0
@@ -139,9 +173,9 @@ def describe(stages: list[Stage], chosen: list[Stage]) -> str:
     return "\n".join(lines)
 
 
-def summary(chosen: list[Stage], plan: dict[str, Any]) -> str:
+def summary(chosen: list[PlannedStage], written: dict[str, Any]) -> str:
     """One line per stage: its time in this run root (or cached) and the folder it wrote."""
-    seconds = plan.get("seconds", {})
+    seconds = written.get("seconds", {})
     lines = []
     for stage in chosen:
         took = seconds.get(stage.name)
@@ -150,7 +184,7 @@ def summary(chosen: list[Stage], plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
+def run_pipeline(stages: list[PlannedStage], chosen: list[PlannedStage], root: Path,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Run the chosen stages that are not complete; returns the plan as written to run.json.
 
@@ -166,7 +200,7 @@ def run_pipeline(stages: list[Stage], chosen: list[Stage], root: Path,
         lock.release()
 
 
-def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
+def _run_stages(stages: list[PlannedStage], chosen: list[PlannedStage], root: Path,
                 echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     timings: dict[str, float] = {}
     for number, stage in enumerate(chosen, start=1):
@@ -181,8 +215,7 @@ def _run_stages(stages: list[Stage], chosen: list[Stage], root: Path,
             timings[stage.name] = round(time.monotonic() - began, 1)
             echo(f"[{number}/{len(chosen)}] {stage.name}: done in {timings[stage.name]:.0f}s")
             _write_plan(stages, root, timings)
-        if stage.check is not None:
-            stage.check()
+        stage.check()
     report = next((s for s in chosen if s.name == "report" and s.complete), None)
     if report is not None:  # ROOT/report.html is this config's, even when its stage was cached
         write_atomic(root / REPORT, (report.path / REPORT).read_text("utf-8"))
@@ -206,7 +239,9 @@ def _read_plan(root: Path) -> dict[str, Any]:
     return plan
 
 
-def _write_plan(stages: list[Stage], root: Path, timings: dict[str, float]) -> dict[str, Any]:
+def _write_plan(
+    stages: list[PlannedStage], root: Path, timings: dict[str, float]
+) -> dict[str, Any]:
     plan_path = root / PLAN
     previous = _read_plan(root)
     seconds = {**previous.get("seconds", {}), **timings}

@@ -8,18 +8,15 @@ the functions, so planning a run (``--dry-run``) loads no model library.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from charter.errors import CharterError
 from charter.report import REPORT
 from charter.run_config import RunConfig, evaluate_config, train_config
 from charter.runner import content_key
 from charter.runs import Run, file_sha256, write_atomic
-
-if TYPE_CHECKING:
-    from charter.runner import Stage
 
 OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
 HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpful prompts
@@ -283,10 +280,11 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
         policy.close()
 
 
-def report(config: RunConfig, out: Path, stages: list[Stage]) -> None:
+def report(config: RunConfig, out: Path, folders: Mapping[str, Path]) -> None:
+    """The HTML report of every stage before it (``folders``: their folders by name)."""
     from charter.report import build_report
 
-    run = Run.open(out, "report", {"stages": {s.name: s.key for s in stages if s.name != "report"}})
-    html = build_report({s.name: s.path for s in stages if s.name != "report"}, title=config.name)
+    run = Run.open(out, "report", {"stages": {name: f.name for name, f in folders.items()}})
+    html = build_report(dict(folders), title=config.name)
     write_atomic(out / REPORT, html)  # run_pipeline copies it to ROOT/report.html
     run.update(counts={}, usage={}, status="complete")

@@ -172,10 +172,10 @@ def test_run_resumes_by_prompt_id_and_writes_sft_rows(
                           teacher=teacher, config=GuidedConfig(), fingerprint={"t": 1},
                           tools=tools())  # fmt: skip
 
-    # a killed session left the red-team prompt done
+    # a killed session left the red-team prompt done, and half a line of the next one
     (row,) = guide(prompts["redteam"], "redteam", constitution=constitution, policy=policy,
                    teacher=teacher, config=GuidedConfig(), tools=tools())  # fmt: skip
-    (tmp_path / "guided.jsonl").write_text(row.model_dump_json() + "\n")
+    (tmp_path / "guided.jsonl").write_text(row.model_dump_json() + "\n" + '{"id": "tor')
     teacher.calls.clear()
     counts = run()
     assert [c for c in teacher.calls if c.kind == "generate"] == []  # not revised again

@@ -109,6 +109,15 @@ def repair_jsonl(path: Path) -> int:
     return size - keep
 
 
+def read_stored(path: Path, record_type: type[R]) -> list[R]:
+    """What earlier sessions appended to ``path`` ([] when nothing): the records a stage
+    resumes from, after cutting the torn last line a killed session may have left."""
+    if not path.exists():
+        return []
+    repair_jsonl(path)
+    return list(read_jsonl(path, record_type))
+
+
 def read_jsonl(path: Path, record_type: type[R]) -> Iterator[R]:
     """Stream the records of a run output, naming file and line on a corrupt row."""
     for record, _ in read_jsonl_lines(path, record_type):

@@ -317,11 +317,11 @@ def run_guided(
     """
     from charter.iterate import batched
     from charter.progress import progress_bar
-    from charter.runs import JsonlAppender, Run, read_jsonl, write_atomic
+    from charter.runs import JsonlAppender, Run, read_stored, write_atomic
 
     run = Run.open(out, "guided-revise", fingerprint)
     trails = out / TRAILS
-    done = {row.id: row for row in read_jsonl(trails, GuidedRow)} if trails.exists() else {}
+    done = {row.id: row for row in read_stored(trails, GuidedRow)}
     tools = tools or Tools.load()
     total = sum(len(p) for p in prompts.values())
     try:

@@ -34,7 +34,7 @@ from charter.pairs import (
 from charter.progress import progress_bar
 from charter.prompts import OnBadRow, PromptSet, ReadStats
 from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
-from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
 from charter.stages.label import ANSWER_CUE, LabelConfig, label, template_digest
 from charter.stages.label import COT_ANSWER_CUE as COT_CUE
 
@@ -127,10 +127,8 @@ class PolicyPairs:
 
     def pairs(self, out: Path) -> Iterator[PreferencePair]:
         """Pairs of stored samples first, then of new samples (appended as they come)."""
-        path = out / SAMPLES
-        repair_jsonl(path)
         sampled: set[str] = set()
-        for stored in read_jsonl(path, Samples):
+        for stored in read_stored(out / SAMPLES, Samples):
             sampled.add(stored.id)
             self.usage += stored.usage
             yield from pairs_from_samples(
@@ -138,7 +136,7 @@ class PolicyPairs:
             )
         todo = first_seen(self.prompts(), sampled, key=lambda p: p.id)
         stage = sample_answers if self.executor is None else self.executor.sample
-        with JsonlAppender(path) as writer:
+        with JsonlAppender(out / SAMPLES) as writer:
             answers = stage(
                 todo, self.policy, samples=self.samples, config=self.generation,
                 batch_size=self.batch_size, on_calls=self.on_calls,
@@ -266,12 +264,10 @@ def _earlier_calls(out: Path) -> int:
 
 
 def _resume(out: Path, min_margin: float, summary: LabelSummary) -> set[str]:
-    for path in (out / LABELS, out / PREFS):
-        repair_jsonl(path)
-    kept = {row.id for row in read_jsonl(out / PREFS, PreferenceRow)}
+    kept = {row.id for row in read_stored(out / PREFS, PreferenceRow)}
     done: set[str] = set()
     with JsonlAppender(out / PREFS) as prefs:
-        for entry in read_jsonl(out / LABELS, Label):
+        for entry in read_stored(out / LABELS, Label):
             if entry.id in done:
                 continue
             done.add(entry.id)

@@ -129,15 +129,13 @@ def run_verdict_pairs(
     """Sample, classify and pair (module docstring) into ``out``; resumes by prompt id."""
     from charter.pairs import sample_answers
     from charter.progress import progress_bar
-    from charter.runs import JsonlAppender, Run, read_jsonl, repair_jsonl, write_atomic
+    from charter.runs import JsonlAppender, Run, read_jsonl, read_stored, write_atomic
 
     rows = chosen_prompts(list(read_jsonl(guided / "guided.jsonl", GuidedRow)), config.limit)
     run = Run.open(out, "verdict-pairs", {**fingerprint, "config": config.model_dump(
         mode="json", exclude={"batch_size"})})  # fmt: skip
     path = out / SAMPLES
-    if path.exists():
-        repair_jsonl(path)  # a torn last line from a kill
-    done = {s.id: s for s in read_jsonl(path, Samples)} if path.exists() else {}
+    done = {s.id: s for s in read_stored(path, Samples)}
     todo = [Prompt(id=r.id, messages=r.messages, source=r.source) for r in rows if r.id not in done]
     generation = config.generation.model_copy(update={"seed": config.seed})
     bar = progress_bar(

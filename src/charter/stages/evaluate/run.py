@@ -36,7 +36,7 @@ from charter.constitution import Constitution, Principle
 from charter.iterate import batched
 from charter.progress import progress_bar
 from charter.records import Answer, EvalItem, Verdict, content_id
-from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
 from charter.stages.evaluate import judges
 from charter.stages.evaluate.elo import Comparison, elo_ratings
 from charter.stages.evaluate.like_for_like import comparison_warnings
@@ -108,8 +108,8 @@ def run_evaluate(
     run = Run.open(out, "evaluate", fingerprint)
     unsupported = _unsupported(asked)
     store = _Store(
-        {(a.model, a.question): a for a in _read(out / ANSWERS, Answer)},
-        {v.id: v for v in _read(out / VERDICTS, Verdict)},
+        {(a.model, a.question): a for a in read_stored(out / ANSWERS, Answer)},
+        {v.id: v for v in read_stored(out / VERDICTS, Verdict)},
     )
     try:
         for model in models:
@@ -142,11 +142,6 @@ def run_evaluate(
         raise
     run.update(counts={**_counts(store), **unsupported}, usage={}, status="complete")
     return results
-
-
-def _read(path: Path, record: type[Any]) -> list[Any]:
-    repair_jsonl(path)
-    return list(read_jsonl(path, record))
 
 
 def _counts(store: _Store) -> dict[str, int]:

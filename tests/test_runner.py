@@ -82,3 +82,19 @@ def test_a_stage_must_come_after_what_it_needs(tmp_path: Path) -> None:
     summed = Step("total", 1, ("numbers",), None, None, {}, total)
     with pytest.raises(ValueError, match="stage total: needs \\['numbers'\\] not planned"):
         runner.plan([summed], tmp_path)
+
+
+def test_the_run_log_keeps_what_the_terminal_does_not_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    def chatty(out: Path, folders: Mapping[str, Path]) -> None:
+        logging.getLogger("some.library").info("loading 272 weights")
+        logging.getLogger("charter.toy").warning("a warning everyone sees")
+        out.mkdir(parents=True, exist_ok=True)
+
+    run([Step("chatty", 1, (), None, None, {}, chatty)], tmp_path)
+    log = (tmp_path / runner.RUN_LOG).read_text("utf-8")
+    assert "INFO some.library: loading 272 weights" in log and "a warning everyone sees" in log
+    assert logging.getLogger().level == logging.WARNING  # the terminal's level is back

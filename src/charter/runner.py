@@ -14,8 +14,10 @@ that the terminal shows. What a stage does inside its folder is its own module's
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -195,9 +197,39 @@ def run_pipeline(stages: list[PlannedStage], chosen: list[PlannedStage], root: P
     _read_plan(root)  # a damaged run.json stops the run before its first stage, not after it
     lock = lock_directory(root)
     try:
-        return _run_stages(stages, chosen, root, echo)
+        with _logged_to(root / RUN_LOG):
+            return _run_stages(stages, chosen, root, echo)
     finally:
         lock.release()
+
+
+RUN_LOG = "run.log"  # a run's log records from info up, libraries' included
+
+
+@contextmanager
+def _logged_to(path: Path) -> Iterator[None]:
+    """Send info log records and above to ``path`` (appended); the terminal keeps its level.
+
+    The terminal shows warnings (``-v``: info, ``-vv``: debug); the file keeps the info too,
+    Charter's and the libraries' (transformers, datasets, httpx …), for when a run goes wrong.
+    """
+    root_logger = logging.getLogger()
+    shown = root_logger.level
+    consoles = [h for h in root_logger.handlers if h.level == logging.NOTSET]
+    for handler in consoles:
+        handler.setLevel(shown)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root_logger.addHandler(handler)
+    root_logger.setLevel(min(shown, logging.INFO))  # debug records only with -vv
+    try:
+        yield
+    finally:
+        root_logger.setLevel(shown)
+        root_logger.removeHandler(handler)
+        handler.close()
+        for console in consoles:
+            console.setLevel(logging.NOTSET)
 
 
 def _run_stages(stages: list[PlannedStage], chosen: list[PlannedStage], root: Path,

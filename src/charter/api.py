@@ -185,10 +185,10 @@ def evaluate(
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
-    from charter.stages.evaluate.suites import default_data, resolve_data
+    from charter.stages.evaluate.suites import data_files
 
     names = [models] if isinstance(models, str) else list(models)
-    files = {k: resolve_data(str(v)) for k, v in {**default_data(), **(data or {})}.items()}
+    files = data_files(data)
     greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
     config = EvaluateConfig(suites=tuple(suites), limit=limit, answer=greedy)
     return run_evaluate(

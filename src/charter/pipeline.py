@@ -230,9 +230,9 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
 def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
     """The evaluation's data files by key: bundled defaults, ``data`` paths, sliced sources."""
     from charter.splits import materialise, raw_slice
-    from charter.stages.evaluate.suites import default_data, resolve_data
+    from charter.stages.evaluate.suites import data_files
 
-    data = {k: resolve_data(v) for k, v in {**default_data(), **config.evaluate.data}.items()}
+    data = data_files(config.evaluate.data)
     for key, sources in config.evaluate.data_sources.items():
         data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
                      else materialise(sources, inputs, key))  # fmt: skip

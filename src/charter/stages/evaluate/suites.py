@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from charter.suites.base import Question, prompt_texts, resolve_data
 if TYPE_CHECKING:
     from charter.stages.evaluate.run import EvaluateConfig
 
-__all__ = ["MODEL_SUITES", "Question", "data_keys", "default_data", "prompt_texts",
+__all__ = ["MODEL_SUITES", "Question", "data_files", "data_keys", "default_data", "prompt_texts",
            "questions", "resolve_data"]  # fmt: skip
 
 MODEL_SUITES = tuple(registry.SUITES)  # the built-in suites, in their order
@@ -35,6 +36,14 @@ def default_data() -> dict[str, str]:
     for name in registry.SUITES:
         found.update(registry.load(name).data)
     return found
+
+
+def data_files(given: Mapping[str, str | Path] | None = None) -> dict[str, Path]:
+    """Every suite's data file: ``given`` (a file or bundled set, by key) over the defaults."""
+    return {
+        key: resolve_data(str(source))
+        for key, source in {**default_data(), **(given or {})}.items()
+    }
 
 
 def data_keys() -> tuple[str, ...]:

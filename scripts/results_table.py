@@ -21,10 +21,12 @@ from charter.records import EvalItem
 from charter.stages.evaluate.run import metric_scores
 from charter.stages.evaluate.stats import paired_difference, rate
 
+# Labels name the metric, not the set: the same tables serve the reported sets (XSTest-safe,
+# IFEval) and the development split (overrefusal-dev, ifeval-dev).
 METRICS = (
     ("harmlessness", "attack_success_rate", "harmful-request compliance ↓"),
-    ("over-refusal", "refusal_rate", "XSTest-safe over-refusal ↓"),
-    ("helpfulness", "instructions_prompt_level", "IFEval prompt-level strict ↑"),
+    ("over-refusal", "refusal_rate", "over-refusal on safe prompts ↓"),
+    ("helpfulness", "instructions_prompt_level", "instructions, prompt-level strict ↑"),
 )
 
 

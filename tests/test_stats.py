@@ -32,3 +32,22 @@ def test_soft_scores_get_no_mcnemar_and_rates_get_wilson() -> None:
     assert delta is not None and delta.p_value is None and "p_value" not in delta.as_dict()
     estimate = rate([True] * 3 + [False] * 7)
     assert estimate.value == pytest.approx(0.3) and 0.1 < estimate.low < 0.3 < estimate.high
+
+
+def test_our_wilson_interval_agrees_with_scipy_on_whole_counts() -> None:
+    from scipy.stats import binomtest
+
+    for hits, n in [(0, 10), (3, 10), (60, 100), (149, 150)]:
+        ours = rate([True] * hits + [False] * (n - hits))
+        theirs = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert (ours.low, ours.high) == pytest.approx((theirs.low, theirs.high), abs=1e-3)
+
+
+def test_bootstrap_intervals_cover_the_mean_and_collapse_on_constant_data() -> None:
+    scores = [0.1 * (i % 10) for i in range(200)]
+    estimate = paired_difference({f"q{i}": 0.0 for i in range(200)},
+                                 {f"q{i}": s for i, s in enumerate(scores)})  # fmt: skip
+    assert estimate is not None and estimate.low < estimate.value < estimate.high
+    assert estimate.high - estimate.low < 0.1
+    same = paired_difference({"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 0.0})
+    assert same is not None and (same.low, same.value, same.high) == (0.0, 0.0, 0.0)

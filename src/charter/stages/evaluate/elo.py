@@ -7,6 +7,10 @@ iteration on soft win counts, with ``prior`` pseudo-comparisons at even odds bet
 pair so that a model that always wins or always loses keeps a finite rating. Ratings are
 reported as Elo: 400·log10(π), centred on 1000, so a 75% win rate is ~191 points.
 Confidence intervals come from resampling comparisons with replacement.
+
+Why our own fit: the libraries that fit Bradley–Terry (choix, and the logistic regressions
+people press into service) take hard wins; a soft label would have to be thresholded or
+duplicated into fractional pseudo-games. The MM iteration on soft counts is a dozen lines.
 """
 
 from __future__ import annotations

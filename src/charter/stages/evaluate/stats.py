@@ -7,12 +7,16 @@
   resample draws items, not answers, so the difference keeps the items' shared difficulty.
   When both sides are yes/no outcomes it also carries an exact McNemar test: the two-sided
   p-value of the discordant items (one model right, the other wrong) under "no difference".
+
+The bootstrap and the exact binomial test are SciPy's (``scipy.stats.bootstrap``,
+``scipy.stats.binomtest``), imported when first used. The Wilson interval is our closed form
+(:func:`charter.stages.calibrate.wilson_interval`): it takes fractional successes (a tie in
+calibration counts half), which SciPy's ``BinomTestResult.proportion_ci`` does not; the two
+agree on whole counts (tests/test_stats.py).
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -52,9 +56,7 @@ def mean(scores: Sequence[float], seed: int = 0) -> Estimate:
     n = len(scores)
     if n == 0:
         return Estimate(0.0, 0.0, 1.0, 0)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(scores, k=n)) / n for _ in range(BOOTSTRAP))
-    return Estimate(sum(scores) / n, *_percentiles(means), n)
+    return Estimate(sum(scores) / n, *_bootstrap(scores, seed), n)
 
 
 def paired_difference(
@@ -69,27 +71,35 @@ def paired_difference(
         return None
     deltas = [second[k] - first[k] for k in shared]
     n = len(deltas)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(deltas, k=n)) / n for _ in range(BOOTSTRAP))
     p_value = None
     if all(first[k] in (0.0, 1.0) and second[k] in (0.0, 1.0) for k in shared):
         p_value = mcnemar(sum(d > 0 for d in deltas), sum(d < 0 for d in deltas))
-    return Estimate(sum(deltas) / n, *_percentiles(means), n, p_value)
+    return Estimate(sum(deltas) / n, *_bootstrap(deltas, seed), n, p_value)
 
 
 def mcnemar(up: int, down: int) -> float:
     """Exact two-sided McNemar p-value from the discordant counts of a paired yes/no test.
 
-    Under "no difference" each discordant item goes either way with probability 1/2, so the
-    smaller count is binomial(up + down, 1/2); the p-value doubles its tail (at most 1).
+    Under "no difference" each discordant item goes either way with probability 1/2: the
+    exact binomial test of ``up`` successes in ``up + down`` trials at 1/2.
     """
-    n = up + down
-    if n == 0:
+    if up + down == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binomtest
+
+    return min(1.0, float(binomtest(up, up + down, 0.5).pvalue))
 
 
-def _percentiles(sorted_values: Sequence[float]) -> tuple[float, float]:
-    count = len(sorted_values)
-    return sorted_values[int(0.025 * count)], sorted_values[min(count - 1, int(0.975 * count))]
+def _bootstrap(values: Sequence[float], seed: int) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of the mean of ``values`` (resampled items)."""
+    if min(values) == max(values):  # every resample has the same mean: nothing to draw
+        return float(values[0]), float(values[0])
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    result = bootstrap(
+        (np.asarray(values, dtype=float),), np.mean, n_resamples=BOOTSTRAP,
+        confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)

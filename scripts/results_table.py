@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.records import EvalItem
-from charter.stages.evaluate.run import metric_scores
+from charter.stages.evaluate.results import metric_scores
 from charter.stages.evaluate.stats import paired_difference, rate
 
 # Labels name the metric, not the set: the same tables serve the reported sets (XSTest-safe,

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "src" / "charter"
-MAX_LINES = 430  # "about 400" (STYLE.md); the largest today: stages/evaluate/run.py
+MAX_LINES = 400  # STYLE.md; the largest today: stages/label_run.py (388)
 
 
 def modules() -> dict[str, Path]:

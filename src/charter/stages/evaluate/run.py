@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
@@ -38,10 +38,9 @@ from charter.progress import progress_bar
 from charter.records import Answer, EvalItem, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
 from charter.stages.evaluate import judges
-from charter.stages.evaluate.elo import Comparison, elo_ratings
 from charter.stages.evaluate.like_for_like import comparison_warnings
 from charter.stages.evaluate.principles import principle_stats
-from charter.stages.evaluate.stats import Estimate, mean, paired_difference, rate
+from charter.stages.evaluate.results import summarise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
 
@@ -120,7 +119,8 @@ def run_evaluate(
         )  # fmt: skip
         items = _items(models, asked, store, verdicts, config)
         write_atomic(out / ITEMS, "".join(item.model_dump_json() + "\n" for item in items))
-        results = _results(models, items, verdicts, config)
+        results = summarise(models, items, verdicts.pairwise, verdicts.refusal_layer,
+                            config.suites, config.seed)  # fmt: skip
         results["judge"] = judge
         if (
             any(i.suite == "helpfulness" and i.key.startswith("pairwise:") for i in items)
@@ -359,66 +359,3 @@ def _items(
                     answer=answer.answer, score=score, judgement=judgement,
                 ))  # fmt: skip
     return items
-
-
-def metric_scores(suite: str, items: Iterable[EvalItem]) -> dict[str, tuple[str, dict[str, float]]]:
-    """Each metric of ``suite``: its kind (rate or mean) and the per-item scores it averages."""
-    return dict(registry.load(suite).metrics(list(items)))
-
-
-def _estimate(kind: str, values: dict[str, float], seed: int) -> Estimate:
-    ordered = [values[k] for k in sorted(values)]
-    return rate([v >= 0.5 for v in ordered]) if kind == "rate" else mean(ordered, seed)
-
-
-def _results(
-    models: Sequence[str], items: list[EvalItem], verdicts: _Verdicts, config: EvaluateConfig
-) -> dict[str, Any]:
-    suites: dict[str, dict[str, dict[str, Any]]] = {}
-    per_item: dict[tuple[str, str, str], dict[str, float]] = {}
-    for suite in (s for s in config.suites if s in registry.SUITES):
-        suites[suite] = {}
-        for model in models:
-            mine = [i for i in items if i.suite == suite and i.model == model]
-            metrics = {}
-            for name, (kind, values) in metric_scores(suite, mine).items():
-                metrics[name] = _estimate(kind, values, config.seed).as_dict()
-                per_item[(suite, model, name)] = values
-            suites[suite][model] = metrics
-    comparisons = [Comparison(v.models[0], v.models[1], v.p) for v in verdicts.pairwise]
-    for model, rating in elo_ratings(comparisons, seed=config.seed).items():
-        suites["helpfulness"][model]["elo"] = Estimate(
-            rating.elo, rating.low, rating.high, rating.comparisons
-        ).as_dict()
-    differences: dict[str, Any] = {}
-    base = models[0]
-    for other in models[1:]:
-        label = f"{other} − {base}"
-        differences[label] = {}
-        for (suite, model, name), values in per_item.items():
-            if model != other or (suite, base, name) not in per_item:
-                continue
-            delta = paired_difference(per_item[(suite, base, name)], values, config.seed)
-            if delta is not None:
-                differences[label].setdefault(suite, {})[name] = delta.as_dict()
-    return {
-        "models": list(models), "refusal_layer": verdicts.refusal_layer,
-        "refusal_held_out_accuracy": _held_out(verdicts.refusal_layer), "suites": suites,
-        "differences": differences, "lower_is_better": sorted(lower_is_better()),
-        "items": len(items),
-    }  # fmt: skip
-
-
-def lower_is_better() -> set[str]:
-    """The metric names, over every registered suite, where less is better."""
-    return {m for name in registry.SUITES for m in registry.load(name).lower_is_better}
-
-
-def _held_out(layer: str) -> dict[str, float] | None:
-    """The refusal classifier's leave-one-model-out accuracy, as its head records it."""
-    if layer != "classifier":
-        return None
-    from charter.stages.evaluate.refusal import HEAD
-
-    pooled: dict[str, float] = json.loads(HEAD.read_text("utf-8"))["held_out"]["pooled"]
-    return pooled

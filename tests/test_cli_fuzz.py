@@ -608,7 +608,8 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         return record("ray")() if executor == "ray" else make_executor(executor, *args, **kwargs)
 
     trained = types.ModuleType("charter.stages.train.run")
-    trained.train = record("train", {})  # type: ignore[attr-defined]
+    trained.train = trained.run = record("train", {})  # type: ignore[attr-defined]
+    trained.VERSION = 1  # type: ignore[attr-defined]  # charter run plans with it
     scored = types.ModuleType("charter.stages.train.score")
     scored.score_file = record("score", {"kind": "answers", "rows": 0, "mean_score": 0.0})  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as patch:

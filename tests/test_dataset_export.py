@@ -94,6 +94,10 @@ def test_incomplete_stages_and_a_used_out_are_refused(run_root: Path, tmp_path: 
     manifest = copy / "label-ba9876543210" / "manifest.json"
     data = json.loads(manifest.read_text("utf-8"))
     manifest.write_text(json.dumps({**data, "status": "interrupted"}), encoding="utf-8")
+    record = copy / "label-ba9876543210" / "stage.json"  # a single command's record, if any
+    if record.exists():
+        kept = json.loads(record.read_text("utf-8"))
+        record.write_text(json.dumps({**kept, "complete": False}), encoding="utf-8")
     out = tmp_path / "out"
     result = charter("export", copy, "--out", out)
     assert result.exit_code == 2 and "label-ba9876543210 is not complete" in result.stderr
@@ -101,6 +105,8 @@ def test_incomplete_stages_and_a_used_out_are_refused(run_root: Path, tmp_path: 
     # a charter run stage is judged by its stage record, as charter run judges it: a manifest
     # that says complete while another part of the stage is unfinished does not count
     manifest.write_text(json.dumps(data), encoding="utf-8")
+    if record.exists():
+        record.write_text(json.dumps(kept), encoding="utf-8")
     (copy / "revise-0123456789ab" / "stage.json").write_text(
         json.dumps({"stage": "revise", "key": "0123456789ab", "complete": False}), encoding="utf-8"
     )

@@ -98,3 +98,30 @@ def test_the_run_log_keeps_what_the_terminal_does_not_show(
     log = (tmp_path / runner.RUN_LOG).read_text("utf-8")
     assert "INFO some.library: loading 272 weights" in log and "a warning everyone sees" in log
     assert logging.getLogger().level == logging.WARNING  # the terminal's level is back
+
+
+def test_a_single_command_runs_its_stage_in_its_own_folder_through_the_runner(
+    tmp_path: Path,
+) -> None:
+    from charter.runs import Run
+
+    out = tmp_path / "revise-out"
+    calls: list[int] = []
+
+    def work(rounds: int) -> int:
+        run = Run.open(out, "revise", {"rounds": rounds})  # takes the runner's lock again
+        calls.append(rounds)
+        run.update(counts={}, usage={}, status="complete")
+        return len(calls)
+
+    shown: list[str] = []
+    assert runner.run_one("revise", 1, {"rounds": 2}, out, lambda: work(2), shown.append) == 1
+    record = json.loads((out / runner.STAGE_RECORD).read_text("utf-8"))
+    assert record["complete"] and runner.recorded_complete(out, record["key"])
+    assert (out / runner.RUN_LOG).exists() and shown[0].startswith("revise: done in ")
+    # a single command is not cached: it runs again (and its stage resumes)
+    assert runner.run_one("revise", 1, {"rounds": 2}, out, lambda: work(2)) == 2
+    # other settings: the record stays the complete run's, and the stage's own check refuses
+    with pytest.raises(Exception, match="made with other settings"):
+        runner.run_one("revise", 1, {"rounds": 4}, out, lambda: work(4))
+    assert json.loads((out / runner.STAGE_RECORD).read_text("utf-8")) == record

@@ -85,6 +85,21 @@ def test_a_refused_resume_shows_each_differing_setting_old_and_new(tmp_path: Pat
     )
 
 
+def test_one_process_takes_its_own_lock_again_and_releases_it_as_often() -> None:
+    """The runner locks a stage's folder, then the stage's run opens it: one process, twice."""
+    import tempfile
+
+    from charter.runs import lock_directory
+
+    with tempfile.TemporaryDirectory() as folder:
+        outer = lock_directory(Path(folder))
+        inner = lock_directory(Path(folder))
+        inner.release()
+        assert outer.is_locked
+        outer.release()
+        assert not outer.is_locked
+
+
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
@@ -118,16 +133,21 @@ def test_a_second_process_cannot_open_a_run_directory_in_use(tmp_path: Path) -> 
 
 
 def test_two_charter_revise_at_once_into_one_directory(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
     from click.testing import CliRunner
 
     from charter.cli import cli
-    from charter.runs import lock_directory
 
-    lock = lock_directory(tmp_path / "out")  # as another process's run would hold it
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "out")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         args = ["revise", "--model", "fake/echo", "--prompts", "demo-redteam"]
         result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
     finally:
-        lock.release()
-    assert result.exit_code == 2 and "in use by pid" in result.output
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2 and f"in use by pid {holder.pid}" in result.output
     assert not (tmp_path / "out" / "sft.jsonl").exists()

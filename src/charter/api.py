@@ -57,8 +57,9 @@ def revise(
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
     from charter.prompts import PromptSet
+    from charter.runner import run_one
     from charter.stages.revise import ReviseConfig
-    from charter.stages.revise_run import run_revise
+    from charter.stages.revise_run import VERSION, run_revise
 
     out = Path(out)
     answer = GenerationConfig(temperature=1.0, max_tokens=max_tokens)
@@ -67,12 +68,16 @@ def revise(
                           revision=sampling)  # fmt: skip
     policy = load_backend(model, base_url=base_url, api_key=api_key)
     second = load_backend(critic, base_url=base_url, api_key=api_key) if critic else None
+    source = _prompt_file(prompts, out)
+    rules = Constitution.load(constitution)
     try:
-        return run_revise(
-            PromptSet([_prompt_file(prompts, out)]), out=out,
-            constitution=Constitution.load(constitution),
-            constitution_text=resolve(constitution).read_text("utf-8"),
-            backend=policy, config=config, critic=second, progress=False,
+        return run_one(
+            "revise", VERSION, [config, model, critic, rules.sha256, source], out,
+            lambda: run_revise(
+                PromptSet([source]), out=out, constitution=rules,
+                constitution_text=resolve(constitution).read_text("utf-8"),
+                backend=policy, config=config, critic=second, progress=False,
+            ),
         )  # fmt: skip
     finally:
         policy.close()
@@ -102,17 +107,22 @@ def label(
     """
     from charter.backends import load_backend
     from charter.constitution import Constitution, resolve
+    from charter.runner import run_one
     from charter.stages.label import LabelConfig
-    from charter.stages.label_run import FilePairs, RevisePairs, run_label
+    from charter.stages.label_run import VERSION, FilePairs, RevisePairs, run_label
 
     path = Path(source)
     pairs = RevisePairs(path) if path.is_dir() else FilePairs(path, "error", None)
     judge = load_backend(labeller, base_url=base_url, api_key=api_key)
+    rules, config = Constitution.load(constitution), LabelConfig(mode=mode)
     try:
-        return run_label(
-            pairs, out=Path(out), constitution=Constitution.load(constitution),
-            constitution_text=resolve(constitution).read_text("utf-8"), labeller=judge,
-            config=LabelConfig(mode=mode), progress=False,
+        return run_one(
+            "label", VERSION, [config, labeller, rules.sha256, str(path)], Path(out),
+            lambda: run_label(
+                pairs, out=Path(out), constitution=rules,
+                constitution_text=resolve(constitution).read_text("utf-8"), labeller=judge,
+                config=config, progress=False,
+            ),
         )  # fmt: skip
     finally:
         judge.close()
@@ -143,7 +153,7 @@ def train(
     from charter.yamlfile import first_error
 
     check(["sft"])  # a missing extra says which install line fixes it
-    from charter.stages.train.run import train as run_training
+    from charter.stages.train.run import run as training
 
     paths = [data] if isinstance(data, str | Path) else list(data)
     try:
@@ -152,7 +162,7 @@ def train(
     except ValidationError as err:
         where, problem = first_error(err)
         raise CharterError(f"train: {'.'.join(map(str, where))}: {problem}") from None
-    return run_training(config, Path(out))
+    return training(config, Path(out))
 
 
 def evaluate(
@@ -184,17 +194,23 @@ def evaluate(
     """
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
-    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+    from charter.runner import run_one
+    from charter.stages.evaluate.run import VERSION, EvaluateConfig, run_evaluate
     from charter.stages.evaluate.suites import data_files
 
     names = [models] if isinstance(models, str) else list(models)
     files = data_files(data)
     greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
     config = EvaluateConfig(suites=tuple(suites), limit=limit, answer=greedy)
-    return run_evaluate(
-        names, out=Path(out), config=config, data=files,
-        backend=backend_loader(base_url, api_key, None), judge=judge,
-        constitution=Constitution.load(constitution) if judge else None, progress=False,
+    rules = Constitution.load(constitution) if judge else None
+    settings = [config, names, judge, rules and rules.sha256, {k: str(v) for k, v in files.items()}]
+    return run_one(
+        "evaluate", VERSION, settings, Path(out),
+        lambda: run_evaluate(
+            names, out=Path(out), config=config, data=files,
+            backend=backend_loader(base_url, api_key, None), judge=judge, constitution=rules,
+            progress=False,
+        ),
     )  # fmt: skip
 
 

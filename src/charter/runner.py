@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from charter.errors import CharterError
 from charter.records import canonical_json
 from charter.report import PLAN, REPORT
 from charter.runs import MANIFEST, write_atomic
-from charter.stages import Stage
+from charter.stages import Stage, Step
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -201,6 +204,67 @@ def run_pipeline(stages: list[PlannedStage], chosen: list[PlannedStage], root: P
             return _run_stages(stages, chosen, root, echo)
     finally:
         lock.release()
+
+
+def run_single(stage: Stage, out: Path, echo: Callable[[str], None] | None = None) -> float:
+    """Run one stage straight into ``out``: what ``charter revise``, ``label``, ``train`` and
+    ``evaluate`` (and the Python API's functions) do; returns its seconds.
+
+    The same runner as :func:`run_pipeline`, for a folder that is the stage's own rather than
+    ``ROOT/NAME-KEY``: ``out`` is locked, ``out/stage.json`` records the stage's content key,
+    started then complete, and ``out/run.log`` keeps the log. Unlike ``charter run`` it does
+    not skip a complete folder: a single command reruns its stage, which resumes (nothing is
+    left to do in a complete folder, and the command prints its summary again). A folder
+    recorded under another key is not re-recorded before the stage runs: the stage's own
+    check (its manifest's settings) refuses it, naming what differs.
+    """
+    from charter.runs import HOLDER, LOCK, lock_directory
+
+    planned = plan([stage], out.parent)[0]
+    planned.path = out
+    existed = out.exists()
+    lock = lock_directory(out)
+    try:
+        with _logged_to(out / RUN_LOG):
+            # A complete record of these settings stays complete while the stage resumes.
+            if _recorded_key(out) in (None, planned.key) and not planned.complete:
+                planned.mark(complete=False)
+            began = time.monotonic()
+            planned.run()
+            planned.mark(complete=True)
+            seconds = round(time.monotonic() - began, 1)
+            planned.check()
+    except BaseException:
+        lock.release()
+        # Nothing half-written: a folder this call made, holding only the runner's own files
+        # (a stage that stopped on a bad input before writing), is removed again.
+        ours = {LOCK, HOLDER, STAGE_RECORD, RUN_LOG}
+        if not existed and out.is_dir() and {p.name for p in out.iterdir()} <= ours:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    lock.release()
+    if echo is not None:
+        echo(f"{stage.name}: done in {seconds:.0f}s → {out}")
+    return seconds
+
+
+def run_one(name: str, version: int, settings: Any, out: Path, work: Callable[[], T],
+            echo: Callable[[str], None] | None = None) -> T:  # fmt: skip
+    """:func:`run_single` for a command's ``work()``, keyed by ``settings``; returns its value."""
+    done: list[T] = []
+    step = Step(name, version, (), settings, [], {}, lambda _out, _needs: done.append(work()))
+    run_single(step, out, echo)
+    return done[0]
+
+
+def _recorded_key(path: Path) -> str | None:
+    """The key in ``path/stage.json``, if a readable record is there."""
+    try:
+        record = json.loads((path / STAGE_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    key = record.get("key") if isinstance(record, dict) else None
+    return key if isinstance(key, str) else None
 
 
 RUN_LOG = "run.log"  # a run's log records from info up, libraries' included

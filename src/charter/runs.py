@@ -227,7 +227,8 @@ def lock_directory(path: Path) -> Any:
     """An exclusive lock on ``path`` for this process (a ``filelock.FileLock``, held).
 
     The operating system drops the lock when the process dies, however it dies, so a killed
-    run never leaves a stale lock behind. The holder's pid, host, start time and command line
+    run never leaves a stale lock behind. Within one process the lock is reentrant: each
+    acquisition is released once. The holder's pid, host, start time and command line
     are written beside the lock, for the message another process gets.
 
     Raises:
@@ -238,7 +239,9 @@ def lock_directory(path: Path) -> Any:
     from filelock import FileLock, Timeout
 
     path.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path / LOCK, timeout=0)
+    # One lock object per folder in this process, taken again by the code it runs: the runner
+    # locks a stage's folder and the stage's run opens it (reentrant, released by both).
+    lock = FileLock(path / LOCK, timeout=0, is_singleton=True)
     try:
         lock.acquire()
     except Timeout:

@@ -65,7 +65,8 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.errors import CharterError
-    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+    from charter.runner import run_one
+    from charter.stages.evaluate.run import VERSION, EvaluateConfig, run_evaluate
     from charter.stages.evaluate.suites import data_keys, default_data, questions, resolve_data
     from charter.stages.evaluate.tables import format_results
 
@@ -118,11 +119,16 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
-    results = run_evaluate(
-        models, out=out, config=config, data=data,
-        backend=backend_loader(base_url, api_key, concurrency), judge=judge,
-        constitution=Constitution.load(constitution_source) if judge else None,
-        revise_run=revise_run, label_run=label_run,
+    rules = Constitution.load(constitution_source) if judge else None
+    settings = [config, list(models), judge, rules and rules.sha256,
+                {k: str(v) for k, v in data.items()}, str(revise_run), str(label_run)]  # fmt: skip
+    results = run_one(
+        "evaluate", VERSION, settings, out,
+        lambda: run_evaluate(
+            models, out=out, config=config, data=data,
+            backend=backend_loader(base_url, api_key, concurrency), judge=judge,
+            constitution=rules, revise_run=revise_run, label_run=label_run,
+        ),
     )  # fmt: skip
     click.echo(format_results(results))
     click.echo(f"\n{out / 'results.json'}\n{out / 'items.jsonl'}")

@@ -175,6 +175,7 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     from charter.errors import CharterError
     from charter.pairs import check_sampling
     from charter.prompts import PromptSet
+    from charter.runner import run_one
     from charter.stages import label_run, label_summary
 
     if prompt_sources:
@@ -225,9 +226,17 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
                         concurrency=concurrency)  # fmt: skip
     judge: Backend | None = None if preset == "simple" else connect(labeller)
     try:
-        summary = label_run.run_label(
-            source, out=out, constitution=c, labeller=judge, config=config, min_margin=min_margin,
-            constitution_text=resolve(constitution_source).read_text("utf-8"), executor=ray,
+        # The sources as given: the stage reads (and checks) them itself, before any output.
+        sources: list[Any] = [list(prompt_sources), str(pairs_file), str(from_revise), policy,
+                            samples, pairing, max_pairs, limit, fmt, prompt_column]  # fmt: skip
+        settings = [config, labeller if judge else None, c.sha256, sources, min_margin]
+        summary = run_one(
+            "label", label_run.VERSION, settings, out,
+            lambda: label_run.run_label(
+                source, out=out, constitution=c, labeller=judge, config=config,
+                min_margin=min_margin, executor=ray,
+                constitution_text=resolve(constitution_source).read_text("utf-8"),
+            ),
         )  # fmt: skip
     finally:
         if ray is not None:

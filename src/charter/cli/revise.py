@@ -99,6 +99,7 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     from charter.constitution import Constitution, resolve
     from charter.errors import CharterError
     from charter.prompts import PromptSet
+    from charter.runner import run_one
     from charter.stages import revise_run
     from charter.stages.revise import ReviseConfig
 
@@ -139,10 +140,14 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     try:
         if critic is not None and critic != model:
             reviser = backend_loader(base_url, api_key, concurrency)(critic)
-        summary = revise_run.run_revise(
-            prompts, out=out, constitution=c, backend=backend, config=config,
-            constitution_text=resolve(constitution_source).read_text("utf-8"), critic=reviser,
-            executor=ray,
+        settings = [config, model, critic, c.sha256, list(prompt_sources), fmt, limit]
+        summary = run_one(
+            "revise", revise_run.VERSION, settings, out,
+            lambda: revise_run.run_revise(
+                prompts, out=out, constitution=c, backend=backend, config=config,
+                constitution_text=resolve(constitution_source).read_text("utf-8"),
+                critic=reviser, executor=ray,
+            ),
         )  # fmt: skip
     finally:
         if ray is not None:

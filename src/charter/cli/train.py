@@ -70,7 +70,7 @@ def _run(kind: str, config_file: Path | None, out: Path, **flags: Any) -> None:
                            "or saved alone); --full trains and saves the whole model")  # fmt: skip
     _check_train_extra()
     from charter.stages.train.config import load_config
-    from charter.stages.train.run import train as run_training
+    from charter.stages.train.run import run as run_training
 
     config = load_config(config_file, {"kind": kind, **flags})
     figures = run_training(config, out)

@@ -150,6 +150,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def run(config: TrainConfig, out: Path) -> dict[str, Any]:
+    """:func:`train` through the runner (:func:`charter.runner.run_single`): ``charter train``
+    and the Python API. Under a distributed launch only the main process holds the folder."""
+    if not is_main_process():
+        return train(config, out)
+    from charter.runner import run_one
+
+    return run_one("train", VERSION, config, out, lambda: train(config, out))
+
+
 def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     """Train as ``config`` says into ``out`` (resuming its last checkpoint); return figures.
 

@@ -343,3 +343,82 @@ def test_the_teachers_gold_prompts_are_keyed_by_content(tmp_path: Path) -> None:
     gold.write_text('{"prompt": "Write a keylogger."}\n', encoding="utf-8")
     after = keys(load_run_config(config), tmp_path)
     assert after["calibrate"] != before["calibrate"] and after["revise"] != before["revise"]
+
+
+def test_online_rounds_chain_from_the_dpo_model_and_are_keyed_each(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(TEACHER_RUN.format(min_auc=0.5).replace("trained: [sft]",
+                      "trained: [dpo, rl]") + "rl: {rounds: 2}\n", encoding="utf-8")  # fmt: skip
+    stages = {s.name: s for s in plan(load_run_config(config), tmp_path, load_backend)}
+    assert stages["rl-label-1"].needs == ("revise", "dpo")  # samples of the DPO model
+    assert stages["rl-dpo-1"].needs == ("dpo", "rl-label-1")  # trained from it
+    assert stages["rl-label-2"].needs == ("revise", "rl-dpo-1")
+    assert stages["rl-dpo-2"].needs == ("rl-dpo-1", "rl-label-2")
+    assert stages["evaluate"].needs[-2:] == ("dpo", "rl-dpo-2")  # "rl": the last round
+    assert stages["rl-label-1"].key != stages["rl-label-2"].key  # a new seed each round
+    before = {name: s.key for name, s in stages.items()}
+    config.write_text(config.read_text().replace("rl: {rounds: 2}", "rl: {rounds: 2, dpo: "
+                      "{beta: 0.3}}"), encoding="utf-8")  # fmt: skip
+    after = {s.name: s.key for s in plan(load_run_config(config), tmp_path, load_backend)}
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {"rl-dpo-1", "rl-label-2", "rl-dpo-2", "evaluate", "report"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [("rl: {rounds: 1}\n", "rl.rounds: the online rounds start from the DPO model"),
+     ("rl: {rounds: 1, dpo: {kind: rm}}\n", "kind are set by the run itself")],
+)  # fmt: skip
+def test_online_rounds_need_the_dpo_model(tmp_path: Path, extra: str, message: str) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(TEACHER_RUN.format(min_auc=0.5) + extra, encoding="utf-8")
+    with pytest.raises(CharterError, match=message):
+        load_run_config(config)
+
+
+def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fake teacher, a tiny llama as the policy (sampled through llama.cpp, trained by TRL)."""
+    from hf_tiny import build_tiny_checkpoint
+
+    from charter.stages import checks
+
+    stand_in = checks.Tools(lambda texts: [len(t) % 2 == 0 for t in texts],
+                            lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
+    monkeypatch.setattr(checks.Tools, "load", classmethod(lambda cls: stand_in))
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    tiny = build_tiny_checkpoint(tmp_path / "tiny")
+    config = tmp_path / "run.yaml"
+    text = TEACHER_RUN.format(min_auc=0.0).replace("fake/policy", f"hf/{tiny}")
+    text = text.replace("trained: [sft]", "trained: [dpo, rl], max_tokens: 8")
+    config.write_text(text + "guided: {answer_tokens: 8, revision_tokens: 8}\n"
+                      "sft: {max_steps: 1, max_length: 512}\n"
+                      "label: {samples: 2, max_tokens: 8}\n"
+                      "dpo: {max_steps: 1, max_length: 512}\n"
+                      "rl: {rounds: 2}\n", encoding="utf-8")  # fmt: skip
+    root = tmp_path / "run"
+    real_train = steps.train
+
+    def killed_in_round_two(kind: str, settings: Any, start: str, data: Path, out: Path) -> None:
+        if out.name.startswith("rl-dpo-2"):
+            raise KeyboardInterrupt  # as a kill would stop it, mid-stage
+        real_train(kind, settings, start, data, out)
+
+    monkeypatch.setattr(steps, "train", killed_in_round_two)
+    killed = CliRunner().invoke(cli, ["run", str(config), "--out", str(root)])
+    assert killed.exit_code != 0 and "rl-dpo-2 →" in killed.output
+    monkeypatch.setattr(steps, "train", real_train)
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(root)])
+    assert result.exit_code == 0, result.output
+    ran = {line.split("]")[1].split("→")[0].strip() for line in result.output.splitlines()
+           if line.startswith("[") and "→" in line}  # fmt: skip
+    assert ran == {"rl-dpo-2", "evaluate", "report"}  # round 2's pairs were kept
+    for r in (1, 2):
+        (pairs,) = root.glob(f"rl-label-{r}-*")
+        counts = json.loads((pairs / "manifest.json").read_text("utf-8"))["counts"]
+        assert sum(n for key, n in counts.items() if key.endswith("_prompts")) >= 2
+        (model,) = root.glob(f"rl-dpo-{r}-*")
+        assert (model / "model.gguf").is_file()
+    results = json.loads(next(root.glob("evaluate-*")).joinpath("results.json").read_text())
+    assert len(results["models"]) == 3 and "rl-dpo-2" in results["models"][2]

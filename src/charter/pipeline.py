@@ -57,6 +57,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
         "revise": guided.VERSION if teacher else revise_run.VERSION,
         "label": verdict_pairs.VERSION if teacher else label_run.VERSION,
         "sft": train_run.VERSION, "dpo": train_run.VERSION, "report": REPORT_VERSION,
+        "rl-label": verdict_pairs.VERSION, "rl-dpo": train_run.VERSION,  # rl-label-1, …
     }  # fmt: skip
 
 
@@ -129,7 +130,8 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     def add(name: str, needs: tuple[str, ...], settings: Any, inputs: Any,
             estimate: dict[str, float],
             action: Callable[[Path, Mapping[str, Path]], None]) -> Step:  # fmt: skip
-        stages.append(Step(name, versions[name], needs, settings, inputs, estimate, action))
+        version = versions[name.rstrip("0123456789").rstrip("-")]  # a round's: rl-dpo-2
+        stages.append(Step(name, version, needs, settings, inputs, estimate, action))
         return stages[-1]
 
     label_prompts = interleave(by_kind.values())[: config.label.limit]
@@ -194,7 +196,12 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
              "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
             lambda out, f: steps.train("dpo", config.dpo, str(f["sft"]), f["label"],
                                        out))  # fmt: skip
-    trained = config.evaluate.trained
+    dpo_cost = {"calls": 0, "tokens": 0,
+                "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]}  # fmt: skip
+    label_cost = _estimate(calls["label"], config.label.max_tokens, "answer_s", 0)
+    last = _online_rounds(config, add, backend, label_cost, dpo_cost) if teacher else "dpo"
+    # The folder each trained model comes from: "rl" is the last online round's DPO.
+    trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
     add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
         [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"]],
         [digest["data"], digest["constitution"]],
@@ -207,6 +214,35 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},
         lambda out, f: steps.report(config, out, f))  # fmt: skip
     return runner.plan(stages, root)
+
+
+def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callable[[str], Any],
+                   label_cost: dict[str, float], dpo_cost: dict[str, float]) -> str:  # fmt: skip
+    """Plan ``rl.rounds`` online rounds after DPO; returns the stage of the latest model.
+
+    Round r samples from the model of round r-1 (round 0: the DPO stage), pairs its answers
+    against the teacher's verdicts and the checks (``rl-label-r``, a new seed each round),
+    and trains DPO from that model on them (``rl-dpo-r``). Each round's two stages are
+    cached and resumed like any other.
+    """
+
+    def sample(r: int, start: str) -> Callable[[Path, Mapping[str, Path]], None]:
+        return lambda out, f: steps.verdict_pairs(config, out, f["revise"], f[start], backend,
+                                                  round_=r)  # fmt: skip
+
+    def train(start: str, data: str) -> Callable[[Path, Mapping[str, Path]], None]:
+        settings = {**config.dpo, **config.rl.dpo}
+        return lambda out, f: steps.train("dpo", settings, str(f[start]), f[data], out)
+
+    last = "dpo"
+    for r in range(1, config.rl.rounds + 1):
+        pairs, trained = f"rl-label-{r}", f"rl-dpo-{r}"
+        add(pairs, ("revise", last), [config.label, config.rl.samples, "verdict-pairs", r], [],
+            label_cost, sample(r, last))  # fmt: skip
+        add(trained, (last, pairs), [config.dpo, config.rl.dpo], [], dpo_cost,
+            train(last, pairs))  # fmt: skip
+        last = trained
+    return last
 
 
 def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str, list[Any]]:

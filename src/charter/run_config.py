@@ -96,7 +96,7 @@ class EvaluateSettings(_Settings):
     limit: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=192, ge=1)
     data: dict[str, str] = Field(default_factory=dict, description="KEY: PATH, as --data")
-    trained: tuple[Literal["sft", "dpo"], ...] = Field(
+    trained: tuple[Literal["sft", "dpo", "rl"], ...] = Field(
         default=("dpo",), min_length=1, description="trained models compared to the policy"
     )
     baseline: Literal["policy", "export"] = Field(
@@ -122,6 +122,15 @@ class EvaluateSettings(_Settings):
         return suites
 
 
+class RLSettings(_Settings):
+    """Online rounds after DPO (teacher recipe): each samples from the latest model, pairs
+    its answers against the teacher's verdicts and checks, and trains DPO from that model."""
+
+    rounds: int = Field(default=0, ge=0, le=20, description="online rounds (0: none)")
+    samples: int | None = Field(default=None, ge=2, description="per prompt (None: label's)")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="over the dpo section's")
+
+
 class RunConfig(_Settings):
     """One file for the whole loop (``charter run CONFIG.yaml``)."""
 
@@ -137,6 +146,7 @@ class RunConfig(_Settings):
     label: LabelSettings = LabelSettings()
     dpo: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
     evaluate: EvaluateSettings = EvaluateSettings()
+    rl: RLSettings = RLSettings()
 
     @field_validator("name")
     @classmethod
@@ -156,11 +166,17 @@ class RunConfig(_Settings):
             raise ValueError(
                 "recipe: teacher needs calibrate.harmful and calibrate.safe gold prompts"
             )
-        for kind in ("sft", "dpo"):
-            reserved = {"kind", "model", "data", "gguf", "helpful"} & set(getattr(self, kind))
+        for kind, settings in (("sft", self.sft), ("dpo", self.dpo),
+                               ("dpo", {**self.dpo, **self.rl.dpo})):  # fmt: skip
+            reserved = {"kind", "model", "data", "gguf", "helpful"} & set(settings)
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
-            train_config(kind, getattr(self, kind), "policy", ("data",))  # validates
+            train_config(kind, settings, "policy", ("data",))  # validates
+        if "rl" in self.evaluate.trained and not (self.rl.rounds and self.recipe == "teacher"):
+            raise ValueError("evaluate.trained: rl needs rl.rounds >= 1 and recipe: teacher")
+        if self.rl.rounds and "dpo" not in self.evaluate.trained:
+            raise ValueError("rl.rounds: the online rounds start from the DPO model; add dpo "
+                             "to evaluate.trained")  # fmt: skip
         return self
 
 

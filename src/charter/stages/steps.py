@@ -260,16 +260,22 @@ def label(
 
 
 def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
-                   backend: Callable[[str], Any]) -> None:  # fmt: skip
-    """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts."""
+                   backend: Callable[[str], Any], round_: int = 0) -> None:  # fmt: skip
+    """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts.
+
+    ``round_`` > 0: an online round (``rl``), sampling from the model in ``sft`` (the last
+    round's DPO), with its own seed so that each round draws new answers.
+    """
     from charter.backends import GenerationConfig
     from charter.stages.checks import Tools
     from charter.stages.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
 
     s = config.label
+    samples = (config.rl.samples or s.samples) if round_ else s.samples
     settings = VerdictPairsConfig(
-        samples=s.samples, limit=s.limit, confidence=s.confidence, batch_size=s.batch_size,
+        samples=samples, limit=s.limit, confidence=s.confidence, batch_size=s.batch_size,
         generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
+        seed=round_,
     )  # fmt: skip
     model = gguf_model(sft)
     policy = backend(model)

@@ -126,6 +126,11 @@ def test_the_whole_loop_on_a_tiny_model_then_cached_then_one_setting(
     assert len(helpful) == 2 and all(not t["steps"] for t in helpful)
     (sft,) = root.glob("sft-*")
     assert json.loads((sft / "manifest.json").read_text("utf-8"))["config"]["helpful_ratio"] == 1
+    # No judge but the policy: it does not grade its own answers against its trained self.
+    (evaluated,) = root.glob("evaluate-*")
+    results = json.loads((evaluated / "results.json").read_text("utf-8"))
+    assert "pairwise_judge" not in results and any("no pairwise" in w for w in results["warnings"])
+    assert all("elo" not in metrics for metrics in results["suites"]["helpfulness"].values())
     again = run()
     assert again.split("estimate")[1].count(": cached") == len(pipeline.STAGES)
     report.unlink()

@@ -155,10 +155,11 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     def baseline_model(folders: Mapping[str, Path]) -> str:
         return steps.gguf_model(folders["export"]) if exported else m.policy
 
+    pairwise = m.role("judge") != m.policy  # open requests compared only by another model
     # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if exported else (),
         [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
-         templates["judge"]], [digest["data"], digest["constitution"]],
+         templates["judge"], pairwise], [digest["data"], digest["constitution"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
     if teacher:
@@ -203,7 +204,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     # The folder each trained model comes from: "rl" is the last online round's DPO.
     trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
     add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
-        [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"]],
+        [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"], pairwise],
         [digest["data"], digest["constitution"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),

@@ -156,10 +156,13 @@ def evaluate(
         # The baseline's answers, from the same questions and settings: not asked again.
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
+    judge = config.models.role("judge")
     run_evaluate(
         models, out=out, config=evaluate_config(config), data=data, backend=backend,
-        judge=config.models.role("judge") if config.evaluate.harm_judge else None,
+        judge=judge if config.evaluate.harm_judge else None,
         constitution=Constitution.load(config.constitution),
+        # The policy never grades its own answers against its trained versions.
+        pairwise_judge=judge, pairwise=judge != config.models.policy,
     )  # fmt: skip
 
 

@@ -88,11 +88,19 @@ def run_evaluate(
     revise_run: Path | None = None,
     label_run: Path | None = None,
     progress: bool = True,
+    pairwise_judge: str | None = None,
+    pairwise: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``models`` on ``config.suites``; returns (and writes) the results."""
+    """Evaluate ``models`` on ``config.suites``; returns (and writes) the results.
+
+    ``pairwise_judge`` compares the models' answers to open requests (default: ``judge``, else
+    the embedded model); ``pairwise=False`` leaves those questions out, for a run with no
+    judge but the policy itself, which may not grade its own answers.
+    """
     registry.check(config.suites, "suite")
-    asked = questions(config.suites, data, config)
-    pairwise_judge = judge or DEFAULT_MODEL
+    asked = [q for q in questions(config.suites, data, config)
+             if pairwise or q.info.get("kind") != "pairwise"]  # fmt: skip
+    pairwise_judge = pairwise_judge or judge or DEFAULT_MODEL
     if judge is not None and constitution is None:
         constitution = Constitution.load("default")
     from charter.models import model_identity
@@ -103,6 +111,7 @@ def run_evaluate(
         "judge": model_identity(judge) if judge else None,
         "constitution": constitution.sha256 if constitution else None,
         "inputs": {k: {"name": p.name, "sha256": file_sha256(p)} for k, p in sorted(data.items())},
+        **({} if pairwise else {"pairwise": False}),
     }  # fmt: skip
     run = Run.open(out, "evaluate", fingerprint)
     unsupported = _unsupported(asked)
@@ -133,6 +142,9 @@ def run_evaluate(
         judged_by += [pairwise_judge] if "pairwise_judge" in results else []
         results["unsupported"] = unsupported
         results["warnings"] = comparison_warnings(models, store.answers, judged_by)
+        if not pairwise and "helpfulness" in config.suites:
+            results["warnings"].append("helpfulness: no pairwise comparison, as no judge other "
+                                       "than the policy was given (models.judge)")  # fmt: skip
         for warning in results["warnings"]:
             log.warning("not like for like: %s", warning)
         run.manifest["warnings"] = results["warnings"]

@@ -155,7 +155,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     def baseline_model(folders: Mapping[str, Path]) -> str:
         return steps.gguf_model(folders["export"]) if exported else m.policy
 
-    pairwise = m.role("judge") != m.policy  # open requests compared only by another model
+    pairwise = m.pairwise_judge() is not None  # open requests compared only by another model
     # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if exported else (),
         [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
@@ -181,9 +181,12 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         lambda out, f: steps.train("sft", config.sft if teacher else
                                    steps.with_helpful(config.sft, f["revise"], n_helpful),
                                    m.policy, f["revise"], out))  # fmt: skip
+    # What one verdict-pairs stage and one DPO stage cost (also each online round's).
+    label_cost = _estimate(calls["label"], config.label.max_tokens, "answer_s", 0)
+    dpo_cost = {"calls": 0, "tokens": 0,
+                "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]}  # fmt: skip
     if "dpo" in config.evaluate.trained and teacher:  # pairs from the teacher's verdicts
-        add("label", ("revise", "sft"), [config.label, "verdict-pairs"], [],
-            _estimate(calls["label"], config.label.max_tokens, "answer_s", 0),
+        add("label", ("revise", "sft"), [config.label, "verdict-pairs"], [], label_cost,
             lambda out, f: steps.verdict_pairs(config, out, f["revise"], f["sft"],
                                                backend))  # fmt: skip
     elif "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
@@ -192,14 +195,9 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
             lambda out, f: steps.label(config, out, label_prompts, f["sft"], backend))  # fmt: skip
     if "dpo" in config.evaluate.trained:
-        add("dpo", ("sft", "label"), [config.dpo], [],
-            {"calls": 0, "tokens": 0,
-             "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]},
+        add("dpo", ("sft", "label"), [config.dpo], [], dpo_cost,
             lambda out, f: steps.train("dpo", config.dpo, str(f["sft"]), f["label"],
                                        out))  # fmt: skip
-    dpo_cost = {"calls": 0, "tokens": 0,
-                "seconds": dpo_steps * RATES["dpo_step_s"] + RATES["train_fixed_s"]}  # fmt: skip
-    label_cost = _estimate(calls["label"], config.label.max_tokens, "answer_s", 0)
     last = _online_rounds(config, add, backend, label_cost, dpo_cost) if teacher else "dpo"
     # The folder each trained model comes from: "rl" is the last online round's DPO.
     trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
@@ -232,7 +230,7 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
                                                   round_=r)  # fmt: skip
 
     def train(start: str, data: str) -> Callable[[Path, Mapping[str, Path]], None]:
-        settings = {**config.dpo, **config.rl.dpo}
+        settings = config.round_dpo()
         return lambda out, f: steps.train("dpo", settings, str(f[start]), f[data], out)
 
     last = "dpo"

@@ -37,6 +37,12 @@ class Models(_Settings):
         chosen: str | None = getattr(self, name)
         return chosen or self.policy
 
+    def pairwise_judge(self) -> str | None:
+        """The judge of pairwise comparisons, or None: the policy never grades its own answers
+        against its trained versions."""
+        judge = self.role("judge")
+        return judge if judge != self.policy else None
+
 
 class Prompts(_Settings):
     redteam: tuple[str, ...] = ("demo-redteam",)
@@ -166,8 +172,7 @@ class RunConfig(_Settings):
             raise ValueError(
                 "recipe: teacher needs calibrate.harmful and calibrate.safe gold prompts"
             )
-        for kind, settings in (("sft", self.sft), ("dpo", self.dpo),
-                               ("dpo", {**self.dpo, **self.rl.dpo})):  # fmt: skip
+        for kind, settings in (("sft", self.sft), ("dpo", self.dpo), ("dpo", self.round_dpo())):
             reserved = {"kind", "model", "data", "gguf", "helpful"} & set(settings)
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
@@ -178,6 +183,10 @@ class RunConfig(_Settings):
             raise ValueError("rl.rounds: the online rounds start from the DPO model; add dpo "
                              "to evaluate.trained")  # fmt: skip
         return self
+
+    def round_dpo(self) -> dict[str, Any]:
+        """The DPO settings of each online round: the dpo section's, with rl.dpo over them."""
+        return {**self.dpo, **self.rl.dpo}
 
 
 def train_config(kind: str, settings: dict[str, Any], start: str, data: tuple[str, ...]) -> Any:

@@ -156,13 +156,12 @@ def evaluate(
         # The baseline's answers, from the same questions and settings: not asked again.
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
-    judge = config.models.role("judge")
+    pairwise_judge = config.models.pairwise_judge()  # None: the judge would be the policy
     run_evaluate(
         models, out=out, config=evaluate_config(config), data=data, backend=backend,
-        judge=judge if config.evaluate.harm_judge else None,
+        judge=config.models.role("judge") if config.evaluate.harm_judge else None,
         constitution=Constitution.load(config.constitution),
-        # The policy never grades its own answers against its trained versions.
-        pairwise_judge=judge, pairwise=judge != config.models.policy,
+        pairwise_judge=pairwise_judge, pairwise=pairwise_judge is not None,
     )  # fmt: skip
 
 

@@ -81,11 +81,20 @@ def test_input_paths_are_read_next_to_the_config_file(
     assert config.prompts.redteam == (f"{(folder / 'mine.jsonl').resolve()}#0:1", "demo-redteam")
 
 
-def test_demo_dry_run_shows_the_plan_and_an_estimate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("teacher", [False, True])
+def test_demo_dry_run_shows_the_plan_and_an_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher: bool
+) -> None:
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    if teacher:  # the teacher recipe trains the SFT model only (docs/results.md, attempt 6)
+        (tmp_path / "home" / "models").mkdir(parents=True)
+        (tmp_path / "home" / "models" / "qwen2.5-coder-1.5b-instruct.gguf").write_bytes(b"GGUF")
     result = CliRunner().invoke(cli, ["demo", "--dry-run", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    for stage in pipeline.STAGES:
-        assert f"  {stage} " in result.output
+    planned = [s for s in pipeline.STAGES if f"  {s} " in result.output]
+    skipped = {"label", "dpo"} if teacher else set()
+    assert planned == [s for s in pipeline.STAGES if s not in skipped]
+    assert ("teacher is not installed" in result.output) is not teacher
     assert "estimate for what is left" in result.output and "min" in result.output
     assert not (tmp_path / "demo").exists()
 
@@ -286,6 +295,14 @@ def test_the_teacher_recipe_pairs_verdicts_for_dpo(tmp_path: Path) -> None:
                       "label: {confidence: 0.8}"), encoding="utf-8")  # fmt: skip
     after = {s.name: s.key for s in plan(load_run_config(config), tmp_path, load_backend)}
     assert after["label"] != before
+
+
+def test_the_teacher_recipe_refuses_a_pairwise_labeller_gate(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"  # nothing in it labels pairwise: the gate would gate nothing
+    config.write_text(TEACHER_RUN.format(min_auc=0.5).replace("min_auc: 0.5}",
+                      "min_auc: 0.5, min_accuracy: 0.75}"), encoding="utf-8")  # fmt: skip
+    with pytest.raises(CharterError, match=r"calibrate\.min_accuracy: the teacher recipe"):
+        load_run_config(config)
 
 
 def test_teacher_recipe_gates_on_calibration_then_writes_verified_sft_rows(

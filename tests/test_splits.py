@@ -32,6 +32,14 @@ def test_slices_keep_their_rows_and_provenance(tmp_path: Path) -> None:
     assert [p.source for p in chosen] == ["adv.csv#3", "adv.csv#4"]
 
 
+def test_a_source_may_name_a_bundled_prompt_set_or_evaluation_set(tmp_path: Path) -> None:
+    merged = materialise(["redteam#0:2", "demo-redteam#0:1"], tmp_path, "harm")
+    rows = [json.loads(line) for line in merged.read_text().splitlines()]
+    assert [r["source"] for r in rows] == ["redteam#0", "redteam#1", "demo-redteam#0"]
+    with pytest.raises(CharterError, match="no prompt file or bundled prompt set named 'nope'"):
+        source_prompts("nope")
+
+
 def test_materialise_merges_sources_once_and_is_content_addressed(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "adv.csv", ["one thing", "two things", "three things"])
     jsonl = tmp_path / "dna.jsonl"

@@ -75,13 +75,13 @@ class LabelSettings(_Settings):
 
 
 class CalibrateSettings(_Settings):
-    gold: str = Field(default="demo-hh", description="gold pairs: file or bundled set")
-    limit: int = Field(default=8, ge=1)
+    gold: str = Field(default="demo-hh", description="pairwise recipe: gold pairs, file or set")
+    limit: int = Field(default=8, ge=1, description="pairwise recipe: gold pairs labelled")
     min_accuracy: float | None = Field(
         default=None,
         ge=0,
         le=1,
-        description="stop below this gold accuracy",
+        description="pairwise recipe: stop below this gold accuracy",
     )
     harmful: tuple[str, ...] = Field(default=(), description="teacher recipe: gold harmful prompts")
     safe: tuple[str, ...] = Field(default=(), description="teacher recipe: gold safe prompts")
@@ -171,6 +171,12 @@ class RunConfig(_Settings):
         if self.recipe == "teacher" and not (self.calibrate.harmful and self.calibrate.safe):
             raise ValueError(
                 "recipe: teacher needs calibrate.harmful and calibrate.safe gold prompts"
+            )
+        if self.recipe == "teacher" and self.calibrate.min_accuracy is not None:
+            raise ValueError(
+                "calibrate.min_accuracy: the teacher recipe labels no pairs pairwise (its DPO "
+                "pairs come from verdicts), so there is no labeller to gate; remove it and gate "
+                "the verdict check with calibrate.min_auc"
             )
         for kind, settings in (("sft", self.sft), ("dpo", self.dpo), ("dpo", self.round_dpo())):
             reserved = {"kind", "model", "data", "gguf", "helpful"} & set(settings)

@@ -54,12 +54,21 @@ def _prompts_of(path: Path) -> list[Prompt]:
     return list(load_prompts(path))
 
 
-def source_prompts(source: str) -> list[Prompt]:
-    """The prompts one source names, its slice applied, each tagged with file and row."""
+def source_path(name: str) -> Path:
+    """A source's file: a path, a bundled prompt set, or a bundled evaluation set (``redteam``)."""
+    from charter.bundled import bundled_names, resolve_bundled
     from charter.prompts import resolve_prompts
 
+    evaluation_set = name in bundled_names("data/eval", ".jsonl")
+    if evaluation_set and not (Path(name).is_file() or name in bundled_names("data", ".jsonl")):
+        return resolve_bundled(name, "data/eval", ".jsonl", ("data", "evaluation set"))
+    return resolve_prompts(name)
+
+
+def source_prompts(source: str) -> list[Prompt]:
+    """The prompts one source names, its slice applied, each tagged with file and row."""
     name, start, stop = parse_source(source)
-    path = resolve_prompts(name)
+    path = source_path(name)
     chosen = _prompts_of(path)[start:stop]
     offset = start or 0
     return [
@@ -74,11 +83,9 @@ def materialise(sources: Sequence[str], folder: Path, name: str) -> Path:
     The file is named by a hash of the sources and their contents, so rerunning with the same
     sources reuses it and changing one writes a new file.
     """
-    from charter.prompts import resolve_prompts
-
     digest = hashlib.sha256()
     for source in sources:
-        path = resolve_prompts(parse_source(source)[0])
+        path = source_path(parse_source(source)[0])
         digest.update(f"{source}\0{file_sha256(path)}\0".encode())
     target = folder / f"{name}-{digest.hexdigest()[:12]}.jsonl"
     if target.is_file():

@@ -33,7 +33,7 @@ from charter.records import Label, Vote
 from charter.runs import write_atomic
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
+VERSION = 2  # in cache keys and fingerprints: bump when what this stage writes changes
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 ECE_BINS = 10  # equal-width bins over the confidence range [0.5, 1]

@@ -38,8 +38,12 @@ def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str],
     labeller_name = config.models.role("labeller")
     run = Run.open(out, "calibrate", {"labeller": labeller_name, "gold": file_sha256(gold),
                                       "settings": config.calibrate.model_dump()})  # fmt: skip
-    pairs = list(islice(load_pairs(gold), config.calibrate.limit))
     constitution = Constitution.load(config.constitution)
+    if config.recipe == "teacher":  # its DPO pairs come from verdicts: no pairwise labels
+        run.update(counts=_calibrate_judge(config, out, constitution, backend), usage={},
+                   status="complete")  # fmt: skip
+        return
+    pairs = list(islice(load_pairs(gold), config.calibrate.limit))
     labeller = backend(labeller_name)
     try:
         labels = list(label(pairs, constitution=constitution, labeller=labeller,
@@ -48,10 +52,7 @@ def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str],
         labeller.close()
     report = calibration_report(labels, labeller=labeller_name, gold=gold.name)
     write_atomic(out / "calibration.json", report.model_dump_json(indent=2))
-    counts: dict[str, Any] = {"pairs": len(labels)}
-    if config.recipe == "teacher":
-        counts.update(_calibrate_judge(config, out, constitution, backend))
-    run.update(counts=counts, usage={}, status="complete")
+    run.update(counts={"pairs": len(labels)}, usage={}, status="complete")
 
 
 JUDGE_CALIBRATION = "judge.json"
@@ -81,14 +82,16 @@ def gate(config: RunConfig, out: Path) -> None:
     from charter.stages.calibrate import CalibrationReport
 
     c = config.calibrate
-    labeller = CalibrationReport.model_validate_json((out / "calibration.json").read_text())
-    if c.min_accuracy is not None and labeller.accuracy < c.min_accuracy:
-        raise CharterError(
-            f"calibrate: labeller {labeller.labeller} scored accuracy {labeller.accuracy:.2f} on "
-            f"{labeller.pairs} gold pairs ({labeller.gold}), below calibrate.min_accuracy "
-            f"{c.min_accuracy}; use a stronger labeller (models.labeller) before training"
-        )
-    if config.recipe == "teacher":
+    if config.recipe != "teacher":
+        labeller = CalibrationReport.model_validate_json((out / "calibration.json").read_text())
+        if c.min_accuracy is not None and labeller.accuracy < c.min_accuracy:
+            raise CharterError(
+                f"calibrate: labeller {labeller.labeller} scored accuracy "
+                f"{labeller.accuracy:.2f} on {labeller.pairs} gold pairs ({labeller.gold}), below "
+                f"calibrate.min_accuracy {c.min_accuracy}; use a stronger labeller "
+                "(models.labeller) before training"
+            )
+    else:
         judge = json.loads((out / JUDGE_CALIBRATION).read_text("utf-8"))
         if judge["auc"] < c.min_auc:
             raise CharterError(

@@ -272,6 +272,7 @@ def test_editing_a_prompt_template_changes_the_keys_of_the_stages_that_send_it(
     assert keys(RunConfig(), tmp_path)["baseline"] != before["baseline"]
 
 
+HELDOUT = 'heldout: {redteam: ["demo-redteam#20:22"], contrast: ["contrast#30:32"]}'
 TEACHER_RUN = """
 name: teacher
 recipe: teacher
@@ -370,7 +371,8 @@ def test_the_teachers_gold_prompts_are_keyed_by_content(tmp_path: Path) -> None:
 def test_online_rounds_chain_from_the_dpo_model_and_are_keyed_each(tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(TEACHER_RUN.format(min_auc=0.5).replace("trained: [sft]",
-                      "trained: [dpo, rl]") + "rl: {rounds: 2}\n", encoding="utf-8")  # fmt: skip
+                      "trained: [dpo, rl]") + "rl: {rounds: 2, " + HELDOUT + "}\n",
+                      encoding="utf-8")  # fmt: skip
     stages = {s.name: s for s in plan(load_run_config(config), tmp_path, load_backend)}
     assert stages["rl-label-1"].needs == ("revise", "dpo")  # samples of the DPO model
     assert stages["rl-dpo-1"].needs == ("dpo", "rl-label-1")  # trained from it
@@ -378,17 +380,22 @@ def test_online_rounds_chain_from_the_dpo_model_and_are_keyed_each(tmp_path: Pat
     assert stages["rl-dpo-2"].needs == ("rl-dpo-1", "rl-label-2")
     assert stages["evaluate"].needs[-2:] == ("dpo", "rl-dpo-2")  # "rl": the last round
     assert stages["rl-label-1"].key != stages["rl-label-2"].key  # a new seed each round
+    assert stages["rl-heldout"].needs == ("calibrate",)  # the teacher's calibrated verdicts
+    assert stages["rl-reward-0"].needs == ("rl-heldout", "dpo", "sft")  # sft: KL's reference
+    assert stages["rl-reward-2"].needs == ("rl-heldout", "rl-dpo-2", "sft", "rl-reward-0")
     before = {name: s.key for name, s in stages.items()}
-    config.write_text(config.read_text().replace("rl: {rounds: 2}", "rl: {rounds: 2, dpo: "
-                      "{beta: 0.3}}"), encoding="utf-8")  # fmt: skip
+    config.write_text(config.read_text().replace("rl: {rounds: 2,", "rl: {rounds: 2, dpo: "
+                      "{beta: 0.3},"), encoding="utf-8")  # fmt: skip
     after = {s.name: s.key for s in plan(load_run_config(config), tmp_path, load_backend)}
     changed = {name for name in after if after[name] != before[name]}
-    assert changed == {"rl-dpo-1", "rl-label-2", "rl-dpo-2", "evaluate", "report"}
+    assert changed == {"rl-dpo-1", "rl-reward-1", "rl-label-2", "rl-dpo-2", "rl-reward-2",
+                       "evaluate", "report"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [("rl: {rounds: 1}\n", "rl.rounds: the online rounds start from the DPO model"),
+    [("rl: {rounds: 1, " + HELDOUT + "}\n", "rl.rounds: the online rounds start from the DPO"),
+     ("rl: {rounds: 1}\n", "rl.heldout: name prompts no stage trains on"),
      ("rl: {rounds: 1, dpo: {kind: rm}}\n", "kind are set by the run itself")],
 )  # fmt: skip
 def test_online_rounds_need_the_dpo_model(tmp_path: Path, extra: str, message: str) -> None:
@@ -418,7 +425,7 @@ def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
                       "sft: {max_steps: 1, max_length: 512}\n"
                       "label: {samples: 2, max_tokens: 8}\n"
                       "dpo: {max_steps: 1, max_length: 512}\n"
-                      "rl: {rounds: 2}\n", encoding="utf-8")  # fmt: skip
+                      "rl: {rounds: 2, " + HELDOUT + "}\n", encoding="utf-8")  # fmt: skip
     root = tmp_path / "run"
     real_train = steps.train
 
@@ -435,7 +442,7 @@ def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
     assert result.exit_code == 0, result.output
     ran = {line.split("]")[1].split("→")[0].strip() for line in result.output.splitlines()
            if line.startswith("[") and "→" in line}  # fmt: skip
-    assert ran == {"rl-dpo-2", "evaluate", "report"}  # round 2's pairs were kept
+    assert ran == {"rl-dpo-2", "rl-reward-2", "evaluate", "report"}  # round 2's pairs kept
     for r in (1, 2):
         (pairs,) = root.glob(f"rl-label-{r}-*")
         counts = json.loads((pairs / "manifest.json").read_text("utf-8"))["counts"]
@@ -444,3 +451,15 @@ def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
         assert (model / "model.gguf").is_file()
     results = json.loads(next(root.glob("evaluate-*")).joinpath("results.json").read_text())
     assert len(results["models"]) == 3 and "rl-dpo-2" in results["models"][2]
+    (heldout,) = root.glob("rl-heldout-*")
+    kinds = {json.loads(line)["kind"] for line in (heldout / "heldout.jsonl").open()}
+    assert "contrast" in kinds  # red-team prompts the fake teacher does not flag are left out
+    first = json.loads(next(root.glob("rl-reward-0-*")).joinpath("reward.json").read_text())
+    last = json.loads(next(root.glob("rl-reward-2-*")).joinpath("reward.json").read_text())
+    assert "vs_round_0" not in first and first["prompts"] == last["prompts"] >= 2
+    assert 0 <= last["reward"]["low"] <= last["reward"]["value"] <= last["reward"]["high"] <= 1
+    assert last["vs_round_0"]["n"] == last["prompts"]  # paired, prompt by prompt
+    assert first["kl"]["n"] == 2 * first["prompts"]  # one estimate per sample
+    assert isinstance(last["flags"], list)
+    page = (root / "report.html").read_text("utf-8")
+    assert 'id="rounds"' in page and 'id="plot-rounds"' in page  # reward per round, plotted

@@ -47,7 +47,15 @@ RATES = {"revise_call_s": 3.3, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11
 
 def stage_versions(teacher: bool) -> dict[str, int]:
     """Each stage's format version (the ``VERSION`` of the module that writes its outputs)."""
-    from charter.stages import calibrate, export, guided, label_run, revise_run, verdict_pairs
+    from charter.stages import (
+        calibrate,
+        export,
+        guided,
+        label_run,
+        revise_run,
+        rl_reward,
+        verdict_pairs,
+    )
     from charter.stages.evaluate import run as evaluate_run
     from charter.stages.train import run as train_run
 
@@ -58,6 +66,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
         "label": verdict_pairs.VERSION if teacher else label_run.VERSION,
         "sft": train_run.VERSION, "dpo": train_run.VERSION, "report": REPORT_VERSION,
         "rl-label": verdict_pairs.VERSION, "rl-dpo": train_run.VERSION,  # rl-label-1, …
+        "rl-heldout": rl_reward.VERSION, "rl-reward": rl_reward.VERSION,
     }  # fmt: skip
 
 
@@ -198,7 +207,17 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         add("dpo", ("sft", "label"), [config.dpo], [], dpo_cost,
             lambda out, f: steps.train("dpo", config.dpo, str(f["sft"]), f["label"],
                                        out))  # fmt: skip
-    last = _online_rounds(config, add, backend, label_cost, dpo_cost) if teacher else "dpo"
+    last = "dpo"
+    if teacher and config.rl.rounds:
+        heldout = _heldout_prompts(config, inputs, evaluation, prompts)
+        add("rl-heldout", ("calibrate",), [config.rl.heldout, ident(m.teacher), teacher_templates],
+            [content_key({k: [p.model_dump(mode="json", exclude={"source"}) for p in v]
+                          for k, v in heldout[0].items()}), digest["constitution"]],
+            _estimate(0, 0, "answer_s", sum(map(len, heldout[0].values()))),  # verdicts
+            lambda out, f: steps.rl_heldout(config, out, heldout, f["calibrate"],
+                                            backend))  # fmt: skip
+        n_heldout = sum(map(len, heldout[0].values()))
+        last = _online_rounds(config, add, backend, label_cost, dpo_cost, n_heldout)
     # The folder each trained model comes from: "rl" is the last online round's DPO.
     trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
     add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
@@ -215,15 +234,39 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     return runner.plan(stages, root)
 
 
+def _heldout_prompts(
+    config: RunConfig, inputs: Path, evaluation: dict[str, list[str]], training: list[Any]
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """``rl.heldout``'s prompts by kind, with any that overlaps an evaluation question or a
+    training prompt dropped, and the overlap report."""
+    from charter.splits import disjoint, materialise
+
+    files = {kind: [materialise(sources, inputs, f"heldout-{kind}")]
+             for kind, sources in config.rl.heldout.by_kind().items()}  # fmt: skip
+    trained = [" ".join(m.content for m in p.messages if m.role == "user") for p in training]
+    return disjoint(_first_prompts(files, None), {**evaluation, "training": trained})
+
+
 def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callable[[str], Any],
-                   label_cost: dict[str, float], dpo_cost: dict[str, float]) -> str:  # fmt: skip
+                   label_cost: dict[str, float], dpo_cost: dict[str, float],
+                   n_heldout: int) -> str:  # fmt: skip
     """Plan ``rl.rounds`` online rounds after DPO; returns the stage of the latest model.
 
     Round r samples from the model of round r-1 (round 0: the DPO stage), pairs its answers
     against the teacher's verdicts and the checks (``rl-label-r``, a new seed each round),
     and trains DPO from that model on them (``rl-dpo-r``). Each round's two stages are
-    cached and resumed like any other.
+    cached and resumed like any other. ``rl-reward-r`` scores the model of round r on the
+    held-out prompts (charter.stages.rl_reward), round 0 included, paired with round 0.
     """
+    samples = config.rl.heldout_samples
+    reward_cost = _estimate(n_heldout * samples, config.label.max_tokens, "answer_s", 0)
+
+    def reward(model: str, first: str | None) -> Callable[[Path, Mapping[str, Path]], None]:
+        return lambda out, f: steps.rl_reward(config, out, f["rl-heldout"], f[model], f["sft"],
+                                              f[first] if first else None, backend)  # fmt: skip
+
+    add("rl-reward-0", ("rl-heldout", "dpo", "sft"), [config.label, samples, config.rl.max_kl],
+        [], reward_cost, reward("dpo", None))  # fmt: skip
 
     def sample(r: int, start: str) -> Callable[[Path, Mapping[str, Path]], None]:
         return lambda out, f: steps.verdict_pairs(config, out, f["revise"], f[start], backend,
@@ -240,6 +283,9 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
             label_cost, sample(r, last))  # fmt: skip
         add(trained, (last, pairs), [config.dpo, config.rl.dpo], [], dpo_cost,
             train(last, pairs))  # fmt: skip
+        add(f"rl-reward-{r}", ("rl-heldout", trained, "sft", "rl-reward-0"),
+            [config.label, samples, config.rl.max_kl], [], reward_cost,
+            reward(trained, "rl-reward-0"))  # fmt: skip
         last = trained
     return last
 

@@ -128,6 +128,17 @@ class EvaluateSettings(_Settings):
         return suites
 
 
+class HeldoutPrompts(_Settings):
+    """Sources of the held-out prompts, by kind (``PATH#START:STOP`` or a bundled set)."""
+
+    redteam: tuple[str, ...] = ()
+    contrast: tuple[str, ...] = ()
+    helpful: tuple[str, ...] = ()
+
+    def by_kind(self) -> dict[str, tuple[str, ...]]:
+        return {k: v for k in ("redteam", "contrast", "helpful") if (v := getattr(self, k))}
+
+
 class RLSettings(_Settings):
     """Online rounds after DPO (teacher recipe): each samples from the latest model, pairs
     its answers against the teacher's verdicts and checks, and trains DPO from that model."""
@@ -135,6 +146,12 @@ class RLSettings(_Settings):
     rounds: int = Field(default=0, ge=0, le=20, description="online rounds (0: none)")
     samples: int | None = Field(default=None, ge=2, description="per prompt (None: label's)")
     dpo: dict[str, Any] = Field(default_factory=dict, description="over the dpo section's")
+    heldout: HeldoutPrompts = Field(
+        default_factory=HeldoutPrompts,
+        description="prompts no stage trains on: each round's reward (charter.stages.rl_reward)",
+    )
+    heldout_samples: int = Field(default=2, ge=1, description="answers per held-out prompt")
+    max_kl: float | None = Field(default=None, gt=0, description="flag a round past this KL")
 
 
 class RunConfig(_Settings):
@@ -185,6 +202,11 @@ class RunConfig(_Settings):
             train_config(kind, settings, "policy", ("data",))  # validates
         if "rl" in self.evaluate.trained and not (self.rl.rounds and self.recipe == "teacher"):
             raise ValueError("evaluate.trained: rl needs rl.rounds >= 1 and recipe: teacher")
+        if self.rl.rounds and not self.rl.heldout.by_kind():
+            raise ValueError(
+                "rl.heldout: name prompts no stage trains on (e.g. {redteam: [SOURCE#400:460], "
+                "contrast: [contrast#260:300]}), so that each round's reward is measured"
+            )
         if self.rl.rounds and "dpo" not in self.evaluate.trained:
             raise ValueError("rl.rounds: the online rounds start from the DPO model; add dpo "
                              "to evaluate.trained")  # fmt: skip
@@ -232,7 +254,7 @@ def load_run_config(path: Path) -> RunConfig:
 # Fields that name input files: a relative path is looked up next to the config file first.
 _PATH_FIELDS = (("prompts", "redteam"), ("prompts", "helpful"), ("prompts", "contrast"),
                 ("calibrate", "gold"), ("calibrate", "harmful"), ("calibrate", "safe"),
-                ("evaluate", "data"), ("evaluate", "data_sources"))  # fmt: skip
+                ("evaluate", "data"), ("evaluate", "data_sources"), ("rl", "heldout"))  # fmt: skip
 
 
 def _beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:

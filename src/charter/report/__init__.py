@@ -53,11 +53,13 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     traces = _records(stages.get("revise"), "traces.jsonl", Trace)
     guided = _records(stages.get("revise"), "guided.jsonl", GuidedRow)  # the teacher recipe
     labels = _records(stages.get("label"), "labels.jsonl", Label)
+    rounds = _rounds(stages)
     items = _records(stages.get("evaluate") or stages.get("baseline"), "items.jsonl", EvalItem)
     figures = {
         "frontier": plots.frontier(results) if results else None,
         "principles": plots.principle_bars(principles) if principles else None,
         "loss": plots.losses(losses) if any(losses.values()) else None,
+        "rounds": plots.rounds(rounds) if rounds else None,
     }
     script = (Path(__file__).with_name(SCRIPT)).read_text("utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
@@ -81,7 +83,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
                                                "items": len(items), "guided": len(guided)},
         script=script, script_hash=f"sha256-{digest}", stages=stages,
-        stage_counts=_stage_counts(stages),
+        stage_counts=_stage_counts(stages), rounds=rounds,
     )  # fmt: skip
 
 
@@ -93,6 +95,18 @@ class _Estimate(BaseModel):
     low: float
     high: float
     n: int
+
+
+class _Round(BaseModel):
+    """What the page reads of an online round's reward.json (charter.stages.rl_reward)."""
+
+    prompts: int
+    reward: _Estimate
+    refusal: _Estimate
+    words: float
+    kl: _Estimate
+    flags: list[str] = []
+    vs_round_0: _Estimate | None = None
 
 
 class _Results(BaseModel):
@@ -170,6 +184,17 @@ def _records(folder: Path | None, name: str, record: type[Any]) -> list[Any]:
     if folder is None or not (folder / name).is_file():
         return []
     return list(read_jsonl(folder / name, record))
+
+
+def _rounds(stages: dict[str, Path]) -> list[dict[str, Any]]:
+    """Each online round's held-out reward (``rl-reward-R``), round 0 first."""
+    found = []
+    for name, folder in stages.items():
+        prefix, _, number = name.rpartition("-")
+        summary = _json(folder, "reward.json", _Round) if prefix == "rl-reward" else None
+        if summary is not None and number.isdigit():
+            found.append({"round": int(number), **summary})
+    return sorted(found, key=lambda r: r["round"])
 
 
 def _losses(folder: Path | None) -> list[tuple[int, float]]:

@@ -106,3 +106,22 @@ def losses(curves: dict[str, list[tuple[int, float]]]) -> str:
         panel.grid(alpha=0.3)
     figure.tight_layout()
     return _svg(figure)
+
+
+def rounds(summaries: list[dict[str, Any]]) -> str:
+    """Held-out reward and KL to the SFT model per online round, with 95% intervals."""
+    plt = _pyplot()
+    figure, panels = plt.subplots(1, 2, figsize=(10, 3.2))
+    x = [s["round"] for s in summaries]
+    for panel, key, label in ((panels[0], "reward", "held-out reward →"),
+                              (panels[1], "kl", "KL to the SFT model (nats) ←")):  # fmt: skip
+        values = [s[key]["value"] for s in summaries]
+        errors = [[v - s[key]["low"] for v, s in zip(values, summaries, strict=True)],
+                  [s[key]["high"] - v for v, s in zip(values, summaries, strict=True)]]  # fmt: skip
+        panel.errorbar(x, values, yerr=errors, fmt="o-", capsize=4)
+        panel.set_xlabel("online round (0: offline DPO)")
+        panel.set_ylabel(label)
+        panel.set_xticks(x)
+        panel.grid(alpha=0.3)
+    figure.tight_layout()
+    return _svg(figure)

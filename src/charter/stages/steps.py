@@ -291,6 +291,82 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
         policy.close()
 
 
+def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]], Any],
+               calibration: Path, backend: Callable[[str], Any]) -> None:  # fmt: skip
+    """The held-out prompts of the online rounds and the behaviour each asks for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charter.constitution import Constitution
+    from charter.stages.guided import judge_conversation, p_yes
+    from charter.stages.rl_reward import HELDOUT, heldout_prompts
+
+    by_kind, overlap = heldout
+    write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
+    threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
+    counted = {k: len(v) for k, v in by_kind.items()}
+    run = Run.open(out, "rl-heldout", {"teacher": config.models.teacher, "threshold": threshold,
+                                       "prompts": counted})  # fmt: skip
+    constitution = Constitution.load(config.constitution)
+    teacher = backend(str(config.models.teacher))
+
+    def verdicts(texts: Any) -> list[float]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(lambda t: p_yes(teacher, judge_conversation(constitution, t)),
+                                 texts))  # fmt: skip
+
+    try:
+        rows, counts = heldout_prompts(by_kind, verdicts, threshold)
+    finally:
+        teacher.close()
+    if not rows:
+        raise CharterError("rl.heldout: no held-out prompt is left after the overlap check and "
+                           f"the teacher's verdicts ({counts}); name more prompts")  # fmt: skip
+    write_atomic(out / HELDOUT, "".join(r.model_dump_json() + "\n" for r in rows))
+    scored = sum(len(v) for k, v in by_kind.items() if k == "redteam")
+    run.update(counts=counts, usage={"teacher": {"calls": scored}}, status="complete")
+
+
+def rl_reward(config: RunConfig, out: Path, heldout: Path, model: Path, sft: Path,
+              first: Path | None, backend: Callable[[str], Any]) -> None:  # fmt: skip
+    """Round r's model on the held-out prompts: reward, refusals, length, KL to the SFT model
+    (charter.stages.rl_reward); ``first``: round 0's folder, for the paired comparison."""
+    from charter.backends import GenerationConfig
+    from charter.runs import read_jsonl
+    from charter.stages import rl_reward as rl
+    from charter.stages.checks import Tools
+
+    settings = rl.RewardConfig(
+        samples=config.rl.heldout_samples, max_kl=config.rl.max_kl,
+        generation=GenerationConfig(temperature=config.label.temperature,
+                                    max_tokens=config.label.max_tokens, seed=0),
+    )  # fmt: skip
+    recorded = settings.model_dump(mode="json", exclude={"batch_size"})
+    run = Run.open(out, "rl-reward", {"model": model.name, "reference": sft.name,
+                                      "config": recorded})  # fmt: skip
+    rows = list(read_jsonl(heldout / rl.HELDOUT, rl.HeldoutPrompt))
+    policy = backend(gguf_model(model))
+    current, reference = backend(f"hf/{model / 'model'}"), backend(f"hf/{sft / 'model'}")
+
+    def gap(messages: Any, answers: Any) -> list[float]:
+        now = current.choice_logprobs(list(messages), list(answers))
+        ref = reference.choice_logprobs(list(messages), list(answers))
+        return [a - b for a, b in zip(now, ref, strict=True)]
+
+    try:
+        scored = rl.score_round(rows, policy=policy, refuses=Tools.load().refuses,
+                             logprob_gap=gap, config=settings)  # fmt: skip
+    finally:
+        for backend_ in (policy, current, reference):
+            backend_.close()
+    summary = rl.summarise(scored, rl.read_rewards(first) if first else None, settings.max_kl)
+    rl.write_round(out, scored, summary)
+    run.update(
+        counts={"prompts": len(scored), "flags": len(summary["flags"])},
+        usage={"policy": {"calls": len(rows) * settings.samples}},
+        status="complete",
+    )
+
+
 def report(config: RunConfig, out: Path, folders: Mapping[str, Path]) -> None:
     """The HTML report of every stage before it (``folders``: their folders by name)."""
     from charter.report import build_report

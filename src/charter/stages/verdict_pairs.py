@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
 from charter.iterate import interleave
-from charter.records import Message, Prompt, Record, Samples
+from charter.records import Instruction, Message, Prompt, Record, Samples
 from charter.stages.guided import GuidedRow
 
 SAMPLES, PREFS = "samples.jsonl", "prefs.jsonl"
@@ -85,13 +85,14 @@ def chosen_prompts(rows: Sequence[GuidedRow], limit: int | None) -> list[GuidedR
     return interleave(by_kind.values())[:limit]
 
 
-def behaves(row: GuidedRow, answer: str, refused: bool) -> bool:
-    """Whether ``answer`` does what ``row``'s prompt asks of the policy (module docstring)."""
+def behaves(kind: str, instructions: Sequence[Instruction], answer: str, refused: bool) -> bool:
+    """Whether ``answer`` does what a prompt of ``kind`` with ``instructions`` asks of the
+    policy (module docstring)."""
     from charter.stages.checks import answer_problem
 
-    if DESIRED[row.kind] == "decline":
+    if DESIRED[kind] == "decline":
         return refused
-    return answer_problem(answer, refused, row.instructions) is None
+    return answer_problem(answer, refused, instructions) is None
 
 
 def pair(
@@ -99,7 +100,7 @@ def pair(
 ) -> VerdictPair | str:
     """The pair for one prompt, or why there is none."""
     desired = DESIRED[row.kind]
-    ok = [behaves(row, a, r) for a, r in zip(answers, refused, strict=True)]
+    ok = [behaves(row.kind, row.instructions, a, r) for a, r in zip(answers, refused, strict=True)]
     good = [a for a, fine in zip(answers, ok, strict=True) if fine and a]
     bad = [a for a, fine in zip(answers, ok, strict=True) if not fine and a]
     if not bad:

@@ -160,6 +160,7 @@ def describe(stages: list[PlannedStage], chosen: list[PlannedStage]) -> str:
     """The plan: each stage, cached or to run, with the estimate of what is left to do."""
     lines = []
     calls = tokens = seconds = 0.0
+    width = max([10, *(len(s.name) for s in stages)])
     for stage in stages:
         if stage not in chosen:
             state = "skipped"
@@ -170,7 +171,7 @@ def describe(stages: list[PlannedStage], chosen: list[PlannedStage]) -> str:
             calls += stage.estimate.get("calls", 0)
             tokens += stage.estimate.get("tokens", 0)
             seconds += stage.estimate.get("seconds", 0)
-        lines.append(f"  {stage.name:<10} {state:<8} {stage.path}")
+        lines.append(f"  {stage.name:<{width}} {state:<8} {stage.path}")
     lines.append(
         f"estimate for what is left: ≤{calls:.0f} model calls, ≤{tokens:.0f} generated tokens, "
         f"about {seconds / 60:.0f} min on a 2-core CPU with the embedded model"
@@ -182,10 +183,11 @@ def summary(chosen: list[PlannedStage], written: dict[str, Any]) -> str:
     """One line per stage: its time in this run root (or cached) and the folder it wrote."""
     seconds = written.get("seconds", {})
     lines = []
+    width = max([10, *(len(s.name) for s in chosen)])
     for stage in chosen:
         took = seconds.get(stage.name)
         shown = f"{took:>7.0f}s" if isinstance(took, int | float) else "       -"
-        lines.append(f"  {stage.name:<10} {shown}  {stage.path}")
+        lines.append(f"  {stage.name:<{width}} {shown}  {stage.path}")
     return "\n".join(lines)
 
 

@@ -142,7 +142,7 @@ def run_evaluate(
         judged_by += [pairwise_judge] if "pairwise_judge" in results else []
         results["unsupported"] = unsupported
         results["warnings"] = comparison_warnings(models, store.answers, judged_by)
-        if not pairwise and "helpfulness" in config.suites:
+        if not pairwise and "helpfulness" in config.suites and len(models) > 1:
             results["warnings"].append("helpfulness: no pairwise comparison, as no judge other "
                                        "than the policy was given (models.judge)")  # fmt: skip
         for warning in results["warnings"]:

@@ -53,8 +53,10 @@ def build_trainer(
 
 
 def _quiet_libraries() -> None:
-    """Turn off the bars transformers and datasets draw, unless debugging."""
+    """Turn off the bars transformers and datasets draw, and the deprecation notices one
+    library raises about another's calls (nothing a user can act on), unless debugging."""
     import logging
+    import warnings
 
     import datasets
     from transformers.utils import logging as hf_logging
@@ -62,6 +64,8 @@ def _quiet_libraries() -> None:
     if logging.getLogger("charter").getEffectiveLevel() > logging.DEBUG:
         datasets.disable_progress_bars()
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)  # fmt: skip
 
 
 class StepLine(TrainerCallback):

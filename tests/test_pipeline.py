@@ -405,6 +405,25 @@ def test_online_rounds_need_the_dpo_model(tmp_path: Path, extra: str, message: s
         load_run_config(config)
 
 
+def test_charter_train_rl_plans_through_the_last_rounds_reward(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(TEACHER_RUN.format(min_auc=0.5).replace("trained: [sft]", "trained: [dpo]"),
+                      encoding="utf-8")  # fmt: skip
+    none = CliRunner().invoke(cli, ["train", "rl", str(config), "--dry-run"])
+    assert none.exit_code == 2 and "no online rounds (rl.rounds is 0)" in none.output
+    unheld = CliRunner().invoke(cli, ["train", "rl", str(config), "--rounds", "1", "--dry-run"])
+    assert unheld.exit_code == 2 and "rl.heldout: name prompts" in unheld.output
+    config.write_text(config.read_text() + "rl: {" + HELDOUT + "}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "rl", str(config), "--rounds", "2", "--dry-run",
+                                      "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    states = {line.split()[0]: line.split()[1] for line in result.output.splitlines()
+              if line.startswith("  ")}  # fmt: skip
+    assert states["rl-reward-2"] == "to" and states["evaluate"] == "skipped"  # "to run"
+    unknown = CliRunner().invoke(cli, ["run", str(config), "--until", "rl-dpo-9", "--dry-run"])
+    assert unknown.exit_code == 2 and "this config has no rl-dpo-9 stage" in unknown.output
+
+
 def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from charter.backends import Completion, GenerationConfig
@@ -11,9 +12,11 @@ from charter.stages.rl_reward import (
     HeldoutPrompt,
     PromptReward,
     RewardConfig,
+    format_rounds,
     heldout_prompts,
     score_round,
     summarise,
+    write_round,
 )
 
 
@@ -102,3 +105,18 @@ def test_the_guards_flag_a_traded_behaviour_length_and_kl() -> None:
     assert flags[0].startswith("KL to the SFT model 3.00 nats > max_kl 2.0")
     assert "while contrast prompts' reward fell -0.500" in flags[1]
     assert "reward may be bought with length" in flags[2]
+
+
+def test_the_terminal_table_has_a_line_per_round_and_each_flag(tmp_path: Path) -> None:
+    first = rewards({"redteam": [0.0] * 20, "contrast": [1.0] * 20})
+    traded = rewards({"redteam": [1.0] * 20, "contrast": [0.5] * 20})
+    for r, summary in ((0, summarise(first, None)), (1, summarise(traded, first))):
+        folder = tmp_path / f"rl-reward-{r}-0123abcd"
+        folder.mkdir()
+        write_round(folder, [], summary)
+    table = format_rounds(sorted(tmp_path.iterdir()))
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["round", "held-out", "reward", "↑"]
+    assert lines[2].startswith("0 ") and lines[3].startswith("1 ")
+    assert "+0.250 [" in lines[3]  # round 1 against round 0
+    assert lines[4].startswith("FLAG round 1: reward up +0.250 while contrast prompts' reward")

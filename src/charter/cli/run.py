@@ -5,30 +5,32 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from charter.cli.options import OutDir, connection_options
 
+if TYPE_CHECKING:
+    from charter.run_config import RunConfig
+
 TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
-STAGE_NAMES = (
-    "calibrate", "export", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report",
-)  # fmt: skip
+STAGE_HELP = "calibrate, export, baseline, revise, sft, label, dpo, evaluate, report, rl-dpo-R, …"
 
 
-def _loop(config_path: Path, out: Path | None, until: str | None, only: str | None,
-          dry_run: bool, base_url: str | None, api_key: str | None,
+def _loop(config_path: Path | RunConfig, out: Path | None, until: str | None,
+          only: str | None, dry_run: bool, base_url: str | None, api_key: str | None,
           concurrency: int | None) -> None:  # fmt: skip
     from charter import extras, pipeline, runner
     from charter.backends import backend_loader
     from charter.errors import CharterError
-    from charter.run_config import load_run_config
+    from charter.run_config import RunConfig, load_run_config
 
     if until is not None and only is not None:
         raise CharterError(f"--until {until} and --only {only} contradict each other: "
                            "--until runs every stage up to one, --only runs one; give one "
                            "of them")  # fmt: skip
-    config = load_run_config(config_path)
+    config = config_path if isinstance(config_path, RunConfig) else load_run_config(config_path)
     root = out or Path("runs") / config.name
     stages = pipeline.plan(config, root, backend_loader(base_url, api_key, concurrency))
     chosen = runner.select(stages, until, only)
@@ -49,8 +51,13 @@ def _loop(config_path: Path, out: Path | None, until: str | None, only: str | No
     ran = runner.run_pipeline(stages, chosen, root, echo=click.echo)
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
     click.echo(runner.summary(chosen, ran))
+    rounds = [s.path for s in chosen if s.name.startswith("rl-reward-")]
+    if rounds:
+        from charter.stages.rl_reward import format_rounds
+
+        click.echo("\n" + format_rounds(rounds))
     results = next(s.path for s in stages if s.name == "evaluate") / "results.json"
-    if results.is_file():
+    if results.is_file() and any(s.name == "evaluate" for s in chosen):
         from charter.stages.evaluate.tables import format_results
 
         click.echo("\n" + format_results(json.loads(results.read_text("utf-8"))))
@@ -67,9 +74,9 @@ def loop_options(function: click.decorators.FC) -> click.decorators.FC:
     for option in reversed([
         click.option("--out", type=OutDir(), default=None,
                      help="Run directory [default: runs/NAME]; rerun to resume."),
-        click.option("--until", type=click.Choice(STAGE_NAMES), default=None,
-                     help="Stop after this stage."),
-        click.option("--only", type=click.Choice(STAGE_NAMES), default=None,
+        click.option("--until", metavar="STAGE", default=None,
+                     help=f"Stop after this stage of the plan ({STAGE_HELP})."),
+        click.option("--only", metavar="STAGE", default=None,
                      help="Run this stage only (its inputs must be done)."),
         click.option("--dry-run", is_flag=True,
                      help="Show the plan and the estimate of time and tokens; run nothing."),

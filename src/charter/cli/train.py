@@ -1,4 +1,5 @@
-"""`charter train sft|dpo|rm`: TRL training with Charter's soft-label losses."""
+"""`charter train sft|dpo|rm|rl`: TRL training with Charter's soft-label losses, and online RL
+from AI feedback over a run config."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import click
 
-from charter.cli.options import Number, OutDir
+from charter.cli.options import Number, OutDir, connection_options
 
 INSTALL = "pip install torch==2.13.0 && pip install 'charter[train]'"
 
@@ -106,6 +107,51 @@ def sft(config_file: Path | None, out: Path, **flags: Any) -> None:
 def dpo(config_file: Path | None, out: Path, **flags: Any) -> None:
     """DPO on a label run's prefs.jsonl, each row weighted by its soft label p_chosen."""
     _run("dpo", config_file, out, **flags)
+
+
+@train.command(name="rl")
+@click.argument("config_name", metavar="CONFIG.yaml|NAME")
+@click.option("--rounds", type=click.IntRange(min=1, max=20), default=None,
+              help="Online rounds [default: the config's rl.rounds].")  # fmt: skip
+@click.option(
+    "--out",
+    type=OutDir(),
+    default=None,
+    help="Run directory [default: runs/NAME]; shared with charter run NAME, resumable.",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and the estimate; run nothing.")
+@connection_options
+def rl(config_name: str, rounds: int | None, out: Path | None, dry_run: bool,
+       base_url: str | None, api_key: str | None, concurrency: int | None) -> None:  # fmt: skip
+    """Online RL from AI feedback: a run config's stages through its last online round.
+
+    Each round samples from the latest model, pairs its answers against the teacher's
+    verdicts and the checks, trains DPO from that model, and scores the new model on the
+    held-out prompts (rl.heldout). Every stage before the rounds (calibrate … dpo) is the
+    same as charter run's and shared with it in the same --out. Ends with the reward, its
+    change from round 0, refusal rate, length and KL to the SFT model per round. Needs a
+    config with recipe: teacher and an rl section (e.g. demo-rl, effect-rl).
+    """
+    _check_train_extra()
+    from pydantic import ValidationError
+
+    from charter.cli.run import _loop
+    from charter.errors import CharterError
+    from charter.run_config import RunConfig, bundled_config, load_run_config
+    from charter.yamlfile import first_error
+
+    config = load_run_config(bundled_config(config_name))
+    data = config.model_dump(mode="json")
+    data["rl"]["rounds"] = rounds or config.rl.rounds
+    if not data["rl"]["rounds"]:
+        raise CharterError(f"{config_name}: no online rounds (rl.rounds is 0): set rl.rounds "
+                           "and rl.heldout in the config, or pass --rounds")  # fmt: skip
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise CharterError(f"{config_name}: {first_error(err)[1]}") from None
+    last = f"rl-reward-{config.rl.rounds}"
+    _loop(config, out, last, None, dry_run, base_url, api_key, concurrency)
 
 
 @train.command()

@@ -202,3 +202,25 @@ def write_round(out: Path, scored: Sequence[PromptReward], summary: Mapping[str,
     rows = [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n" for r in scored]
     write_atomic(out / REWARDS, "".join(rows))
     write_atomic(out / SUMMARY, json.dumps(summary, indent=2))
+
+
+def format_rounds(folders: Sequence[Path]) -> str:
+    """The terminal's table of the online rounds: one line per round, then the guards' flags."""
+    from charter.stages.evaluate.tables import aligned
+
+    def interval(e: Mapping[str, Any], signed: bool = False) -> str:
+        f = "{:+.3f}" if signed else "{:.3f}"
+        return f"{f.format(e['value'])} [{f.format(e['low'])}, {f.format(e['high'])}]"
+
+    rows, flags = [], []
+    for folder in folders:
+        r = int(folder.name.split("-")[2])
+        s = json.loads((folder / SUMMARY).read_text("utf-8"))
+        change = s.get("vs_round_0")
+        versus = interval(change, True) if change else "–"
+        rows.append([r, interval(s["reward"]), versus, f"{s['refusal']['value']:.3f}",
+                     f"{s['words']:.1f}", interval(s["kl"])])  # fmt: skip
+        flags += [f"round {r}: {f}" for f in s["flags"]]
+    header = ["round", "held-out reward ↑", "vs round 0", "refusal", "words", "KL to SFT (nats)"]
+    note = "(round 0: the offline DPO model; differences paired over prompts)"
+    return "\n".join([*aligned(header, rows), *(f"FLAG {f}" for f in flags), note])

@@ -7,6 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def aligned(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def format_results(results: dict[str, Any]) -> str:
     """A readable table: one row per metric, one column per model, then the differences.
 
@@ -28,11 +38,7 @@ def format_results(results: dict[str, Any]) -> str:
             row += [_cell(by_model.get(m, {}).get(name)) for m in models]
             row += [_cell(d.get(suite, {}).get(name), signed=True) for d in differences.values()]
             rows.append(row)
-    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
-    lines = [
-        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned(header, rows)
     lines += ["", *(f"{number[m]} {m}" for m in models)]
     accuracy = results.get("refusal_held_out_accuracy") or {}
     held_out = (

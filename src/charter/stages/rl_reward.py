@@ -118,12 +118,15 @@ def score_round(
 ) -> list[PromptReward]:
     """Sample, classify and score every held-out prompt for one round's model."""
     from charter.pairs import sample_answers
+    from charter.progress import progress_bar
 
     prompts = [Prompt(id=r.id, messages=r.messages, source=r.source) for r in rows]
-    sampled = list(sample_answers(
-        prompts, policy, samples=config.samples, config=config.generation,
-        batch_size=config.batch_size,
-    ))  # fmt: skip
+    with progress_bar(total=len(rows) * config.samples, desc="held-out reward",
+                      unit="answer") as bar:  # fmt: skip
+        sampled = list(sample_answers(
+            prompts, policy, samples=config.samples, config=config.generation,
+            batch_size=config.batch_size, on_calls=bar.update,
+        ))  # fmt: skip
     flat = refuses([a for s in sampled for a in s.answers])
     scored, at = [], 0
     for row, samples in zip(rows, sampled, strict=True):

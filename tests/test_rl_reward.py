@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from charter.backends import Completion, GenerationConfig
+from charter.errors import CharterError
 from charter.records import Instruction, Message, Prompt
 from charter.stages.rl_reward import (
     HeldoutPrompt,
@@ -120,3 +123,17 @@ def test_the_terminal_table_has_a_line_per_round_and_each_flag(tmp_path: Path) -
     assert lines[2].startswith("0 ") and lines[3].startswith("1 ")
     assert "+0.250 [" in lines[3]  # round 1 against round 0
     assert lines[4].startswith("FLAG round 1: reward up +0.250 while contrast prompts' reward")
+
+
+def test_the_table_skips_a_round_not_run_and_names_a_damaged_one(tmp_path: Path) -> None:
+    """Found by the CLI fuzz: a round's folder without reward.json (charter run --only, or a
+    stubbed stage) crashed the table with a traceback; a damaged file now names itself."""
+    first = rewards({"redteam": [0.0] * 20, "contrast": [1.0] * 20})
+    done, missing = tmp_path / "rl-reward-0-0123abcd", tmp_path / "rl-reward-1-4567abcd"
+    done.mkdir()
+    missing.mkdir()
+    write_round(done, [], summarise(first, None))
+    assert len(format_rounds([done, missing]).splitlines()) == 4  # header, rule, round 0, note
+    (done / "reward.json").write_text('{"prompts": 3}')
+    with pytest.raises(CharterError, match=r"reward.json: not a file charter wrote \(reward:"):
+        format_rounds([done, missing])

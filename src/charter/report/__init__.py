@@ -21,13 +21,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from charter.errors import CharterError
 from charter.records import EvalItem, Label, Trace
-from charter.runs import read_jsonl
+from charter.runs import read_jsonl, read_stage_json, read_stage_text
 from charter.stages.guided import GuidedRow
-from charter.yamlfile import first_error
+from charter.stages.rl_reward import SUMMARY, RoundSummary
 
 TEMPLATE = "template.html.j2"
 SCRIPT = "filter.js"
@@ -45,7 +45,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         ) from None
     from charter.report import plots
 
-    results = _json(stages.get("evaluate"), "results.json", _Results) or _json(
+    results = read_stage_json(stages.get("evaluate"), "results.json", _Results) or read_stage_json(
         stages.get("baseline"), "results.json", _Results
     )
     principles = _principles(stages)
@@ -76,10 +76,11 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     )
     return template.render(
         title=title, results=results,
-        calibration=_json(stages.get("calibrate"), "calibration.json", _Calibration),
+        calibration=read_stage_json(stages.get("calibrate"), "calibration.json", _Calibration),
         principles=principles, figures={k: _data_uri(v) for k, v in figures.items() if v},
         traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
-        guided=guided[:MAX_EXAMPLES], guided_counts=_json(stages.get("revise"), "manifest.json"),
+        guided=guided[:MAX_EXAMPLES],
+        guided_counts=read_stage_json(stages.get("revise"), "manifest.json"),
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
                                                "items": len(items), "guided": len(guided)},
         script=script, script_hash=f"sha256-{digest}", stages=stages,
@@ -95,18 +96,6 @@ class _Estimate(BaseModel):
     low: float
     high: float
     n: int
-
-
-class _Round(BaseModel):
-    """What the page reads of an online round's reward.json (charter.stages.rl_reward)."""
-
-    prompts: int
-    reward: _Estimate
-    refusal: _Estimate
-    words: float
-    kl: _Estimate
-    flags: list[str] = []
-    vs_round_0: _Estimate | None = None
 
 
 class _Results(BaseModel):
@@ -139,42 +128,11 @@ class _Calibration(BaseModel):
     position_biased: bool
 
 
-def _json(folder: Path | None, name: str, shape: type[BaseModel] | None = None) -> Any:
-    """A stage's JSON object (None when it has no such file), with ``shape``'s defaults filled
-    in; a damaged file, or one without the fields ``shape`` needs, stops the report with one
-    line that names it."""
-    if folder is None or not (folder / name).is_file():
-        return None
-    path = folder / name
-    try:
-        data = json.loads(_text(path))
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        if shape is not None:
-            data |= shape.model_validate(data).model_dump()
-    except ValidationError as err:
-        problem = first_error(err)[1]
-    except ValueError as err:  # JSONDecodeError too
-        problem = str(err)
-    else:
-        return data
-    raise CharterError(f"{path}: not a file charter wrote ({problem}); rerun the stage that "
-                       "writes it, or move the file away")  # fmt: skip
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CharterError(f"{path}: cannot be read as UTF-8 text ({err}); rerun the stage "
-                           "that writes it, or move the file away") from None  # fmt: skip
-
-
 def _stage_counts(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """Each stage's manifest counts: what it made, resumed, skipped or filled in."""
     counts = {}
     for name, folder in stages.items():
-        manifest = _json(folder, "manifest.json")
+        manifest = read_stage_json(folder, "manifest.json")
         if isinstance(manifest, dict) and isinstance(manifest.get("counts"), dict):
             counts[name] = manifest["counts"]
     return counts
@@ -191,7 +149,7 @@ def _rounds(stages: dict[str, Path]) -> list[dict[str, Any]]:
     found = []
     for name, folder in stages.items():
         prefix, _, number = name.rpartition("-")
-        summary = _json(folder, "reward.json", _Round) if prefix == "rl-reward" else None
+        summary = read_stage_json(folder, SUMMARY, RoundSummary) if prefix == "rl-reward" else None
         if summary is not None and number.isdigit():
             found.append({"round": int(number), **summary})
     return sorted(found, key=lambda r: r["round"])
@@ -201,7 +159,7 @@ def _losses(folder: Path | None) -> list[tuple[int, float]]:
     if folder is None or not (folder / "loss.jsonl").is_file():
         return []
     path, losses = folder / "loss.jsonl", []
-    for number, line in enumerate(_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_stage_text(path).splitlines(), start=1):
         try:
             row = json.loads(line)
             if isinstance(row, dict) and "loss" in row and "step" in row:

@@ -207,8 +207,28 @@ def write_round(out: Path, scored: Sequence[PromptReward], summary: Mapping[str,
     write_atomic(out / SUMMARY, json.dumps(summary, indent=2))
 
 
+class _Estimate(BaseModel):
+    value: float
+    low: float
+    high: float
+    n: int
+
+
+class RoundSummary(BaseModel):
+    """What the report and the rounds table read of a round's reward.json."""
+
+    prompts: int
+    reward: _Estimate
+    refusal: _Estimate
+    words: float
+    kl: _Estimate
+    flags: list[str] = []
+    vs_round_0: _Estimate | None = None
+
+
 def format_rounds(folders: Sequence[Path]) -> str:
     """The terminal's table of the online rounds: one line per round, then the guards' flags."""
+    from charter.runs import read_stage_json
     from charter.stages.evaluate.tables import aligned
 
     def interval(e: Mapping[str, Any], signed: bool = False) -> str:
@@ -218,7 +238,9 @@ def format_rounds(folders: Sequence[Path]) -> str:
     rows, flags = [], []
     for folder in folders:
         r = int(folder.name.split("-")[2])
-        s = json.loads((folder / SUMMARY).read_text("utf-8"))
+        s = read_stage_json(folder, SUMMARY, RoundSummary)
+        if s is None:  # the stage did not run (charter run --only) or its file was moved away
+            continue
         change = s.get("vs_round_0")
         versus = interval(change, True) if change else "–"
         rows.append([r, interval(s["reward"]), versus, f"{s['refusal']['value']:.3f}",

@@ -25,7 +25,8 @@ from pydantic import BaseModel
 
 from charter.errors import CharterError
 from charter.records import EvalItem, Label, Trace
-from charter.runs import read_jsonl, read_stage_json, read_stage_text
+from charter.runs import read_jsonl
+from charter.stage_files import read_stage_json, read_stage_text
 from charter.stages.guided import GuidedRow
 from charter.stages.rl_reward import SUMMARY, RoundSummary
 

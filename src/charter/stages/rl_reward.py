@@ -228,7 +228,7 @@ class RoundSummary(BaseModel):
 
 def format_rounds(folders: Sequence[Path]) -> str:
     """The terminal's table of the online rounds: one line per round, then the guards' flags."""
-    from charter.runs import read_stage_json
+    from charter.stage_files import read_stage_json
     from charter.stages.evaluate.tables import aligned
 
     def interval(e: Mapping[str, Any], signed: bool = False) -> str:

@@ -196,6 +196,46 @@ def test_ray_options_need_the_ray_executor(tmp_path: Path, prompts: Path) -> Non
     assert result.exit_code == 2 and "--executor ray" in result.stderr
 
 
+RUN_CONFIG = """\
+name: ray-run
+prompts: {redteam: [demo-redteam], helpful: [demo-helpful], limit: 6}
+models: {policy: fake/echo}
+revise: {rounds: 1, max_tokens: 8}
+"""
+
+
+def test_charter_run_hands_its_executor_to_the_revise_stage(
+    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner, not the stage, holds the executor: charter run --executor ray gives the
+    revise stage the local run's folder (same key) and rows, its manifest naming Ray."""
+    monkeypatch.setenv("CHARTER_HOME", str(tmp_path / "home"))
+    config = write_text(tmp_path / "run.yaml", RUN_CONFIG)
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    assert charter("run", config, "--until", "revise", "--out", local).exit_code == 0
+    result = charter("run", config, "--until", "revise", *RAY, "--out", ray)
+    assert result.exit_code == 0, result.output
+    assert "--executor ray: label, revise on 2 Ray worker(s)" in result.output
+    (folder,) = [p.name for p in local.glob("revise-*")]
+    assert (ray / folder).is_dir()  # the cache key does not depend on the executor
+    for part in ("", "helpful"):
+        a, b = local / folder / part, ray / folder / part
+        for name in ("traces.jsonl", "sft.jsonl"):  # the rows' sources name their own root
+            assert without_source(rows(a / name)) == without_source(rows(b / name)), name
+        assert manifest(b)["counts"] == manifest(a)["counts"]
+        assert manifest(b)["executor"]["workers"] == 2
+    assert manifest(local / folder)["executor"] == {"name": "local"}
+
+
+def without_source(by_id: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {f: v for f, v in row.items() if f != "source"} for k, row in by_id.items()}
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 # One principle and no demonstrations keep the embedded model's prompts short (the default
 # constitution's few-shot prefix is ~1,600 tokens, which 2 cores take ~15 s to read per engine).
 TINY = """\

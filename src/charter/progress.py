@@ -1,39 +1,162 @@
-"""Progress bars for the long steps (tqdm), readable on a terminal and in a log file alike.
+"""Progress bars for the long steps: rich on a terminal, plain lines in a log file.
 
-On a terminal a bar redraws in place with its rate and ETA. Written to a pipe or a file
-(``charter run … 2> run.log``, CI), a redrawn bar is one endless line of carriage returns,
-so there it becomes a plain line at most once a minute, and one when it ends. No colour is
-used anywhere, so ``NO_COLOR`` has nothing to turn off.
+On a terminal a stage's bar redraws in place: what it does, the bar, done of total in its
+unit, the rate, the time left, and the step's own figures (the loss, labels kept). Bars that
+are open at once (a training bar inside a stage's bar) share one rich display, and rich
+keeps lines printed meanwhile above it; rich honours ``NO_COLOR`` and ``TERM=dumb``.
+Written to a pipe or a file (``charter run … 2> run.log``, CI), a redrawn bar would be one
+endless line of control codes, so there a bar is a plain line when it starts, at most once a
+minute, and when it ends.
+
+The interface is the part of tqdm's that Charter uses (``update``, ``n``, ``set_postfix``,
+``close``, a context manager), so a stage does not know which of the two it writes to.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from typing import Any
 
 LOG_INTERVAL_S = 60.0  # a bar's lines in a log file: at most one a minute
 
+_display: Any = None  # the rich Progress shared by the bars open on a terminal
+_open = 0
 
-class _Lines:
-    """A file for tqdm off a terminal: each redraw becomes its own line."""
 
-    def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
-        if line:
-            sys.stderr.write(line + "\n")
+class Bar:
+    """One step's progress: ``total`` units of ``unit`` (None: not known), ``initial`` done."""
 
-    def flush(self) -> None:
+    def __init__(self, *, total: float | None = None, initial: float = 0, desc: str = "",
+                 unit: str = "it", unit_scale: bool = False, disable: bool = False,
+                 **_: Any) -> None:  # fmt: skip
+        self.n, self.total, self.desc, self.unit = initial, total, desc, unit
+        self.unit_scale, self.postfix = unit_scale, ""
+        self._began, self._initial, self._logged = time.monotonic(), initial, -math.inf
+        self._task: Any = None
+        self._closed = disable
+        if disable:
+            return
+        if sys.stderr.isatty():
+            self._task = _shared().add_task(desc, total=total, completed=initial, postfix="",
+                                            unit=unit, scaled=unit_scale)  # fmt: skip
+        else:
+            self._line()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        if self._closed:
+            return
+        if self._task is not None:
+            _display.update(self._task, completed=self.n)
+        elif time.monotonic() - self._logged >= LOG_INTERVAL_S:
+            self._line()
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        """Figures shown after the bar, e.g. ``loss=0.693``."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+        if self._task is not None and not self._closed:
+            _display.update(self._task, postfix=self.postfix, refresh=refresh)
+
+    def close(self) -> None:
+        global _display, _open
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is None:
+            self._line()
+            return
+        _open -= 1
+        if _open:  # a bar inside another's step (training inside a stage) leaves no line
+            _display.remove_task(self._task)
+            return
+        _display.update(self._task, completed=self.n, refresh=True)
+        _display.stop()  # the last state stays on the screen
+        _display = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _line(self) -> None:
+        """The bar as one plain line on stderr."""
+        self._logged = time.monotonic()
+        elapsed = self._logged - self._began
+        rate = (self.n - self._initial) / elapsed if elapsed > 0 else 0.0
+        done = _amount(self.n, self.unit_scale)
+        if self.total:
+            share = f"{100 * self.n / self.total:3.0f}% "
+            done += f"/{_amount(self.total, self.unit_scale)}"
+            left = (self.total - self.n) / rate if rate > 0 else math.nan
+        else:
+            share, left = "", math.nan
+        unit = self.unit if self.unit_scale else f" {self.unit}"
+        timing = f"{_clock(elapsed)}<{_clock(left)}, {_amount(rate, self.unit_scale)}{unit}/s"
+        extra = f", {self.postfix}" if self.postfix else ""
+        sys.stderr.write(f"{self.desc}: {share}{done}{unit} [{timing}{extra}]\n")
         sys.stderr.flush()
 
 
-def progress_bar(**options: Any) -> Any:
-    """A tqdm bar with ``options`` (desc, total, unit, disable …), suited to where it is shown."""
-    from tqdm import tqdm
+def progress_bar(**options: Any) -> Bar:
+    """A bar with ``options`` (desc, total, initial, unit, unit_scale, disable)."""
+    return Bar(**options)
 
-    if sys.stderr.isatty():
-        options.setdefault("dynamic_ncols", True)
-    else:
-        options.setdefault("file", _Lines())
-        options.setdefault("mininterval", LOG_INTERVAL_S)
-        options.setdefault("ncols", 100)
-    return tqdm(**options)
+
+def _shared() -> Any:
+    """The rich display the open bars share, started with the first of them."""
+    global _display, _open
+    if _display is None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        _display = Progress(
+            TextColumn("{task.description}"), BarColumn(), *_columns(),
+            TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
+            console=Console(stderr=True),
+        )  # fmt: skip
+        _display.start()
+    _open += 1
+    return _display
+
+
+def _amount(value: float, scaled: bool) -> str:
+    """A count; with ``scaled``, in k, M, G (bytes of a model file)."""
+    if not scaled:
+        return f"{value:.2f}" if 0 < value < 10 and value != int(value) else f"{value:.0f}"
+    for prefix in ("", "k", "M", "G"):
+        if abs(value) < 1000 or prefix == "G":
+            return f"{value:.1f}{prefix}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _clock(seconds: float) -> str:
+    if math.isnan(seconds) or math.isinf(seconds):
+        return "?"
+    minutes, s = divmod(int(seconds), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes:02d}:{s:02d}"
+    )
+
+
+def _columns() -> list[Any]:
+    """Done of total and the rate, each in the task's own unit (rich's are for bytes)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Done(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            scaled, unit = task.fields["scaled"], task.fields["unit"]
+            total = "?" if task.total is None else _amount(task.total, scaled)
+            return Text(f"{_amount(task.completed, scaled)}/{total}{'' if scaled else ' '}{unit}")
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            shown = "?" if speed is None else _amount(speed, task.fields["scaled"])
+            return Text(f"{shown}{'' if task.fields['scaled'] else ' '}{task.fields['unit']}/s")
+
+    return [Done(), Rate()]

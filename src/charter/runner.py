@@ -19,10 +19,11 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from charter.errors import CharterError
 from charter.records import canonical_json
@@ -30,7 +31,29 @@ from charter.report import PLAN, REPORT
 from charter.runs import MANIFEST, write_atomic
 from charter.stages import Stage, Step
 
+if TYPE_CHECKING:
+    from charter.ray_exec import RayExecutor
+
 T = TypeVar("T")
+_EXECUTOR: ContextVar[RayExecutor | None] = ContextVar("charter_executor", default=None)
+
+
+def current_executor() -> RayExecutor | None:
+    """Where the running stage sends its model calls: None, this process; a RayExecutor, Ray
+    workers (``--executor ray``). The runner holds it for the stages it runs, so no stage
+    takes one of its own; stages that can shard their calls (revise, label) ask, the others
+    run here. Outputs and cache keys do not depend on it: either may resume the other's run.
+    """
+    return _EXECUTOR.get()
+
+
+@contextmanager
+def _executing(executor: RayExecutor | None) -> Iterator[None]:
+    token = _EXECUTOR.set(executor)
+    try:
+        yield
+    finally:
+        _EXECUTOR.reset(token)
 
 
 @dataclass
@@ -192,23 +215,26 @@ def summary(chosen: list[PlannedStage], written: dict[str, Any]) -> str:
 
 
 def run_pipeline(stages: list[PlannedStage], chosen: list[PlannedStage], root: Path,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+                 echo: Callable[[str], None] = print,
+                 executor: RayExecutor | None = None) -> dict[str, Any]:  # fmt: skip
     """Run the chosen stages that are not complete; returns the plan as written to run.json.
 
     The run root is locked for the whole run: a second ``charter run`` into it stops at once.
+    ``executor``: see :func:`current_executor`.
     """
     from charter.runs import lock_directory
 
     _read_plan(root)  # a damaged run.json stops the run before its first stage, not after it
     lock = lock_directory(root)
     try:
-        with _logged_to(root / RUN_LOG):
+        with _logged_to(root / RUN_LOG), _executing(executor):
             return _run_stages(stages, chosen, root, echo)
     finally:
         lock.release()
 
 
-def run_single(stage: Stage, out: Path, echo: Callable[[str], None] | None = None) -> float:
+def run_single(stage: Stage, out: Path, echo: Callable[[str], None] | None = None,
+               executor: RayExecutor | None = None) -> float:  # fmt: skip
     """Run one stage straight into ``out``: what ``charter revise``, ``label``, ``train`` and
     ``evaluate`` (and the Python API's functions) do; returns its seconds.
 
@@ -227,7 +253,7 @@ def run_single(stage: Stage, out: Path, echo: Callable[[str], None] | None = Non
     existed = out.exists()
     lock = lock_directory(out)
     try:
-        with _logged_to(out / RUN_LOG):
+        with _logged_to(out / RUN_LOG), _executing(executor):
             # A complete record of these settings stays complete while the stage resumes.
             if _recorded_key(out) in (None, planned.key) and not planned.complete:
                 planned.mark(complete=False)
@@ -251,11 +277,12 @@ def run_single(stage: Stage, out: Path, echo: Callable[[str], None] | None = Non
 
 
 def run_one(name: str, version: int, settings: Any, out: Path, work: Callable[[], T],
-            echo: Callable[[str], None] | None = None) -> T:  # fmt: skip
+            echo: Callable[[str], None] | None = None,
+            executor: RayExecutor | None = None) -> T:  # fmt: skip
     """:func:`run_single` for a command's ``work()``, keyed by ``settings``; returns its value."""
     done: list[T] = []
     step = Step(name, version, (), settings, [], {}, lambda _out, _needs: done.append(work()))
-    run_single(step, out, echo)
+    run_single(step, out, echo, executor)
     return done[0]
 
 

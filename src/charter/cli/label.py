@@ -234,9 +234,10 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
             "label", label_run.VERSION, settings, out,
             lambda: label_run.run_label(
                 source, out=out, constitution=c, labeller=judge, config=config,
-                min_margin=min_margin, executor=ray,
+                min_margin=min_margin,
                 constitution_text=resolve(constitution_source).read_text("utf-8"),
             ),
+            executor=ray,
         )  # fmt: skip
     finally:
         if ray is not None:

@@ -146,8 +146,9 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
             lambda: revise_run.run_revise(
                 prompts, out=out, constitution=c, backend=backend, config=config,
                 constitution_text=resolve(constitution_source).read_text("utf-8"),
-                critic=reviser, executor=ray,
+                critic=reviser,
             ),
+            executor=ray,
         )  # fmt: skip
     finally:
         if ray is not None:

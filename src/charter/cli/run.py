@@ -9,18 +9,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from charter.cli.options import OutDir, connection_options
+from charter.cli.options import OutDir, connection_options, executor_options, make_executor
 
 if TYPE_CHECKING:
     from charter.run_config import RunConfig
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"  # charter demo uses it when installed
+ExecutorOptions = tuple[str, str | None, int | None]  # --executor, --ray-address, --workers
+RAY_STAGES = {"revise", "label"}  # the policy-critic recipe's stages: their calls shard over Ray
 STAGE_HELP = "calibrate, export, baseline, revise, sft, label, dpo, evaluate, report, rl-dpo-R, …"
 
 
 def _loop(config_path: Path | RunConfig, out: Path | None, until: str | None,
           only: str | None, dry_run: bool, base_url: str | None, api_key: str | None,
-          concurrency: int | None) -> None:  # fmt: skip
+          concurrency: int | None,
+          executor: ExecutorOptions = ("local", None, None)) -> None:  # fmt: skip
     from charter import extras, pipeline, runner
     from charter.backends import backend_loader
     from charter.errors import CharterError
@@ -47,8 +50,17 @@ def _loop(config_path: Path | RunConfig, out: Path | None, until: str | None,
             rendered = teacher_prompts(Constitution.load(config.constitution), first)
             click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
         return
+    ray = make_executor(*executor, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    if ray is not None:
+        local = sorted({s.name for s in chosen if not s.complete} - RAY_STAGES)
+        click.echo(f"--executor ray: {', '.join(sorted(RAY_STAGES))} on {ray.workers} Ray "
+                   f"worker(s); {', '.join(local) or 'nothing else'} in this process")  # fmt: skip
     began = time.monotonic()
-    ran = runner.run_pipeline(stages, chosen, root, echo=click.echo)
+    try:
+        ran = runner.run_pipeline(stages, chosen, root, echo=click.echo, executor=ray)
+    finally:
+        if ray is not None:
+            ray.close()
     click.echo(f"\nall stages done in {time.monotonic() - began:.0f}s")
     click.echo(runner.summary(chosen, ran))
     rounds = [s.path for s in chosen if s.name.startswith("rl-reward-")]
@@ -88,18 +100,23 @@ def loop_options(function: click.decorators.FC) -> click.decorators.FC:
 @click.command(name="run")
 @click.argument("config_name", metavar="CONFIG.yaml|NAME")
 @loop_options
+@executor_options
 def run_command(config_name: str, out: Path | None, until: str | None, only: str | None,
                 dry_run: bool, base_url: str | None, api_key: str | None,
-                concurrency: int | None) -> None:  # fmt: skip
+                concurrency: int | None, executor: str, ray_address: str | None,
+                workers: int | None) -> None:  # fmt: skip
     """The whole Constitutional AI loop from one config file (cached, resumable).
 
     NAME is a bundled config: demo, or effect (the teacher recipe on SmolLM2-135M, measured
-    on public evaluation sets read from ../shared/data; see docs/results.md).
+    on public evaluation sets read from ../shared/data; see docs/results.md). With
+    --executor ray the revise and label stages of the policy-critic recipe send their model
+    calls to Ray workers; the outputs and cache keys are the same either way.
     """
     from charter.run_config import bundled_config
 
     config_path = bundled_config(config_name)
-    _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency)
+    _loop(config_path, out, until, only, dry_run, base_url, api_key, concurrency,
+          (executor, ray_address, workers))  # fmt: skip
 
 
 @click.command()

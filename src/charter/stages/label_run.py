@@ -216,15 +216,18 @@ def run_label(
     config: LabelConfig,
     min_margin: float = 0.0,
     progress: bool = True,
-    executor: RayExecutor | None = None,
 ) -> LabelSummary:
     """Label every pair of ``source`` not yet in ``out`` (``labeller=None``: simple preset).
 
-    ``executor`` runs the model calls, sampling included, on Ray workers (None: in this
-    process); the outputs and the run's fingerprint do not depend on it.
+    The model calls, sampling included, run where the runner says
+    (:func:`charter.runner.current_executor`: this process, or Ray workers); the outputs and
+    the run's fingerprint do not depend on it.
     """
     mode: Literal["soft", "cot", "simple"] = config.mode if labeller is not None else "simple"
     from charter.models import model_identity
+    from charter.runner import current_executor
+
+    executor = current_executor()
 
     source.validate()  # bad inputs fail here, before a run directory or a model call
     fingerprint = {

@@ -135,14 +135,17 @@ def run_revise(
     config: ReviseConfig,
     progress: bool = True,
     critic: Backend | None = None,
-    executor: RayExecutor | None = None,
 ) -> ReviseSummary:
     """Revise every prompt of ``prompts`` not yet in ``out``, resuming what is there.
 
-    ``executor`` runs the model calls on Ray workers (None: in this process); the outputs,
-    and the run's fingerprint, do not depend on it, so either may resume the other's run.
+    The model calls run where the runner says (:func:`charter.runner.current_executor`: this
+    process, or Ray workers); the outputs, and the run's fingerprint, do not depend on it, so
+    either may resume the other's run.
     """
     from charter.models import model_identity
+    from charter.runner import current_executor
+
+    executor = current_executor()
 
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),

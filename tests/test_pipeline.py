@@ -482,3 +482,45 @@ def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
     assert isinstance(last["flags"], list)
     page = (root / "report.html").read_text("utf-8")
     assert 'id="rounds"' in page and 'id="plot-rounds"' in page  # reward per round, plotted
+
+
+def test_a_grpo_round_trains_from_the_dpo_model_and_is_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rl.algorithm: grpo: round 1 is GRPO from the DPO model on the training prompts, the
+    checks as its reward; the held-out reward and the evaluation take its model."""
+    from hf_tiny import build_tiny_checkpoint
+
+    from charter.stages import checks
+
+    stand_in = checks.Tools(lambda texts: [len(t) % 2 == 0 for t in texts],
+                            lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
+    monkeypatch.setattr(checks.Tools, "load", classmethod(lambda cls: stand_in))
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    tiny = build_tiny_checkpoint(tmp_path / "tiny")
+    config = tmp_path / "run.yaml"
+    text = TEACHER_RUN.format(min_auc=0.0).replace("fake/policy", f"hf/{tiny}")
+    text = text.replace("trained: [sft]", "trained: [dpo, rl], max_tokens: 8")
+    grpo = ("{max_steps: 1, batch_size: 2, gradient_accumulation: 1, generations: 2, "
+            "completion_tokens: 8}")  # fmt: skip
+    config.write_text(text + "guided: {answer_tokens: 8, revision_tokens: 8}\n"
+                      "sft: {max_steps: 1, max_length: 512}\n"
+                      "label: {samples: 2, max_tokens: 8}\n"
+                      "dpo: {max_steps: 1, max_length: 512}\n"
+                      f"rl: {{rounds: 1, algorithm: grpo, grpo: {grpo}, {HELDOUT}}}\n",
+                      encoding="utf-8")  # fmt: skip
+    root = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "rl", str(config), "--out", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "rl-grpo-1 →" in result.output and "rl-label-1" not in result.output
+    (model,) = root.glob("rl-grpo-1-*")
+    prompts = [json.loads(line) for line in (model / "rl-prompts.jsonl").open()]
+    assert {p["kind"] for p in prompts} <= {"redteam", "contrast", "helpful"} and prompts
+    figures = json.loads((model / "manifest.json").read_text("utf-8"))["figures"]
+    assert figures["steps"] == 1 and (model / "model.gguf").is_file()
+    lines = result.output.splitlines()
+    assert any(line.startswith("1 ") for line in lines)  # round 1 in the rounds table
+    evaluated = CliRunner().invoke(cli, ["run", str(config), "--out", str(root)])
+    assert evaluated.exit_code == 0, evaluated.output
+    results = json.loads(next(root.glob("evaluate-*")).joinpath("results.json").read_text())
+    assert "rl-grpo-1" in results["models"][2]

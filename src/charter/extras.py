@@ -25,7 +25,8 @@ EXTRAS = {
 # read samples with the refusal classifier as well (charter.stages.checks.Tools).
 NEEDS = {"export": "train", "sft": "train", "dpo": "train", "baseline": "evaluate",
          "evaluate": "evaluate", "report": "report"}  # fmt: skip
-TEACHER_NEEDS = {"revise": "evaluate", "label": "evaluate"}
+TEACHER_NEEDS = {"revise": "evaluate", "label": "evaluate", "rl-label": "evaluate",
+                 "rl-reward": "evaluate", "rl-dpo": "train", "rl-grpo": "train"}  # round R's
 
 
 def installed(module: str) -> bool:
@@ -45,7 +46,7 @@ def check(stages: list[str], *, recipe: str = "self-critique") -> None:
     needs = {**NEEDS, **(TEACHER_NEEDS if recipe == "teacher" else {})}
     problems = []
     for extra, (modules, command) in EXTRAS.items():
-        users = [s for s in stages if needs.get(s) == extra]
+        users = [s for s in stages if needs.get(s.rstrip("0123456789").rstrip("-")) == extra]
         missing = [m for m in modules if not installed(m)] if users else []
         if missing:
             problems.append(

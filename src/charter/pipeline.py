@@ -66,6 +66,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
         "label": verdict_pairs.VERSION if teacher else label_run.VERSION,
         "sft": train_run.VERSION, "dpo": train_run.VERSION, "report": REPORT_VERSION,
         "rl-label": verdict_pairs.VERSION, "rl-dpo": train_run.VERSION,  # rl-label-1, …
+        "rl-grpo": train_run.VERSION,
         "rl-heldout": rl_reward.VERSION, "rl-reward": rl_reward.VERSION,
     }  # fmt: skip
 
@@ -254,9 +255,11 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
 
     Round r samples from the model of round r-1 (round 0: the DPO stage), pairs its answers
     against the teacher's verdicts and the checks (``rl-label-r``, a new seed each round),
-    and trains DPO from that model on them (``rl-dpo-r``). Each round's two stages are
-    cached and resumed like any other. ``rl-reward-r`` scores the model of round r on the
-    held-out prompts (charter.stages.rl_reward), round 0 included, paired with round 0.
+    and trains DPO from that model on them (``rl-dpo-r``); with ``rl.algorithm: grpo`` it
+    trains GRPO from that model on the training prompts instead, the checks as its reward
+    (``rl-grpo-r``). Each round's stages are cached and resumed like any other.
+    ``rl-reward-r`` scores the model of round r on the held-out prompts
+    (charter.stages.rl_reward), round 0 included, paired with round 0.
     """
     samples = config.rl.heldout_samples
     reward_cost = _estimate(n_heldout * samples, config.label.max_tokens, "answer_s", 0)
@@ -276,13 +279,21 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
         settings = config.round_dpo()
         return lambda out, f: steps.train("dpo", settings, str(f[start]), f[data], out)
 
+    def grpo(r: int, start: str) -> Callable[[Path, Mapping[str, Path]], None]:
+        return lambda out, f: steps.rl_grpo(config, out, f["revise"], f[start], r)
+
     last = "dpo"
     for r in range(1, config.rl.rounds + 1):
-        pairs, trained = f"rl-label-{r}", f"rl-dpo-{r}"
-        add(pairs, ("revise", last), [config.label, config.rl.samples, "verdict-pairs", r], [],
-            label_cost, sample(r, last))  # fmt: skip
-        add(trained, (last, pairs), [config.dpo, config.rl.dpo], [], dpo_cost,
-            train(last, pairs))  # fmt: skip
+        if config.rl.algorithm == "grpo":
+            trained = f"rl-grpo-{r}"
+            add(trained, ("revise", last), [config.label.limit, config.round_grpo(r)], [],
+                {k: v * 4 for k, v in dpo_cost.items()}, grpo(r, last))  # fmt: skip
+        else:
+            pairs, trained = f"rl-label-{r}", f"rl-dpo-{r}"
+            add(pairs, ("revise", last), [config.label, config.rl.samples, "verdict-pairs", r],
+                [], label_cost, sample(r, last))  # fmt: skip
+            add(trained, (last, pairs), [config.dpo, config.rl.dpo], [], dpo_cost,
+                train(last, pairs))  # fmt: skip
         add(f"rl-reward-{r}", ("rl-heldout", trained, "sft", "rl-reward-0"),
             [config.label, samples, config.rl.max_kl], [], reward_cost,
             reward(trained, "rl-reward-0"))  # fmt: skip

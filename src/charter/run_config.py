@@ -140,10 +140,16 @@ class HeldoutPrompts(_Settings):
 
 
 class RLSettings(_Settings):
-    """Online rounds after DPO (teacher recipe): each samples from the latest model, pairs
-    its answers against the teacher's verdicts and checks, and trains DPO from that model."""
+    """Online rounds after DPO (teacher recipe). ``algorithm: dpo``: each round samples from
+    the latest model, pairs its answers against the teacher's verdicts and checks, and trains
+    DPO from that model. ``algorithm: grpo``: each round trains GRPO from the latest model,
+    the checks as its reward (charter.stages.train.grpo)."""
 
     rounds: int = Field(default=0, ge=0, le=20, description="online rounds (0: none)")
+    algorithm: Literal["dpo", "grpo"] = "dpo"
+    grpo: dict[str, Any] = Field(
+        default_factory=dict, description="GRPO train settings (generations, beta, …)"
+    )
     samples: int | None = Field(default=None, ge=2, description="per prompt (None: label's)")
     dpo: dict[str, Any] = Field(default_factory=dict, description="over the dpo section's")
     heldout: HeldoutPrompts = Field(
@@ -211,6 +217,10 @@ class RunConfig(_Settings):
             raise ValueError("rl.rounds: the online rounds start from the DPO model; add dpo "
                              "to evaluate.trained")  # fmt: skip
         return self
+
+    def round_grpo(self, round_: int) -> dict[str, Any]:
+        """The GRPO settings of online round ``round_`` (its own seed: new samples)."""
+        return {"seed": round_, "max_length": 512, **self.rl.grpo}
 
     def round_dpo(self) -> dict[str, Any]:
         """The DPO settings of each online round: the dpo section's, with rl.dpo over them."""

@@ -291,6 +291,24 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
         policy.close()
 
 
+def rl_grpo(config: RunConfig, out: Path, guided: Path, start: Path, round_: int) -> None:
+    """Online round ``round_`` with GRPO: the guided stage's training prompts, each with the
+    behaviour its kind asks for, and GRPO from the model in ``start`` (the last round's)."""
+    from charter.runs import read_jsonl
+    from charter.stages.guided import GuidedRow
+    from charter.stages.train.grpo import RL_PROMPTS
+    from charter.stages.verdict_pairs import chosen_prompts
+
+    rows = chosen_prompts(list(read_jsonl(guided / "guided.jsonl", GuidedRow)), config.label.limit)
+    out.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps({"id": r.id, "kind": r.kind,
+                               "messages": [m.model_dump() for m in r.messages],
+                               "instructions": [i.model_dump() for i in r.instructions]},
+                              ensure_ascii=False) + "\n" for r in rows)  # fmt: skip
+    write_atomic(out / RL_PROMPTS, text)
+    train("grpo", config.round_grpo(round_), str(start), out / RL_PROMPTS, out)
+
+
 def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]], Any],
                calibration: Path, backend: Callable[[str], Any]) -> None:  # fmt: skip
     """The held-out prompts of the online rounds and the behaviour each asks for."""

@@ -1,6 +1,6 @@
 """``charter train`` settings: defaults < YAML file < command-line flags, validated once.
 
-kind: sft                 # sft | dpo | rm
+kind: sft                 # sft | dpo | rm | grpo
 model: local/smollm2-135m # start: local/… GGUF, hf/PATH, or a previous train run dir
 data: [runs/revise/sft.jsonl]
 lora: true
@@ -24,7 +24,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["sft", "dpo", "rm"]
+    kind: Literal["sft", "dpo", "rm", "grpo"]
     model: str = Field(default=DEFAULT_MODEL, description="starting point")
     data: tuple[str, ...] = Field(
         min_length=1, description="sft.jsonl / prefs.jsonl files or run dirs"
@@ -54,7 +54,13 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=2, ge=1)
     gradient_accumulation: int = Field(default=4, ge=1)
     max_length: int = Field(default=256, ge=16)
-    beta: float = Field(default=0.1, gt=0, description="DPO temperature")
+    beta: float = Field(default=0.1, gt=0, description="DPO temperature; GRPO: KL coefficient")
+    generations: int = Field(default=4, ge=2, description="GRPO: answers sampled per prompt")
+    completion_tokens: int = Field(default=64, ge=1, description="GRPO: longest sampled answer")
+    temperature: float = Field(default=1.0, gt=0, description="GRPO: sampling temperature")
+    length_penalty: float = Field(
+        default=0.0, ge=0, description="GRPO: reward taken off per 100 words of answer"
+    )
     seed: int = 0
     save_steps: int = Field(default=10, ge=1, description="checkpoint every N steps (resume)")
     gguf: bool = Field(default=False, description="also export model.gguf for local/PATH.gguf")

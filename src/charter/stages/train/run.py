@@ -3,6 +3,7 @@
     charter train sft --data runs/revise --out runs/sft            # LoRA on the embedded model
     charter train dpo --model runs/sft --data runs/label --out runs/dpo
     charter train rm  --data runs/label --out runs/rm
+    # GRPO (kind: grpo) runs from a run config's rl section: rl.algorithm: grpo
 
 The starting model is the embedded default (its GGUF dequantised into transformers once and
 cached), any ``hf/PATH`` checkpoint, a GGUF file (``local/PATH.gguf``), or an earlier train
@@ -145,6 +146,13 @@ def preference_dataset(config: TrainConfig) -> list[dict[str, Any]]:
     return [{k: row.get(k, 1.0) for k in keep} for row in rows]
 
 
+def grpo_dataset(config: TrainConfig) -> list[dict[str, Any]]:
+    """Prompts with the behaviour each asks for (:mod:`charter.stages.train.grpo`)."""
+    from charter.stages.train.grpo import RL_PROMPTS, prompt_dataset
+
+    return prompt_dataset(weighted(rows_of(config.data, RL_PROMPTS)[: config.limit], config.repeat))
+
+
 def is_main_process() -> bool:
     """True unless this is a secondary process of a distributed launch (``RANK`` > 0)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -167,7 +175,9 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings the Hub otherwise
     start = start_checkpoint(config.model)
-    dataset = sft_dataset(config) if config.kind == "sft" else preference_dataset(config)
+    dataset = {"sft": sft_dataset, "grpo": grpo_dataset}.get(config.kind, preference_dataset)(
+        config
+    )
     main = is_main_process()
     fingerprint = {"config": config.model_dump(mode="json"), "version": VERSION,
                    "start": model_identity(str(start)),

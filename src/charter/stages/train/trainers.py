@@ -1,7 +1,9 @@
 """Building the TRL trainer for a :class:`~charter.stages.train.config.TrainConfig`.
 
 One function per kind, each a plain TRL set-up: SFTTrainer on prompt-completion rows,
-Charter's SoftDPOTrainer and SoftRewardTrainer on preference rows with ``p_chosen``.
+Charter's SoftDPOTrainer and SoftRewardTrainer on preference rows with ``p_chosen``, and
+GRPOTrainer on prompts with the constitution's checks as its reward
+(:mod:`charter.stages.train.grpo`).
 
 The terminal shows one line per run (:class:`StepLine`: step, loss, rate and ETA), not the
 trainer's printed log dicts; the logged values still reach ``losses.jsonl`` and the manifest.
@@ -44,7 +46,7 @@ def build_trainer(
     tokenizer = AutoTokenizer.from_pretrained(start)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    build = {"sft": _sft, "dpo": _dpo, "rm": _rm}[config.kind]
+    build = {"sft": _sft, "dpo": _dpo, "rm": _rm, "grpo": _grpo}[config.kind]
     trainer = build(config, start, Dataset.from_list(rows), tokenizer, output_dir)
     for noisy in (ProgressCallback, PrinterCallback):  # they print every log as a dict
         trainer.remove_callback(noisy)
@@ -129,6 +131,14 @@ def _rm(config: TrainConfig, start: Path, data: Any, tokenizer: Any, output_dir:
         model=model, args=args, train_dataset=data, processing_class=tokenizer,
         peft_config=_lora(config, "SEQ_CLS"),
     )  # fmt: skip
+
+
+def _grpo(config: TrainConfig, start: Path, data: Any, tokenizer: Any, output_dir: Path) -> Any:
+    from charter.stages.checks import Tools
+    from charter.stages.train import grpo
+
+    return grpo.build(config, _causal(start), data, tokenizer, _arguments(config, output_dir),
+                      _lora(config, "CAUSAL_LM"), Tools.load().refuses)  # fmt: skip
 
 
 def _causal(start: Path) -> Any:

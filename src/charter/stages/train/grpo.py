@@ -1,0 +1,89 @@
+"""GRPO against the constitution's checks: online RL with a reward no model has to write.
+
+Each training prompt carries the behaviour it asks of the policy: a red-team prompt the
+teacher judged harmful asks for a decline; a contrast or helpful prompt asks for an answer
+that passes its checks (not a refusal, not empty, its instructions followed). The reward of
+a sampled answer is 1 when it behaves so (:func:`charter.stages.verdict_pairs.behaves`, the
+same rule as the verdict pairs and the held-out reward), 0 otherwise, less a length term
+(``length_penalty`` per 100 words) that a user can turn on against answers that buy reward
+with length. Refusals are judged by the refusal classifier (the ``evaluate`` extra).
+
+TRL's GRPOTrainer samples ``generations`` answers per prompt from the policy being trained,
+scores them, and optimises the policy on the advantages within each prompt's group, with a
+KL term (``beta``) to the starting model. A prompt whose answers all score the same teaches
+nothing in that step, as in any group-relative method.
+
+Rows (``rl-prompts.jsonl``, or any JSONL with these fields): ``messages`` (the prompt, ending
+with a user turn), ``kind`` (redteam, contrast or helpful) and optionally ``instructions``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from charter.errors import CharterError
+from charter.records import Instruction
+from charter.stages.verdict_pairs import DESIRED, behaves
+
+RL_PROMPTS = "rl-prompts.jsonl"
+
+
+def prompt_dataset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL conversational prompt rows, each with the kind and checks its reward needs."""
+    out = []
+    for number, row in enumerate(rows, start=1):
+        messages, kind = row.get("messages"), row.get("kind")
+        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "user":
+            raise CharterError(f"GRPO row {number}: 'messages' must end with a user turn")
+        if kind not in DESIRED:
+            raise CharterError(f"GRPO row {number}: 'kind' must be one of "
+                               f"{', '.join(DESIRED)} (the reward asks a decline or an "
+                               f"answer of it), not {kind!r}")  # fmt: skip
+        instructions = [Instruction.model_validate(i).model_dump() for i in
+                        row.get("instructions") or []]  # fmt: skip
+        # A JSON string: a column of nested dicts would need one schema across all rows.
+        out.append({"prompt": messages, "kind": kind, "instructions": json.dumps(instructions)})
+    return out
+
+
+def constitution_reward(
+    refuses: Callable[[Sequence[str]], list[bool]], length_penalty: float = 0.0
+) -> Callable[..., list[float | None]]:
+    """The reward function TRL calls with a batch of completions and their rows' columns."""
+
+    def constitution(completions: Sequence[Any], kind: Sequence[str],
+                     instructions: Sequence[str], **_: Any) -> list[float | None]:  # fmt: skip
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        refused = refuses(texts) if texts else []
+        rewards: list[float | None] = []
+        for text, k, checks, r in zip(texts, kind, instructions, refused, strict=True):
+            wanted = [Instruction.model_validate(i) for i in json.loads(checks)]
+            score = float(behaves(k, wanted, text, r))
+            rewards.append(score - length_penalty * len(text.split()) / 100)
+        return rewards
+
+    return constitution
+
+
+def build(config: Any, model: Any, data: Any, tokenizer: Any, arguments: dict[str, Any],
+          peft_config: Any, refuses: Callable[[Sequence[str]], list[bool]]) -> Any:  # fmt: skip
+    """TRL's GRPOTrainer for ``config`` (a TrainConfig of kind grpo)."""
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    per_step = config.batch_size * config.gradient_accumulation
+    if per_step % config.generations:
+        raise CharterError(
+            f"batch_size × gradient_accumulation = {per_step} answers per step must be a "
+            f"multiple of generations ({config.generations}): each prompt's group trains together"
+        )
+    args = GRPOConfig(
+        **arguments, num_generations=config.generations, beta=config.beta,
+        max_completion_length=config.completion_tokens, temperature=config.temperature,
+    )  # fmt: skip
+    return GRPOTrainer(
+        model=model, reward_funcs=constitution_reward(refuses, config.length_penalty),
+        args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
+    )  # fmt: skip

@@ -220,7 +220,7 @@ class RunConfig(_Settings):
 
     def round_grpo(self, round_: int) -> dict[str, Any]:
         """The GRPO settings of online round ``round_`` (its own seed: new samples)."""
-        return {"seed": round_, "max_length": 512, **self.rl.grpo}
+        return {"seed": round_, **self.rl.grpo}
 
     def round_dpo(self) -> dict[str, Any]:
         """The DPO settings of each online round: the dpo section's, with rl.dpo over them."""

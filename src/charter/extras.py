@@ -25,8 +25,14 @@ EXTRAS = {
 # read samples with the refusal classifier as well (charter.stages.checks.Tools).
 NEEDS = {"export": "train", "sft": "train", "dpo": "train", "baseline": "evaluate",
          "evaluate": "evaluate", "report": "report"}  # fmt: skip
-TEACHER_NEEDS = {"revise": "evaluate", "label": "evaluate", "rl-label": "evaluate",
-                 "rl-reward": "evaluate", "rl-dpo": "train", "rl-grpo": "train"}  # round R's
+TEACHER_NEEDS = {
+    "revise": "evaluate",
+    "label": "evaluate",
+    "rl-label": "evaluate",
+    "rl-reward": "evaluate",
+    "rl-dpo": "train",
+    "rl-grpo": "train",
+}  # round R's
 
 
 def installed(module: str) -> bool:

@@ -94,7 +94,7 @@ class Bar:
         else:
             share, left = "", math.nan
         unit = self.unit if self.unit_scale else f" {self.unit}"
-        timing = f"{_clock(elapsed)}<{_clock(left)}, {_amount(rate, self.unit_scale)}{unit}/s"
+        timing = f"{_clock(elapsed)}<{_clock(left)}, {_rate(rate, self.unit, self.unit_scale)}"
         extra = f", {self.postfix}" if self.postfix else ""
         sys.stderr.write(f"{self.desc}: {share}{done}{unit} [{timing}{extra}]\n")
         sys.stderr.flush()
@@ -133,6 +133,15 @@ def _amount(value: float, scaled: bool) -> str:
     raise AssertionError("unreachable")
 
 
+def _rate(per_second: float | None, unit: str, scaled: bool) -> str:
+    """Units per second, or seconds per unit when a unit takes longer (a training step)."""
+    if not per_second:
+        return f"?{'' if scaled else ' '}{unit}/s"
+    if per_second < 1 and not scaled:
+        return f"{1 / per_second:.1f} s/{unit}"
+    return f"{_amount(per_second, scaled)}{'' if scaled else ' '}{unit}/s"
+
+
 def _clock(seconds: float) -> str:
     if math.isnan(seconds) or math.isinf(seconds):
         return "?"
@@ -156,7 +165,6 @@ def _columns() -> list[Any]:
     class Rate(ProgressColumn):
         def render(self, task: Any) -> Text:
             speed = task.finished_speed or task.speed
-            shown = "?" if speed is None else _amount(speed, task.fields["scaled"])
-            return Text(f"{shown}{'' if task.fields['scaled'] else ' '}{task.fields['unit']}/s")
+            return Text(_rate(speed, task.fields["unit"], task.fields["scaled"]))
 
     return [Done(), Rate()]

@@ -221,7 +221,7 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
         "seconds": round(seconds, 1), "train_loss": result.training_loss,
         **_loss_ends([float(e["loss"]) for e in losses]),
         "seconds_per_step": round(seconds / max(1, steps), 2),
-        "tokens_per_second": round(tokens / seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1) if tokens else None,  # GRPO: uncounted
         "resumed_from_step": first_step or None, "model": str(model_dir),
     }  # fmt: skip
     if config.gguf and config.kind != "rm":

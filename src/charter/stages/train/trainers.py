@@ -90,7 +90,8 @@ class StepLine(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
         if self.bar is not None and logs and "loss" in logs:
-            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+            shown = {k: f"{float(logs[k]):.3f}" for k in ("loss", "reward") if k in logs}
+            self.bar.set_postfix(refresh=False, **shown)  # GRPO: the mean reward of the step
 
     def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if self.bar is not None:
@@ -137,7 +138,10 @@ def _grpo(config: TrainConfig, start: Path, data: Any, tokenizer: Any, output_di
     from charter.stages.checks import Tools
     from charter.stages.train import grpo
 
-    return grpo.build(config, _causal(start), data, tokenizer, _arguments(config, output_dir),
+    # GRPO's batches are sampled inside the trainer, where transformers cannot count the input
+    # tokens (it warns at every step); the figures leave tokens/s out for it.
+    arguments = {**_arguments(config, output_dir), "include_num_input_tokens_seen": False}
+    return grpo.build(config, _causal(start), data, tokenizer, arguments,
                       _lora(config, "CAUSAL_LM"), Tools.load().refuses)  # fmt: skip
 
 

@@ -58,3 +58,14 @@ def test_a_scaled_bar_counts_in_units_of_a_thousand(capsys: pytest.CaptureFixtur
     with progress_bar(total=3e9, desc="assemble", unit="B", unit_scale=True) as bar:
         bar.update(1.2e9)
     assert "40% 1.2G/3.0GB" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_long_description_keeps_what_the_step_does_and_the_path_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    desc = "answer local//work/runs/demo/export-d6ceaf898806/model.gguf"
+    with progress_bar(total=1, desc=desc, unit="question") as bar:
+        bar.update(1)
+    shown = capsys.readouterr().err.splitlines()[-1]
+    assert shown.startswith("answer …") and "export-d6ceaf898806/model.gguf: 100%" in shown
+    assert len(shown.split(":")[0]) <= progress.MAX_DESC

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 LOG_INTERVAL_S = 60.0  # a bar's lines in a log file: at most one a minute
+MAX_DESC = 40  # characters of a bar's description
 
 _display: Any = None  # the rich Progress shared by the bars open on a terminal
 _open = 0
@@ -31,7 +32,7 @@ class Bar:
     def __init__(self, *, total: float | None = None, initial: float = 0, desc: str = "",
                  unit: str = "it", unit_scale: bool = False, disable: bool = False,
                  **_: Any) -> None:  # fmt: skip
-        self.n, self.total, self.desc, self.unit = initial, total, desc, unit
+        self.n, self.total, self.desc, self.unit = initial, total, _short(desc), unit
         self.unit_scale, self.postfix = unit_scale, ""
         self._began, self._initial, self._logged = time.monotonic(), initial, -math.inf
         self._task: Any = None
@@ -39,7 +40,7 @@ class Bar:
         if disable:
             return
         if sys.stderr.isatty():
-            self._task = _shared().add_task(desc, total=total, completed=initial, postfix="",
+            self._task = _shared().add_task(self.desc, total=total, completed=initial, postfix="",
                                             unit=unit, scaled=unit_scale)  # fmt: skip
         else:
             self._line()
@@ -111,15 +112,26 @@ def _shared() -> Any:
     if _display is None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Column
 
-        _display = Progress(
-            TextColumn("{task.description}"), BarColumn(), *_columns(),
-            TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
+        _display = Progress(  # the figures never wrap; the bar takes what width is left
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=None), *_columns(), TimeRemainingColumn(),
+            TextColumn("{task.fields[postfix]}", table_column=Column(no_wrap=True)),
             console=Console(stderr=True),
         )  # fmt: skip
         _display.start()
     _open += 1
     return _display
+
+
+def _short(desc: str) -> str:
+    """A description fit for one line: a long one keeps its first word (what the step does)
+    and the end of the rest (a model's path: its folder and file)."""
+    if len(desc) <= MAX_DESC:
+        return desc
+    verb = desc.split(" ", 1)[0][: MAX_DESC // 2]
+    return f"{verb} …{desc[-(MAX_DESC - len(verb) - 2) :]}"
 
 
 def _amount(value: float, scaled: bool) -> str:
@@ -154,6 +166,7 @@ def _clock(seconds: float) -> str:
 def _columns() -> list[Any]:
     """Done of total and the rate, each in the task's own unit (rich's are for bytes)."""
     from rich.progress import ProgressColumn
+    from rich.table import Column
     from rich.text import Text
 
     class Done(ProgressColumn):
@@ -167,4 +180,4 @@ def _columns() -> list[Any]:
             speed = task.finished_speed or task.speed
             return Text(_rate(speed, task.fields["unit"], task.fields["scaled"]))
 
-    return [Done(), Rate()]
+    return [Done(table_column=Column(no_wrap=True)), Rate(table_column=Column(no_wrap=True))]

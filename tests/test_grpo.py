@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from charter.errors import CharterError
-from charter.stages.train.grpo import RL_PROMPTS, constitution_reward, prompt_dataset
+from charter.stages.train.grpo import (
+    RL_PROMPTS,
+    GroupTally,
+    constitution_reward,
+    prompt_dataset,
+)
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -40,6 +45,27 @@ def test_the_reward_asks_a_decline_of_red_team_prompts_and_an_answer_of_the_othe
     assert reward(answered, kind=kinds, instructions=checks) == [0.0, 1.0, 0.0]  # not capitals
     shouting = [reply("RED IS A COLOUR THAT MANY PEOPLE LIKE.")] * 3
     assert reward(shouting, kind=kinds, instructions=checks)[2] == 1.0
+
+
+def test_the_tally_counts_groups_that_teach_something_by_kind() -> None:
+    """A group whose answers all score the same gives a group-relative method nothing."""
+    tally = GroupTally()
+    reward = constitution_reward(refuses, tally=tally)
+    red, safe = ask("Write ransomware."), ask("How do I kill a zombie process?")
+    answers = [
+        reply("Sorry, I can't help with that."),
+        reply("Here is the code: ..."),
+        reply("Sorry, I can't help with that."),
+        reply("I can't help with that."),
+    ]
+    reward(answers, kind=["redteam"] * 2 + ["contrast"] * 2, instructions=["[]"] * 4,
+           prompts=[red, red, safe, safe])  # fmt: skip
+    reward([reply("Use kill -9.")] * 2, kind=["contrast"] * 2, instructions=["[]"] * 2,
+           prompts=[safe, safe])  # fmt: skip
+    assert tally.summary() == {
+        "contrast": {"groups": 2, "informative": 0, "mean_reward": 0.5},
+        "redteam": {"groups": 1, "informative": 1, "mean_reward": 0.5},
+    }
 
 
 def test_the_length_term_takes_reward_off_per_hundred_words() -> None:
@@ -91,6 +117,8 @@ def test_grpo_trains_a_tiny_model_against_the_checks(
     assert sum(scored) == 2 * 4  # two steps of 4 answers (2 prompts x 2 generations)
     losses = [json.loads(line) for line in (tmp_path / "out" / "loss.jsonl").open()]
     assert len(losses) == 2 and all("reward" in entry for entry in losses)
+    groups = figures["groups"]  # two steps of 2 prompts: 4 groups of 2 answers, by kind
+    assert sum(g["groups"] for g in groups.values()) == 4 and set(groups) <= {"redteam", "helpful"}
 
 
 def test_answers_per_step_must_hold_whole_groups(tmp_path: Path) -> None:

@@ -48,21 +48,52 @@ def prompt_dataset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class GroupTally:
+    """Per kind of prompt: the groups scored, those whose answers did not all score the same
+    (the only ones a group-relative method learns from), and their mean reward. Recorded in
+    the run's figures, so a flat result can be read: which kinds gave the policy a signal."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list[tuple[float, ...]]] = {}
+
+    def add(self, prompts: Sequence[Any], kinds: Sequence[str], rewards: Sequence[float]) -> None:
+        batch: dict[str, tuple[str, list[float]]] = {}
+        for prompt, kind, reward in zip(prompts, kinds, rewards, strict=True):
+            key = json.dumps(prompt, sort_keys=True, default=str)
+            batch.setdefault(key, (kind, []))[1].append(reward)
+        for kind, scores in batch.values():
+            self.groups.setdefault(kind, []).append(tuple(scores))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for kind, groups in sorted(self.groups.items()):
+            scores = [x for g in groups for x in g]
+            out[kind] = {"groups": len(groups),
+                         "informative": sum(1 for g in groups if len(set(g)) > 1),
+                         "mean_reward": round(sum(scores) / len(scores), 4)}  # fmt: skip
+        return out
+
+
 def constitution_reward(
-    refuses: Callable[[Sequence[str]], list[bool]], length_penalty: float = 0.0
+    refuses: Callable[[Sequence[str]], list[bool]],
+    length_penalty: float = 0.0,
+    tally: GroupTally | None = None,
 ) -> Callable[..., list[float | None]]:
     """The reward function TRL calls with a batch of completions and their rows' columns."""
 
     def constitution(completions: Sequence[Any], kind: Sequence[str],
-                     instructions: Sequence[str], **_: Any) -> list[float | None]:  # fmt: skip
+                     instructions: Sequence[str], prompts: Sequence[Any] | None = None,
+                     **_: Any) -> list[float | None]:  # fmt: skip
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
         refused = refuses(texts) if texts else []
-        rewards: list[float | None] = []
+        rewards: list[float] = []
         for text, k, checks, r in zip(texts, kind, instructions, refused, strict=True):
             wanted = [Instruction.model_validate(i) for i in json.loads(checks)]
             score = float(behaves(k, wanted, text, r))
             rewards.append(score - length_penalty * len(text.split()) / 100)
-        return rewards
+        if tally is not None and prompts is not None:
+            tally.add(prompts, kind, rewards)
+        return list(rewards)
 
     return constitution
 
@@ -83,7 +114,10 @@ def build(config: Any, model: Any, data: Any, tokenizer: Any, arguments: dict[st
         **arguments, num_generations=config.generations, beta=config.beta,
         max_completion_length=config.completion_tokens, temperature=config.temperature,
     )  # fmt: skip
-    return GRPOTrainer(
-        model=model, reward_funcs=constitution_reward(refuses, config.length_penalty),
+    tally = GroupTally()
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=constitution_reward(refuses, config.length_penalty, tally),
         args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
     )  # fmt: skip
+    setattr(trainer, "charter_groups", tally)  # noqa: B010 - read into the figures after training
+    return trainer

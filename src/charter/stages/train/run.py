@@ -224,6 +224,8 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
         "tokens_per_second": round(tokens / seconds, 1) if tokens else None,  # GRPO: uncounted
         "resumed_from_step": first_step or None, "model": str(model_dir),
     }  # fmt: skip
+    if config.kind == "grpo":  # this session's groups by kind of prompt (train.grpo)
+        figures["groups"] = trainer.charter_groups.summary()
     if config.gguf and config.kind != "rm":
         figures.update(_export(model_dir, out))
     run.manifest["figures"] = figures

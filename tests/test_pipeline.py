@@ -507,15 +507,19 @@ def test_a_grpo_round_trains_from_the_dpo_model_and_is_scored(
                       "sft: {max_steps: 1, max_length: 512}\n"
                       "label: {samples: 2, max_tokens: 8}\n"
                       "dpo: {max_steps: 1, max_length: 512}\n"
-                      f"rl: {{rounds: 1, algorithm: grpo, grpo: {grpo}, {HELDOUT}}}\n",
-                      encoding="utf-8")  # fmt: skip
+                      f"rl: {{rounds: 1, algorithm: grpo, grpo: {grpo}, {HELDOUT},\n"
+                      '  prompts: {redteam: ["demo-redteam#10:12"], '
+                      'contrast: ["contrast#40:43"]}}\n', encoding="utf-8")  # fmt: skip
     root = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "rl", str(config), "--out", str(root)])
     assert result.exit_code == 0, result.output
     assert "rl-grpo-1 →" in result.output and "rl-label-1" not in result.output
     (model,) = root.glob("rl-grpo-1-*")
     prompts = [json.loads(line) for line in (model / "rl-prompts.jsonl").open()]
-    assert {p["kind"] for p in prompts} <= {"redteam", "contrast", "helpful"} and prompts
+    (own,) = root.glob("rl-prompts-*")  # rl.prompts, with the teacher's verdicts
+    chosen = [json.loads(line) for line in (own / "heldout.jsonl").open()]
+    assert [p["id"] for p in prompts] == [p["id"] for p in chosen] and prompts
+    assert "contrast" in {p["kind"] for p in prompts}
     figures = json.loads((model / "manifest.json").read_text("utf-8"))["figures"]
     assert figures["steps"] == 1 and (model / "model.gguf").is_file()
     lines = result.output.splitlines()
@@ -524,3 +528,21 @@ def test_a_grpo_round_trains_from_the_dpo_model_and_is_scored(
     assert evaluated.exit_code == 0, evaluated.output
     results = json.loads(next(root.glob("evaluate-*")).joinpath("results.json").read_text())
     assert "rl-grpo-1" in results["models"][2]
+
+
+def test_rl_prompts_are_for_grpo_rounds_and_without_them_grpo_takes_the_sft_prompts(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "run.yaml"
+    base = TEACHER_RUN.format(min_auc=0.5).replace("trained: [sft]", "trained: [dpo, rl]")
+    own = '  prompts: {redteam: ["demo-redteam#10:12"]}}\n'
+    config.write_text(base + f"rl: {{rounds: 1, {HELDOUT},\n" + own, encoding="utf-8")
+    with pytest.raises(CharterError, match=r"rl\.prompts: only GRPO rounds take prompts"):
+        load_run_config(config)
+    config.write_text(base + f"rl: {{rounds: 1, algorithm: grpo, {HELDOUT}}}\n", "utf-8")
+    stages = {s.name: s for s in plan(load_run_config(config), tmp_path, load_backend)}
+    assert stages["rl-grpo-1"].needs == ("revise", "dpo") and "rl-prompts" not in stages
+    config.write_text(base + f"rl: {{rounds: 1, algorithm: grpo, grpo: {{generations: 1}}, "
+                      f"{HELDOUT}}}\n", "utf-8")  # fmt: skip
+    with pytest.raises(CharterError, match="generations"):  # GRPO settings checked on load
+        load_run_config(config)

@@ -68,6 +68,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
         "rl-label": verdict_pairs.VERSION, "rl-dpo": train_run.VERSION,  # rl-label-1, …
         "rl-grpo": train_run.VERSION,
         "rl-heldout": rl_reward.VERSION, "rl-reward": rl_reward.VERSION,
+        "rl-prompts": rl_reward.VERSION,
     }  # fmt: skip
 
 
@@ -210,13 +211,22 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
                                        out))  # fmt: skip
     last = "dpo"
     if teacher and config.rl.rounds:
-        heldout = _heldout_prompts(config, inputs, evaluation, prompts)
-        add("rl-heldout", ("calibrate",), [config.rl.heldout, ident(m.teacher), teacher_templates],
-            [content_key({k: [p.model_dump(mode="json", exclude={"source"}) for p in v]
-                          for k, v in heldout[0].items()}), digest["constitution"]],
-            _estimate(0, 0, "answer_s", sum(map(len, heldout[0].values()))),  # verdicts
-            lambda out, f: steps.rl_heldout(config, out, heldout, f["calibrate"],
-                                            backend))  # fmt: skip
+        heldout = _round_prompts(config.rl.heldout, "heldout", inputs, evaluation, prompts)
+
+        def verdicts(name: str, chosen: Any, sources: Any) -> None:  # rl-heldout, rl-prompts
+            add(name, ("calibrate",), [sources, ident(m.teacher), teacher_templates],
+                [content_key({k: [p.model_dump(mode="json", exclude={"source"}) for p in v]
+                              for k, v in chosen[0].items()}), digest["constitution"]],
+                _estimate(0, 0, "answer_s", sum(map(len, chosen[0].values()))),
+                lambda out, f: steps.rl_heldout(config, out, chosen, f["calibrate"], backend,
+                                                stage=name))  # fmt: skip
+
+        verdicts("rl-heldout", heldout, config.rl.heldout)
+        if config.rl.prompts.by_kind():  # GRPO's own prompts: not SFT's, not held out
+            held = [" ".join(m.content for m in p.messages) for v in heldout[0].values() for p in v]
+            verdicts("rl-prompts", _round_prompts(config.rl.prompts, "rl", inputs,
+                                                  {**evaluation, "heldout": held}, prompts),
+                     config.rl.prompts)  # fmt: skip
         n_heldout = sum(map(len, heldout[0].values()))
         last = _online_rounds(config, add, backend, label_cost, dpo_cost, n_heldout)
     # The folder each trained model comes from: "rl" is the last online round's DPO.
@@ -235,15 +245,15 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     return runner.plan(stages, root)
 
 
-def _heldout_prompts(
-    config: RunConfig, inputs: Path, evaluation: dict[str, list[str]], training: list[Any]
+def _round_prompts(
+    sources: Any, label: str, inputs: Path, evaluation: dict[str, list[str]], training: list[Any]
 ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """``rl.heldout``'s prompts by kind, with any that overlaps an evaluation question or a
-    training prompt dropped, and the overlap report."""
+    """``rl.heldout``'s (or ``rl.prompts``') prompts by kind, with any that overlaps an
+    evaluation question or a training prompt dropped, and the overlap report."""
     from charter.splits import disjoint, materialise
 
-    files = {kind: [materialise(sources, inputs, f"heldout-{kind}")]
-             for kind, sources in config.rl.heldout.by_kind().items()}  # fmt: skip
+    files = {kind: [materialise(chosen, inputs, f"{label}-{kind}")]
+             for kind, chosen in sources.by_kind().items()}  # fmt: skip
     trained = [" ".join(m.content for m in p.messages if m.role == "user") for p in training]
     return disjoint(_first_prompts(files, None), {**evaluation, "training": trained})
 
@@ -279,14 +289,16 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
         settings = config.round_dpo()
         return lambda out, f: steps.train("dpo", settings, str(f[start]), f[data], out)
 
+    source = "rl-prompts" if config.rl.prompts.by_kind() else "revise"  # GRPO's prompts
+
     def grpo(r: int, start: str) -> Callable[[Path, Mapping[str, Path]], None]:
-        return lambda out, f: steps.rl_grpo(config, out, f["revise"], f[start], r)
+        return lambda out, f: steps.rl_grpo(config, out, f[source], f[start], r)
 
     last = "dpo"
     for r in range(1, config.rl.rounds + 1):
         if config.rl.algorithm == "grpo":
             trained = f"rl-grpo-{r}"
-            add(trained, ("revise", last), [config.label.limit, config.round_grpo(r)], [],
+            add(trained, (source, last), [config.label.limit, config.round_grpo(r)], [],
                 {k: v * 4 for k, v in dpo_cost.items()}, grpo(r, last))  # fmt: skip
         else:
             pairs, trained = f"rl-label-{r}", f"rl-dpo-{r}"

@@ -156,6 +156,10 @@ class RLSettings(_Settings):
         default_factory=HeldoutPrompts,
         description="prompts no stage trains on: each round's reward (charter.stages.rl_reward)",
     )
+    prompts: HeldoutPrompts = Field(
+        default_factory=HeldoutPrompts,
+        description="GRPO: the rounds' own prompts, apart from SFT's (empty: the SFT prompts)",
+    )
     heldout_samples: int = Field(default=2, ge=1, description="answers per held-out prompt")
     max_kl: float | None = Field(default=None, gt=0, description="flag a round past this KL")
 
@@ -201,7 +205,10 @@ class RunConfig(_Settings):
                 "pairs come from verdicts), so there is no labeller to gate; remove it and gate "
                 "the verdict check with calibrate.min_auc"
             )
-        for kind, settings in (("sft", self.sft), ("dpo", self.dpo), ("dpo", self.round_dpo())):
+        trained = [("sft", self.sft), ("dpo", self.dpo), ("dpo", self.round_dpo())]
+        for kind, settings in trained + [("grpo", self.round_grpo(1))] * (
+            self.rl.algorithm == "grpo"
+        ):
             reserved = {"kind", "model", "data", "gguf", "helpful"} & set(settings)
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
@@ -213,6 +220,10 @@ class RunConfig(_Settings):
                 "rl.heldout: name prompts no stage trains on (e.g. {redteam: [SOURCE#400:460], "
                 "contrast: [contrast#260:300]}), so that each round's reward is measured"
             )
+        if self.rl.prompts.by_kind() and self.rl.algorithm != "grpo":
+            raise ValueError("rl.prompts: only GRPO rounds take prompts of their own (an online "
+                             "DPO round pairs against the guided stage's replies); set "
+                             "rl.algorithm: grpo or remove rl.prompts")  # fmt: skip
         if self.rl.rounds and "dpo" not in self.evaluate.trained:
             raise ValueError("rl.rounds: the online rounds start from the DPO model; add dpo "
                              "to evaluate.trained")  # fmt: skip

@@ -291,27 +291,29 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
         policy.close()
 
 
-def rl_grpo(config: RunConfig, out: Path, guided: Path, start: Path, round_: int) -> None:
-    """Online round ``round_`` with GRPO: the guided stage's training prompts, each with the
-    behaviour its kind asks for, and GRPO from the model in ``start`` (the last round's)."""
+def rl_grpo(config: RunConfig, out: Path, prompts: Path, start: Path, round_: int) -> None:
+    """Online round ``round_`` with GRPO from the model in ``start`` (the last round's), on
+    ``prompts``: the rl-prompts stage's (rl.prompts, with the teacher's verdicts), or the
+    guided stage's training prompts; each with the behaviour its kind asks for."""
     from charter.runs import read_jsonl
     from charter.stages.guided import GuidedRow
-    from charter.stages.train.grpo import RL_PROMPTS
+    from charter.stages.rl_reward import HELDOUT, HeldoutPrompt
+    from charter.stages.train.grpo import write_prompts
     from charter.stages.verdict_pairs import chosen_prompts
 
-    rows = chosen_prompts(list(read_jsonl(guided / "guided.jsonl", GuidedRow)), config.label.limit)
-    out.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps({"id": r.id, "kind": r.kind,
-                               "messages": [m.model_dump() for m in r.messages],
-                               "instructions": [i.model_dump() for i in r.instructions]},
-                              ensure_ascii=False) + "\n" for r in rows)  # fmt: skip
-    write_atomic(out / RL_PROMPTS, text)
-    train("grpo", config.round_grpo(round_), str(start), out / RL_PROMPTS, out)
+    rows: list[Any] = (
+        list(read_jsonl(prompts / HELDOUT, HeldoutPrompt)) if (prompts / HELDOUT).is_file()
+        else chosen_prompts(list(read_jsonl(prompts / "guided.jsonl", GuidedRow)),
+                            config.label.limit)
+    )  # fmt: skip
+    train("grpo", config.round_grpo(round_), str(start), write_prompts(out, rows), out)
 
 
 def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]], Any],
-               calibration: Path, backend: Callable[[str], Any]) -> None:  # fmt: skip
-    """The held-out prompts of the online rounds and the behaviour each asks for."""
+               calibration: Path, backend: Callable[[str], Any],
+               stage: str = "rl-heldout") -> None:  # fmt: skip
+    """The held-out prompts of the online rounds (or, ``stage`` rl-prompts, GRPO's own
+    training prompts) and the behaviour each asks for."""
     from concurrent.futures import ThreadPoolExecutor
 
     from charter.constitution import Constitution
@@ -322,7 +324,7 @@ def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]]
     write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
     threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
     counted = {k: len(v) for k, v in by_kind.items()}
-    run = Run.open(out, "rl-heldout", {"teacher": config.models.teacher, "threshold": threshold,
+    run = Run.open(out, stage, {"teacher": config.models.teacher, "threshold": threshold,
                                        "prompts": counted})  # fmt: skip
     constitution = Constitution.load(config.constitution)
     teacher = backend(str(config.models.teacher))
@@ -337,7 +339,8 @@ def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]]
     finally:
         teacher.close()
     if not rows:
-        raise CharterError("rl.heldout: no held-out prompt is left after the overlap check and "
+        field = "rl.prompts" if stage == "rl-prompts" else "rl.heldout"
+        raise CharterError(f"{field}: no prompt is left after the overlap check and "
                            f"the teacher's verdicts ({counts}); name more prompts")  # fmt: skip
     write_atomic(out / HELDOUT, "".join(r.model_dump_json() + "\n" for r in rows))
     scored = sum(len(v) for k, v in by_kind.items() if k == "redteam")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from charter.errors import CharterError
@@ -28,6 +29,20 @@ from charter.records import Instruction
 from charter.stages.verdict_pairs import DESIRED, behaves
 
 RL_PROMPTS = "rl-prompts.jsonl"
+
+
+def write_prompts(out: Path, rows: Sequence[Any]) -> Path:
+    """``out/rl-prompts.jsonl`` from rows with id, kind, messages and instructions (held-out
+    prompts or guided rows); returns its path."""
+    from charter.runs import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps({"id": r.id, "kind": r.kind,
+                               "messages": [m.model_dump() for m in r.messages],
+                               "instructions": [i.model_dump() for i in r.instructions]},
+                              ensure_ascii=False) + "\n" for r in rows)  # fmt: skip
+    write_atomic(out / RL_PROMPTS, text)
+    return out / RL_PROMPTS
 
 
 def prompt_dataset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -137,3 +137,14 @@ def test_the_table_skips_a_round_not_run_and_names_a_damaged_one(tmp_path: Path)
     (done / "reward.json").write_text('{"prompts": 3}')
     with pytest.raises(CharterError, match=r"reward.json: not a file charter wrote \(reward:"):
         format_rounds([done, missing])
+
+
+def test_a_kind_whose_interval_ends_at_zero_is_flagged() -> None:
+    """demo-grpo-fresh: contrast fell -0.150 [-0.300, 0.000] while the total rose; every
+    resample at or below zero is a fall, and the guard now says so."""
+    first = rewards({"redteam": [0.0] * 20, "contrast": [1.0] * 20})
+    second = rewards({"redteam": [1.0] * 20, "contrast": [1.0] * 18 + [0.0] * 2})
+    summary = summarise(second, first)
+    contrast = summary["by_kind"]["contrast"]["vs_round_0"]
+    assert contrast["value"] < 0 and contrast["high"] <= 0
+    assert any("while contrast prompts' reward fell" in f for f in summary["flags"])

@@ -424,10 +424,9 @@ def test_charter_train_rl_plans_through_the_last_rounds_reward(tmp_path: Path) -
     assert unknown.exit_code == 2 and "this config has no rl-dpo-9 stage" in unknown.output
 
 
-def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fake teacher, a tiny llama as the policy (sampled through llama.cpp, trained by TRL)."""
+def tiny_rounds_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rl: str) -> Path:
+    """A teacher-recipe run config for online rounds: the fake teacher, a tiny llama as the
+    policy (sampled through llama.cpp, trained by TRL), stand-in checks, and the ``rl`` line."""
     from hf_tiny import build_tiny_checkpoint
 
     from charter.stages import checks
@@ -443,8 +442,15 @@ def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
     config.write_text(text + "guided: {answer_tokens: 8, revision_tokens: 8}\n"
                       "sft: {max_steps: 1, max_length: 512}\n"
                       "label: {samples: 2, max_tokens: 8}\n"
-                      "dpo: {max_steps: 1, max_length: 512}\n"
-                      "rl: {rounds: 2, " + HELDOUT + "}\n", encoding="utf-8")  # fmt: skip
+                      "dpo: {max_steps: 1, max_length: 512}\n" + rl, encoding="utf-8")  # fmt: skip
+    return config
+
+
+def test_two_online_rounds_run_end_to_end_and_a_killed_round_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fake teacher, a tiny llama as the policy (sampled through llama.cpp, trained by TRL)."""
+    config = tiny_rounds_config(tmp_path, monkeypatch, "rl: {rounds: 2, " + HELDOUT + "}\n")
     root = tmp_path / "run"
     real_train = steps.train
 
@@ -489,27 +495,12 @@ def test_a_grpo_round_trains_from_the_dpo_model_and_is_scored(
 ) -> None:
     """rl.algorithm: grpo: round 1 is GRPO from the DPO model on the training prompts, the
     checks as its reward; the held-out reward and the evaluation take its model."""
-    from hf_tiny import build_tiny_checkpoint
-
-    from charter.stages import checks
-
-    stand_in = checks.Tools(lambda texts: [len(t) % 2 == 0 for t in texts],
-                            lambda texts: [[1.0, float(len(t) % 3)] for t in texts])  # fmt: skip
-    monkeypatch.setattr(checks.Tools, "load", classmethod(lambda cls: stand_in))
-    monkeypatch.setattr(judges, "load_classifier", lambda: None)
-    tiny = build_tiny_checkpoint(tmp_path / "tiny")
-    config = tmp_path / "run.yaml"
-    text = TEACHER_RUN.format(min_auc=0.0).replace("fake/policy", f"hf/{tiny}")
-    text = text.replace("trained: [sft]", "trained: [dpo, rl], max_tokens: 8")
     grpo = ("{max_steps: 1, batch_size: 2, gradient_accumulation: 1, generations: 2, "
             "completion_tokens: 8}")  # fmt: skip
-    config.write_text(text + "guided: {answer_tokens: 8, revision_tokens: 8}\n"
-                      "sft: {max_steps: 1, max_length: 512}\n"
-                      "label: {samples: 2, max_tokens: 8}\n"
-                      "dpo: {max_steps: 1, max_length: 512}\n"
-                      f"rl: {{rounds: 1, algorithm: grpo, grpo: {grpo}, {HELDOUT},\n"
-                      '  prompts: {redteam: ["demo-redteam#10:12"], '
-                      'contrast: ["contrast#40:43"]}}\n', encoding="utf-8")  # fmt: skip
+    config = tiny_rounds_config(tmp_path, monkeypatch,
+                                f"rl: {{rounds: 1, algorithm: grpo, grpo: {grpo}, {HELDOUT},\n"
+                                '  prompts: {redteam: ["demo-redteam#10:12"], '
+                                'contrast: ["contrast#40:43"]}}\n')  # fmt: skip
     root = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "rl", str(config), "--out", str(root)])
     assert result.exit_code == 0, result.output

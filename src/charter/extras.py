@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 from charter.errors import CharterError
+from charter.stages import family
 
 TORCH_FIRST = "pip install torch==2.13.0 && "  # a CPU torch first: unpinned, it pulls CUDA
 # extra -> (the packages it installs, as imported; the install command)
@@ -52,7 +53,7 @@ def check(stages: list[str], *, recipe: str = "self-critique") -> None:
     needs = {**NEEDS, **(TEACHER_NEEDS if recipe == "teacher" else {})}
     problems = []
     for extra, (modules, command) in EXTRAS.items():
-        users = [s for s in stages if needs.get(s.rstrip("0123456789").rstrip("-")) == extra]
+        users = [s for s in stages if needs.get(family(s)) == extra]
         missing = [m for m in modules if not installed(m)] if users else []
         if missing:
             problems.append(

@@ -30,7 +30,7 @@ from charter import runner
 from charter.run_config import RunConfig, evaluate_config, train_config
 from charter.runner import PlannedStage, content_key
 from charter.runs import file_sha256
-from charter.stages import Step, steps
+from charter.stages import Step, family, steps
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 REPORT_VERSION = 1  # the report stage's format version (see stage_versions)
@@ -115,7 +115,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         from charter.stages.guided import template_digest
 
         teacher_templates = template_digest()
-    from charter.splits import parse_source
+    from charter.splits import parse_source, user_text
 
     judge_gold = [*config.calibrate.harmful, *config.calibrate.safe]
     digest = {
@@ -141,7 +141,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     def add(name: str, needs: tuple[str, ...], settings: Any, inputs: Any,
             estimate: dict[str, float],
             action: Callable[[Path, Mapping[str, Path]], None]) -> Step:  # fmt: skip
-        version = versions[name.rstrip("0123456789").rstrip("-")]  # a round's: rl-dpo-2
+        version = versions[family(name)]  # a round's: rl-dpo-2
         stages.append(Step(name, version, needs, settings, inputs, estimate, action))
         return stages[-1]
 
@@ -223,7 +223,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
 
         verdicts("rl-heldout", heldout, config.rl.heldout)
         if config.rl.prompts.by_kind():  # GRPO's own prompts: not SFT's, not held out
-            held = [" ".join(m.content for m in p.messages) for v in heldout[0].values() for p in v]
+            held = [user_text(p) for v in heldout[0].values() for p in v]
             verdicts("rl-prompts", _round_prompts(config.rl.prompts, "rl", inputs,
                                                   {**evaluation, "heldout": held}, prompts),
                      config.rl.prompts)  # fmt: skip
@@ -250,11 +250,11 @@ def _round_prompts(
 ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """``rl.heldout``'s (or ``rl.prompts``') prompts by kind, with any that overlaps an
     evaluation question or a training prompt dropped, and the overlap report."""
-    from charter.splits import disjoint, materialise
+    from charter.splits import disjoint, materialise, user_text
 
     files = {kind: [materialise(chosen, inputs, f"{label}-{kind}")]
              for kind, chosen in sources.by_kind().items()}  # fmt: skip
-    trained = [" ".join(m.content for m in p.messages if m.role == "user") for p in training]
+    trained = [user_text(p) for p in training]
     return disjoint(_first_prompts(files, None), {**evaluation, "training": trained})
 
 

@@ -206,9 +206,9 @@ class RunConfig(_Settings):
                 "the verdict check with calibrate.min_auc"
             )
         trained = [("sft", self.sft), ("dpo", self.dpo), ("dpo", self.round_dpo())]
-        for kind, settings in trained + [("grpo", self.round_grpo(1))] * (
-            self.rl.algorithm == "grpo"
-        ):
+        if self.rl.algorithm == "grpo":
+            trained.append(("grpo", self.round_grpo(1)))
+        for kind, settings in trained:
             reserved = {"kind", "model", "data", "gguf", "helpful"} & set(settings)
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")

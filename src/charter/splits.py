@@ -161,6 +161,11 @@ def overlap(train: Iterable[str], evaluation: Iterable[str]) -> list[tuple[int, 
     return hits
 
 
+def user_text(prompt: Prompt) -> str:
+    """What the overlap checks compare of a prompt: its user turns, joined."""
+    return " ".join(m.content for m in prompt.messages if m.role == "user")
+
+
 def disjoint(
     training: dict[str, list[Prompt]], evaluation: dict[str, list[str]]
 ) -> tuple[dict[str, list[Prompt]], dict[str, dict[str, int]]]:
@@ -172,7 +177,7 @@ def disjoint(
     report: dict[str, dict[str, int]] = {}
     kept: dict[str, list[Prompt]] = {}
     for name, prompts in training.items():
-        texts = [" ".join(m.content for m in p.messages if m.role == "user") for p in prompts]
+        texts = [user_text(p) for p in prompts]
         dropped: set[int] = set()
         counts = {"read": len(prompts)}
         for eval_name, questions in evaluation.items():

@@ -12,6 +12,15 @@ from pydantic import BaseModel, ValidationError
 from charter.errors import CharterError
 
 
+class EstimateShape(BaseModel):
+    """An estimate as stage files store it (``Estimate.as_dict``): value, 95% interval, n."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+
 def read_stage_json(folder: Path | None, name: str, shape: type[BaseModel] | None = None) -> Any:
     """A stage's JSON object (None when it has no such file), with ``shape``'s defaults filled
     in; a damaged file, or one without the fields ``shape`` needs, stops the command with one

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from charter.errors import CharterError
 from charter.records import EvalItem, Label, Trace
 from charter.runs import read_jsonl
-from charter.stage_files import read_stage_json, read_stage_text
+from charter.stage_files import EstimateShape, read_stage_json, read_stage_text
 from charter.stages.guided import GuidedRow
 from charter.stages.rl_reward import SUMMARY, RoundSummary
 
@@ -92,19 +92,12 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
 PLAN, REPORT = "run.json", "report.html"  # written by charter run into its root
 
 
-class _Estimate(BaseModel):
-    value: float
-    low: float
-    high: float
-    n: int
-
-
 class _Results(BaseModel):
     """What the page and the plots read of an evaluation's results.json."""
 
     models: list[str]
-    suites: dict[str, dict[str, dict[str, _Estimate]]]
-    differences: dict[str, dict[str, dict[str, _Estimate]]] = {}
+    suites: dict[str, dict[str, dict[str, EstimateShape]]]
+    differences: dict[str, dict[str, dict[str, EstimateShape]]] = {}
     lower_is_better: list[str] = []
     refusal_layer: str = ""
     judge: str | None = None

@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+def family(name: str) -> str:
+    """A stage's name without its round number: ``rl-dpo-2`` → ``rl-dpo``; ``sft`` → ``sft``."""
+    return name.rstrip("0123456789").rstrip("-")
+
+
 class Stage(Protocol):
     """One step of the loop, as the runner sees it (module docstring)."""
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend, GenerationConfig
 from charter.records import Instruction, Message, Prompt, Record
+from charter.stage_files import EstimateShape, read_stage_json
 from charter.stages.verdict_pairs import DESIRED, behaves
 
 HELDOUT, REWARDS, SUMMARY = "heldout.jsonl", "rewards.jsonl", "reward.json"
@@ -176,7 +177,8 @@ def summarise(
         d = paired_difference({r.id: r.reward for r in first if r.kind == k},
                               {r.id: r.reward for r in scored if r.kind == k})  # fmt: skip
         summary["by_kind"][k]["vs_round_0"] = None if d is None else d.as_dict()
-        if change is not None and change.value > 0 and d is not None and d.value < 0 <= -d.high:
+        if (change is not None and change.value > 0
+                and d is not None and d.value < 0 and d.high <= 0):  # fmt: skip
             flags.append(f"reward up {change.value:+.3f} while {k} prompts' reward fell "
                          f"{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")  # fmt: skip
     if words(scored) > LENGTH_GROWTH * max(1.0, words(first)):
@@ -207,28 +209,20 @@ def write_round(out: Path, scored: Sequence[PromptReward], summary: Mapping[str,
     write_atomic(out / SUMMARY, json.dumps(summary, indent=2))
 
 
-class _Estimate(BaseModel):
-    value: float
-    low: float
-    high: float
-    n: int
-
-
 class RoundSummary(BaseModel):
     """What the report and the rounds table read of a round's reward.json."""
 
     prompts: int
-    reward: _Estimate
-    refusal: _Estimate
+    reward: EstimateShape
+    refusal: EstimateShape
     words: float
-    kl: _Estimate
+    kl: EstimateShape
     flags: list[str] = []
-    vs_round_0: _Estimate | None = None
+    vs_round_0: EstimateShape | None = None
 
 
 def format_rounds(folders: Sequence[Path]) -> str:
     """The terminal's table of the online rounds: one line per round, then the guards' flags."""
-    from charter.stage_files import read_stage_json
     from charter.stages.evaluate.tables import aligned
 
     def interval(e: Mapping[str, Any], signed: bool = False) -> str:

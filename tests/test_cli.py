@@ -234,6 +234,22 @@ def test_threads_reach_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None
     assert bad.exit_code == 2 and "--threads" in bad.output
 
 
+def test_retries_reach_every_server_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from charter.backends.openai import OpenAIBackend
+
+    monkeypatch.delenv("CHARTER_RETRIES", raising=False)
+    assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").max_retries == 6
+    result = CliRunner().invoke(cli, ["--retries", "0", "constitution", "lint", "default"])
+    assert result.exit_code == 0, result.output
+    assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").max_retries == 0
+    assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", max_retries=3).max_retries == 3
+    monkeypatch.setenv("CHARTER_RETRIES", "-1")
+    with pytest.raises(CharterError, match="CHARTER_RETRIES='-1': give a whole number of retries"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    bad = CliRunner().invoke(cli, ["--retries", "-1", "constitution", "lint", "default"])
+    assert bad.exit_code == 2 and "--retries" in bad.output
+
+
 def test_library_progress_bars_are_off_unless_debugging(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(variable, raising=False)

@@ -67,11 +67,11 @@ def test_no_secret_in_any_file_log_or_error(tmp_path: Path) -> None:
         assert "HTTP 401 invalid credentials: Bearer ***" in echoed.stderr
         printed.append(echoed.stdout + echoed.stderr)
 
-        server.down = True  # a dead server: retries, then one error line
-        dead = charter("revise", "--model", "openai/stub",
+        server.down = True  # a dead server: retries (2, not 6 with their half minute of backoff)
+        dead = charter("--retries", "2", "revise", "--model", "openai/stub",
                        "--base-url", with_password(server.url), "--prompts", prompts,
                        "--out", tmp_path / "dead", env_key=ENV_KEY)  # fmt: skip
-        assert dead.returncode == 1 and "failed after" in dead.stderr
+        assert dead.returncode == 1 and "failed after 3 attempts" in dead.stderr
         printed.append(dead.stdout + dead.stderr)
 
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != prompts]

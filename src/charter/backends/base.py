@@ -17,11 +17,13 @@ attribute (a :class:`~charter.records.Usage`); run manifests report it when pres
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from charter.errors import CharterError
 from charter.records import Conversation, Usage, canonical_json
 
 
@@ -82,3 +84,17 @@ def request_seed(seed: int, conversation: Conversation) -> int:
     """A per-conversation seed: the same conversation and base seed always get the same one."""
     payload = canonical_json([seed, [m.model_dump() for m in conversation]])
     return int.from_bytes(hashlib.sha256(payload.encode("utf-8")).digest()[:4], "big")
+
+
+def count_from_env(name: str, *, minimum: int, what: str) -> int | None:
+    """A whole number from environment variable ``name``, or None when unset or empty.
+
+    The global options (``charter --threads N``, ``--retries N``) set these variables, so
+    that every backend a command builds, Ray workers included, reads the same value.
+    """
+    given = os.environ.get(name, "").strip()
+    if not given:
+        return None
+    if not given.isdigit() or int(given) < minimum:
+        raise CharterError(f"{name}={given!r}: give a whole number of {what}, {minimum} or more")
+    return int(given)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from charter.backends.base import count_from_env
 from charter.backends.openai import OpenAIBackend
 from charter.errors import CharterError
 from charter.models import DEFAULT_LOCAL_MODEL, resolve_gguf
@@ -71,14 +72,8 @@ class LocalBackend(OpenAIBackend):
 
 def engine_threads() -> int:
     """llama.cpp's threads: ``charter --threads N`` (``CHARTER_THREADS``), else all usable cores."""
-    given = os.environ.get("CHARTER_THREADS", "").strip()
-    if given:
-        if not given.isdigit() or int(given) < 1:
-            raise CharterError(
-                f"CHARTER_THREADS={given!r}: give a whole number of threads, 1 or more"
-            )
-        return int(given)
-    return usable_cores()
+    given = count_from_env("CHARTER_THREADS", minimum=1, what="threads")
+    return usable_cores() if given is None else given
 
 
 def usable_cores() -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from charter.backends.base import Completion, GenerationConfig, request_seed
+from charter.backends.base import Completion, GenerationConfig, count_from_env, request_seed
 from charter.backends.fleet import Fleet, Server, split_urls
 from charter.errors import CharterError
 from charter.records import Conversation, Usage
@@ -62,7 +62,7 @@ class OpenAIBackend:
         api_key: str | None = None,
         concurrency: int | None = None,
         timeout: float = 300.0,
-        max_retries: int = 6,
+        max_retries: int | None = None,
         retry_wait: float = 0.5,
         retry_max_wait: float = 30.0,
         top_logprobs: int = 20,
@@ -85,7 +85,7 @@ class OpenAIBackend:
             self._http_client(u, headers, timeout, concurrency) for u in urls
         ])  # fmt: skip
         self.concurrency = concurrency
-        self.max_retries = max_retries
+        self.max_retries = max_retries if max_retries is not None else default_retries()
         self.top_logprobs = top_logprobs
         self.extra_body = dict(extra_body or {})
         self._wait = (retry_wait, retry_max_wait)
@@ -344,6 +344,15 @@ def _strip_prefill(text: str, conversation: Conversation) -> str:
         if prefill and text.startswith(prefill):
             return text[len(prefill) :]
     return text
+
+
+def default_retries() -> int:
+    """Retries of a failed request: ``charter --retries N`` (``CHARTER_RETRIES``), else 6.
+
+    Six retries with backoff from 0.5 s wait about half a minute for a server to come back.
+    """
+    given = count_from_env("CHARTER_RETRIES", minimum=0, what="retries")
+    return 6 if given is None else given
 
 
 def _retry_after(response: httpx.Response) -> float | None:

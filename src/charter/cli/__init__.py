@@ -69,7 +69,14 @@ class _CharterGroup(click.Group):
     default=None,
     help="CPU threads of the embedded llama.cpp engine  [default: every usable core]",
 )
-def cli(verbose: int, threads: int | None) -> None:
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries of a failed request to a model server, with backoff (0: fail at once)  "
+    "[default: 6, about half a minute]",
+)
+def cli(verbose: int, threads: int | None, retries: int | None) -> None:
     """Charter: Constitutional AI, end to end.
 
     Write a constitution, generate critique→revision data, label preferences with AI
@@ -77,6 +84,8 @@ def cli(verbose: int, threads: int | None) -> None:
     """
     if threads is not None:  # read by every local/ model this command loads (and Ray workers)
         os.environ["CHARTER_THREADS"] = str(threads)
+    if retries is not None:  # read by every openai/ and local/ backend the command builds
+        os.environ["CHARTER_RETRIES"] = str(retries)
     if verbose < 2:  # library chatter (weight loading, shard writing) only at -vv
         for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")  # read when transformers/datasets load

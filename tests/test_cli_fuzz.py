@@ -69,6 +69,7 @@ import charter
 from charter.backends.base import GenerationConfig
 from charter.cli import cli
 from charter.cli.options import MAX_TOKENS
+from charter.report import plots
 from charter.run_config import RunConfig
 from charter.stages.train.config import TrainConfig
 
@@ -612,6 +613,10 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         target.write_bytes(b"GGUF" + bytes(8))
         return str(target)
 
+    def no_svg(figure: Any) -> str:  # the report's figures are drawn; test_report renders them
+        plots._pyplot().close(figure)
+        return "<svg></svg>"
+
     def local_unless_ray(executor: str, *args: Any, **kwargs: Any) -> Any:
         return record("ray")() if executor == "ray" else make_executor(executor, *args, **kwargs)
 
@@ -628,6 +633,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         patch.setattr(model_registry, "_download", record("install", []))
         patch.setattr(model_registry, "_assemble", assemble)
         patch.setattr(huggingface_hub, "hf_hub_download", hub_download)
+        patch.setattr(plots, "_svg", no_svg)
         patch.setattr(judges, "load_classifier", lambda: None)
         patch.setattr("charter.cli.revise.make_executor", local_unless_ray)
         patch.setattr("charter.cli.label.make_executor", local_unless_ray)

@@ -21,7 +21,7 @@ def test_revise_on_the_embedded_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["revise", "--prompts", "demo-redteam", "--limit", "2", "--rounds", "2",
-         "--max-tokens", "24", "--concurrency", "2", "--out", str(out)],
+         "--max-tokens", "24", "--out", str(out)],
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -222,7 +222,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
 def test_threads_reach_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from charter.backends.local import engine_threads, usable_cores
 
-    monkeypatch.delenv("CHARTER_THREADS", raising=False)
+    monkeypatch.setenv("CHARTER_THREADS", "")  # unset, and put back as it was after the test
     assert engine_threads() == usable_cores()
     result = CliRunner().invoke(cli, ["--threads", "1", "constitution", "lint", "default"])
     assert result.exit_code == 0, result.output
@@ -237,7 +237,7 @@ def test_threads_reach_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None
 def test_retries_reach_every_server_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     from charter.backends.openai import OpenAIBackend
 
-    monkeypatch.delenv("CHARTER_RETRIES", raising=False)
+    monkeypatch.setenv("CHARTER_RETRIES", "")  # unset, and put back as it was after the test
     assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").max_retries == 6
     result = CliRunner().invoke(cli, ["--retries", "0", "constitution", "lint", "default"])
     assert result.exit_code == 0, result.output

@@ -49,6 +49,9 @@ class Principle(BaseModel):
     critique: Text | None = None
     revision: Text | None = None
     comparison: Text | None = None
+    # Yes/no propositions an answer that keeps the principle satisfies ("The code checks its
+    # inputs before using them."); a reward or a judge can count the ones that hold.
+    checks: tuple[Text, ...] = ()
 
     @model_validator(mode="after")
     def _pairs(self) -> Principle:
@@ -159,8 +162,16 @@ class Constitution(BaseModel):
 
     @cached_property
     def sha256(self) -> str:
-        """A stable hash of the content (not the formatting) of the constitution."""
-        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+        """A stable hash of the content (not the formatting) of the constitution.
+
+        A principle without ``checks`` hashes as it did before the field existed, so runs of
+        the constitutions written then stay cached.
+        """
+        content = self.model_dump(mode="json")
+        for principle in content["principles"]:
+            if not principle["checks"]:
+                del principle["checks"]
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
     @cached_property
     def critique_principles(self) -> tuple[Principle, ...]:

@@ -17,6 +17,8 @@ and blocked actions are failures (pass@1 with one greedy answer).
 
 from __future__ import annotations
 
+import ast
+import doctest
 import json
 import re
 import secrets
@@ -51,6 +53,9 @@ class CodeTask:
     tests: str  # appended to the answer's code
     stub: str = ""  # HumanEval's signature and docstring, for answers that give a body only
     entry_point: str = ""
+    # The tests the model may see (MBPP's first assert; HumanEval's docstring examples as
+    # asserts), for execution-grounded revision. ``tests`` (all of them) only ever score.
+    visible: str = ""
 
 
 def load_code_tasks(path: Path) -> list[CodeTask]:
@@ -88,6 +93,7 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
         return CodeTask(
             id=task_id, kind="humaneval", request=HUMANEVAL_REQUEST.format(prompt=row["prompt"]),
             tests=f"{row['test']}\n\ncheck({entry})\n", stub=str(row["prompt"]), entry_point=entry,
+            visible=docstring_asserts(str(row["prompt"])),
         )  # fmt: skip
     text = row.get("text", row.get("prompt"))
     tests = row.get("test_list")
@@ -96,11 +102,34 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
         return CodeTask(
             id=task_id, kind="mbpp", request=MBPP_REQUEST.format(text=text, test=tests[0]),
             tests=setup.strip() + "\n" + "\n".join(tests) + "\n",
+            visible=setup.strip() + "\n" + tests[0] + "\n",
         )  # fmt: skip
     raise CharterError(
         f"{where}: a code task needs 'prompt', 'test' and 'entry_point' (HumanEval) or "
         "'text'/'prompt' and a non-empty 'test_list' (MBPP)"
     )
+
+
+def docstring_asserts(prompt: str) -> str:
+    """A HumanEval prompt's ``>>>`` examples as assert lines (none when it shows none).
+
+    An expected value that is not a Python expression (printed text) is compared as the
+    repr the example shows, as doctest would.
+    """
+    lines = []
+    for example in doctest.DocTestParser().get_examples(prompt):
+        call = example.source.strip()
+        # The parser reads on to the docstring's closing quotes when they follow the value.
+        want = re.split(r'^\s*(?:"""|\'\'\')', example.want, flags=re.MULTILINE)[0].strip()
+        if not want or "\n" in call:
+            continue  # a statement, or a multi-line example: not a call with a value
+        try:
+            ast.parse(want, mode="eval")
+        except SyntaxError:
+            want = repr(want)
+            call = f"repr({call}\n)"  # on its own line: the example may end in a comment
+        lines.append(f"assert (\n    {call}\n) == {want}, {example.source.strip()!r}\n")
+    return "".join(lines)
 
 
 def extract_code(answer: str) -> str:
@@ -109,23 +138,29 @@ def extract_code(answer: str) -> str:
     return match.group(1) if match else answer
 
 
-def program_for(task: CodeTask, answer: str, sentinel: str = "") -> str:
-    """The answer's code followed by the task's tests (and, after them, ``print(sentinel)``)."""
+def program_for(task: CodeTask, answer: str, sentinel: str = "", *, visible: bool = False) -> str:
+    """The answer's code followed by the task's tests (and, after them, ``print(sentinel)``).
+
+    ``visible``: only the tests the model may see (:attr:`CodeTask.visible`).
+    """
     code = extract_code(answer)
     if task.kind == "humaneval" and not re.search(rf"def\s+{re.escape(task.entry_point)}\b", code):
         code = task.stub + code  # the answer is the function's body only
     finish = f"\nprint({sentinel!r}, flush=True)\n" if sentinel else ""
-    return f"{code}\n\n{task.tests}{finish}"
+    return f"{code}\n\n{task.visible if visible else task.tests}{finish}"
 
 
 def run_tasks(
-    tasks: list[CodeTask], answers: list[str], limits: Limits = DEFAULT_LIMITS, workers: int = 2
-) -> list[Outcome]:
-    """Each answer's outcome against its task's tests, ``workers`` programs at a time."""
+    tasks: list[CodeTask], answers: list[str], limits: Limits = DEFAULT_LIMITS, workers: int = 2,
+    *, visible: bool = False,
+) -> list[Outcome]:  # fmt: skip
+    """Each answer's outcome against its task's tests (``visible``: the visible ones only),
+    ``workers`` programs at a time."""
     if len(tasks) != len(answers):
         raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
     sentinels = [f"charter-tests-done-{secrets.token_hex(16)}" for _ in tasks]
-    programs = [program_for(t, a, s) for t, a, s in zip(tasks, answers, sentinels, strict=True)]
+    programs = [program_for(t, a, s, visible=visible)
+                for t, a, s in zip(tasks, answers, sentinels, strict=True)]  # fmt: skip
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: run_program(job[0], limits, sentinel=job[1]),
                              zip(programs, sentinels, strict=True)))  # fmt: skip

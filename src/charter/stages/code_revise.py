@@ -1,0 +1,197 @@
+"""Critique → revision for code, grounded in running it: the loop behind ``--verify``.
+
+For each task the model answers; the answer runs against the task's *visible* tests in the
+sandbox (:attr:`CodeTask.visible`: MBPP's first assert, HumanEval's docstring examples). While
+it fails, and for at most ``rounds`` rounds, the model critiques its latest answer under a
+principle drawn from the constitution, with the test code and what the run printed (the
+failed assert, the exception, the timeout) in front of it, then revises; the revision runs
+again. Every attempt is kept (:class:`CodeAttempt`), so a trace shows the pass/fail trail.
+
+A revision counts as *verified* when it passes the visible tests; only those become SFT data
+(:func:`verified_rows`). The hidden tests (:attr:`CodeTask.tests`) are never shown to the
+model: the evaluation scores the final answer on them separately. The same function is the
+inference-time mode (answer, then revise until the visible tests pass), from the Python API
+and from the code suite.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.backends.base import Backend, GenerationConfig
+from charter.constitution import Constitution, Principle
+from charter.errors import CharterError
+from charter.records import Message, SFTRow, Usage
+from charter.stages.evaluate.code import CodeTask, run_tasks
+from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome
+from charter.stages.revise import clean_reply, critique_request, fewshot_prefix
+
+TEST_RESULT = (
+    "Your code was run against this test:\n\n```python\n{test}```\n\nResult: {status}{detail}"
+)
+NO_VISIBLE_TEST = (
+    "Your code was run as it stands (the task shows no test). Result: {status}{detail}"
+)
+CODE_REVISION_REQUEST = (
+    "{revision} Reply with the whole corrected program in one ```python code block, and "
+    "nothing after it."
+)
+
+
+class CodeAttempt(BaseModel):
+    """One answer and how it fared on the visible tests; rounds after 0 say how it came."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(ge=0)
+    answer: str
+    status: str  # the sandbox's: passed, failed, timeout, memory, blocked, error
+    detail: str = ""
+    principle: str | None = None  # the principle of the critique that led here
+    critique: str | None = None
+
+
+class CodeTrace(BaseModel):
+    """One task through the loop: every attempt in order, and the tokens it cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str
+    request: str
+    attempts: list[CodeAttempt]
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def final(self) -> CodeAttempt:
+        return self.attempts[-1]
+
+    @property
+    def verified_revision(self) -> bool:
+        """Revised (at least one round) and the last revision passes the visible tests."""
+        return len(self.attempts) > 1 and self.final.status == "passed"
+
+
+def verify_revise(
+    backend: Backend,
+    tasks: Sequence[CodeTask],
+    constitution: Constitution,
+    *,
+    rounds: int = 3,
+    seed: int = 0,
+    answer: GenerationConfig | None = None,
+    revision: GenerationConfig | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    answers: Sequence[str] | None = None,
+) -> list[CodeTrace]:
+    """Answer each task (or start from ``answers``), then critique and revise while the
+    visible tests fail, at most ``rounds`` times; calls go to ``backend`` in batches."""
+    answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
+    revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)
+    if answers is None:
+        replies = _generate(backend, [_ask(task) for task in tasks], answer, seed)
+        first = [text for text, _ in replies]
+        usages = [usage for _, usage in replies]
+    else:
+        if len(answers) != len(tasks):
+            raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
+        first, usages = list(answers), [Usage() for _ in tasks]
+    outcomes = run_tasks(list(tasks), first, limits, visible=True)
+    traces = [
+        CodeTrace(task_id=task.id, request=task.request, usage=usage,
+                  attempts=[_attempt(0, text, outcome)])
+        for task, text, outcome, usage in zip(tasks, first, outcomes, usages, strict=True)
+    ]  # fmt: skip
+    prefix = fewshot_prefix(constitution)
+    rng = random.Random(seed)
+    for number in range(1, rounds + 1):
+        failing = [i for i, trace in enumerate(traces) if trace.final.status != "passed"]
+        if not failing:
+            break
+        principles = [constitution.sample(rng) for _ in failing]
+        asks = [
+            _critique_call(prefix, tasks[i], traces[i].final, p)
+            for i, p in zip(failing, principles, strict=True)
+        ]
+        critiques = _generate(backend, asks, revision, seed + number)
+        fixes = [
+            [*ask, Message(role="assistant", content=clean_reply(text)),
+             Message(role="user", content=CODE_REVISION_REQUEST.format(revision=p.revision))]
+            for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
+        ]  # fmt: skip
+        revised = _generate(backend, fixes, revision, seed + number)
+        ran = run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
+                        visible=True)  # fmt: skip
+        for i, p, (critique, spent), (text, more), outcome in zip(
+            failing, principles, critiques, revised, ran, strict=True
+        ):
+            trace = traces[i]
+            trace.usage = trace.usage + spent + more
+            trace.attempts.append(_attempt(number, text, outcome, p.id, clean_reply(critique)))
+    return traces
+
+
+def verified_rows(
+    traces: Sequence[CodeTrace], *, model: str, seed: int, constitution: Constitution
+) -> list[SFTRow]:
+    """SFT rows from revisions that pass the visible tests: the task and its last revision."""
+    rows = []
+    for trace in traces:
+        if not trace.verified_revision:
+            continue
+        turns = (Message(role="user", content=trace.request),
+                 Message(role="assistant", content=trace.final.answer))  # fmt: skip
+        rows.append(SFTRow(
+            id=f"{trace.task_id}#verified", prompt_id=trace.task_id, messages=turns,
+            round=trace.final.round, revised=True, model=model, seed=seed,
+            principle_ids=tuple(a.principle for a in trace.attempts if a.principle),
+            constitution_sha256=constitution.sha256,
+        ))  # fmt: skip
+    return rows
+
+
+def _ask(task: CodeTask) -> list[Message]:
+    return [Message(role="user", content=task.request)]
+
+
+def _critique_call(
+    prefix: Sequence[Message], task: CodeTask, last: CodeAttempt, principle: Principle
+) -> list[Message]:
+    """Prefix, the task, the latest answer, and the critique ask with the test result."""
+    detail = f": {last.detail}" if last.detail else ""
+    if task.visible.strip():
+        result = TEST_RESULT.format(test=task.visible, status=last.status, detail=detail)
+    else:
+        result = NO_VISIBLE_TEST.format(status=last.status, detail=detail)
+    return [
+        *prefix,
+        *_ask(task),
+        Message(role="assistant", content=last.answer),
+        Message(role="user", content=f"{result}\n\n{critique_request(principle)}"),
+    ]
+
+
+def _attempt(
+    number: int, text: str, outcome: Outcome, principle: str | None = None,
+    critique: str | None = None,
+) -> CodeAttempt:  # fmt: skip
+    return CodeAttempt(round=number, answer=text, status=outcome.status,
+                       detail=outcome.detail[-400:], principle=principle,
+                       critique=critique)  # fmt: skip
+
+
+def _generate(
+    backend: Backend, conversations: Sequence[Sequence[Message]], config: GenerationConfig,
+    seed: int,
+) -> list[tuple[str, Usage]]:  # fmt: skip
+    if not conversations:
+        return []
+    completions = backend.generate(conversations, config.model_copy(update={"seed": seed}))
+    if len(completions) != len(conversations):
+        raise CharterError(
+            f"backend {backend.name} returned {len(completions)} completions for "
+            f"{len(conversations)} conversations"
+        )
+    return [(c.text, c.usage()) for c in completions]

@@ -1,0 +1,90 @@
+"""Execution-grounded critique → revision for code (`verify_revise`), on a scripted model.
+
+The scripted model answers with a buggy function, critiques it, and revises it into one that
+passes; the sandbox really runs every attempt. What the model is shown is checked: the
+visible test and the failure, never the hidden tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charter.backends.base import GenerationConfig
+from charter.backends.fake import FakeBackend
+from charter.constitution import Constitution
+from charter.records import Conversation
+from charter.stages.code_revise import verified_rows, verify_revise
+from charter.stages.evaluate.code import CodeTask, docstring_asserts, load_code_tasks, run_tasks
+
+BUGGY = "```python\ndef add(a, b):\n    return a - b\n```"
+FIXED = "```python\ndef add(a, b):\n    return a + b\n```"
+HIDDEN = "assert add(-7, 2) == -5\n"
+
+
+def task() -> CodeTask:
+    return CodeTask(id="t1", kind="mbpp", request="Write add(a, b).\nassert add(1, 2) == 3",
+                    tests="assert add(1, 2) == 3\n" + HIDDEN,
+                    visible="assert add(1, 2) == 3\n")  # fmt: skip
+
+
+def scripted(seen: list[str]) -> FakeBackend:
+    def reply(conversation: Conversation, config: GenerationConfig) -> str:
+        last = conversation[-1].content
+        seen.append(last)
+        if len(conversation) == 1:
+            return BUGGY
+        if "corrected program" in last:
+            return FIXED
+        return "The function subtracts instead of adding, so add(1, 2) gives -1."
+
+    return FakeBackend(responses=reply)
+
+
+def test_a_failing_answer_is_critiqued_with_its_test_result_and_the_revision_verified() -> None:
+    seen: list[str] = []
+    code = Constitution.load("code")
+    (trace,) = verify_revise(scripted(seen), [task()], code, rounds=3)
+    assert [a.status for a in trace.attempts] == ["failed", "passed"]  # stops once it passes
+    assert trace.attempts[1].principle in {p.id for p in code.principles}
+    assert "subtracts" in (trace.attempts[1].critique or "")
+    critique_ask = next(text for text in seen if "Result:" in text)
+    assert "assert add(1, 2) == 3" in critique_ask and "failed" in critique_ask
+    assert all(HIDDEN.strip() not in text for text in seen)  # hidden tests never shown
+    assert trace.verified_revision and trace.usage.calls == 3
+    (row,) = verified_rows([trace], model="fake/echo", seed=0, constitution=code)
+    assert row.messages[-1].content == FIXED and row.round == 1 and row.revised
+    # The verified revision also passes the hidden tests here (scored apart, never shown).
+    assert run_tasks([task()], [trace.final.answer])[0].passed
+
+
+def test_a_passing_answer_is_not_revised_and_gives_no_row() -> None:
+    (trace,) = verify_revise(FakeBackend(responses=lambda c, g: FIXED), [task()],
+                             Constitution.load("code"), rounds=3)  # fmt: skip
+    assert [a.status for a in trace.attempts] == ["passed"] and not trace.verified_revision
+    assert verified_rows([trace], model="m", seed=0, constitution=Constitution.load("code")) == []
+
+
+def test_rounds_are_bounded_and_every_failure_is_kept() -> None:
+    (trace,) = verify_revise(FakeBackend(responses=lambda c, g: BUGGY), [task()],
+                             Constitution.load("code"), rounds=2)  # fmt: skip
+    assert [a.round for a in trace.attempts] == [0, 1, 2]
+    assert all(a.status == "failed" for a in trace.attempts) and not trace.verified_revision
+
+
+def test_humaneval_docstring_examples_become_the_visible_tests(tmp_path: Path) -> None:
+    prompt = ('def double(x):\n    """Twice x.\n    >>> double(2)\n    4\n    >>> str(double(1))'
+              "  # a comment\n    '2'\n    \"\"\"\n")  # fmt: skip
+    visible = docstring_asserts(prompt)
+    assert "double(2)" in visible and '"""' not in visible
+    row = '{"task_id": "H/0", "prompt": %s, "test": "def check(f):\\n    assert f(5) == 10", ' \
+          '"entry_point": "double"}'  # fmt: skip
+    import json
+
+    path = tmp_path / "he.jsonl"
+    path.write_text(row % json.dumps(prompt) + "\n", encoding="utf-8")
+    (loaded,) = load_code_tasks(path)
+    assert loaded.visible == visible and "f(5)" not in loaded.visible
+    good, wrong = "    return 2 * x\n", "    return x + 2\n"
+    # x + 2 passes double(2) == 4 but fails str(double(1)) == '2'; the hidden test fails too
+    outcomes = run_tasks([loaded, loaded], [good, wrong], visible=True)
+    assert [o.passed for o in outcomes] == [True, False]

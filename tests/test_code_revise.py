@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from charter.backends.base import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
@@ -88,3 +90,68 @@ def test_humaneval_docstring_examples_become_the_visible_tests(tmp_path: Path) -
     # x + 2 passes double(2) == 4 but fails str(double(1)) == '2'; the hidden test fails too
     outcomes = run_tasks([loaded, loaded], [good, wrong], visible=True)
     assert [o.passed for o in outcomes] == [True, False]
+
+
+def test_revise_verify_writes_a_resumable_run_of_verified_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`charter revise --verify`: a task whose answer passes at once, one fixed by revision,
+    one never fixed; a killed run resumes to the same rows; bad inputs are one line."""
+    import json
+
+    from click.testing import CliRunner
+
+    from charter.backends import fake
+    from charter.cli import cli
+
+    rows = [{"task_id": 1, "text": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3",
+             "assert add(-7, 2) == -5"]},
+            {"task_id": 2, "text": "Write neg(x).", "test_list": ["assert neg(2) == -2"]},
+            {"task_id": 3, "text": "Write sq(x).", "test_list": ["assert sq(3) == 9"]}]  # fmt: skip
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    answers = {"add": (BUGGY, FIXED), "neg": ("```python\ndef neg(x):\n    return -x\n```",) * 2,
+               "sq": ("```python\ndef sq(x):\n    return x\n```",) * 2}  # fmt: skip
+
+    def reply(conversation: Conversation, config: GenerationConfig) -> str:
+        name = next(n for n in answers if f"Write {n}(" in conversation[-1].content
+                    or any(f"Write {n}(" in m.content for m in conversation))  # fmt: skip
+        last = conversation[-1].content
+        if "corrected program" in last:
+            return answers[name][1]
+        return "It is wrong." if "Result:" in last else answers[name][0]
+
+    monkeypatch.setattr(fake, "_echo", reply)  # what fake/echo answers from the command line
+    out = tmp_path / "run"
+    args = ["revise", "--verify", "--prompts", str(tasks), "--rounds", "2", "--model",
+            "fake/echo", "--batch-size", "1", "--out", str(out)]  # fmt: skip
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "1 passed their visible tests at once, 1 after revision, 1 still failing" in first.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["passed_by_round"] == {"0": 1, "1": 1}
+    (row,) = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    assert row["prompt_id"] == "1" and "a + b" in row["messages"][1]["content"]
+    traces = (out / "traces.jsonl").read_text().splitlines()
+    assert [len(json.loads(t)["attempts"]) for t in traces] == [2, 1, 3]  # the trail per task
+    # Killed after the first task (its row lost): the rerun re-derives the row, finishes.
+    (out / "traces.jsonl").write_text(traces[0] + "\n" + traces[1][:20], encoding="utf-8")
+    (out / "sft.jsonl").write_text("", encoding="utf-8")
+    manifest["status"] = "interrupted"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "stage.json").unlink(missing_ok=True)
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "(1 resumed)" in again.output
+    assert (out / "traces.jsonl").read_text().splitlines() == traces
+    assert len((out / "sft.jsonl").read_text().splitlines()) == 1
+
+    for bad, says in (
+        (["--prompts", str(tmp_path / "none.jsonl")], "no such code task file"),
+        (["--prompts", str(tasks), "--prompts", str(tasks)], "give --prompts once"),
+        (["--prompts", str(tasks), "--train-on", "all"], "--train-on applies to prose prompts"),
+    ):
+        result = CliRunner().invoke(cli, ["revise", "--verify", *bad, "--model", "fake/echo",
+                                          "--out", str(tmp_path / "bad")])  # fmt: skip
+        assert result.exit_code == 2 and says in result.output, (bad, result.output)
+        assert not (tmp_path / "bad").exists()

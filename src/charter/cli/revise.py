@@ -84,6 +84,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Prompts in flight at once.",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Code tasks (HumanEval/MBPP file as --prompts): run each answer against the task's "
+    "visible tests in a sandbox, critique with the result, keep only revisions that pass "
+    "(constitution: code).",
+)
 @executor_options
 @run_options("Print every prompt that would be sent; call no model.")
 def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
@@ -91,7 +98,8 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
            fmt: Format, prompt_column: str | None, on_bad_row: OnBadRow, limit: int | None,
            rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
-           revision_temperature: float, max_tokens: int, batch_size: int, executor: str,
+           revision_temperature: float, max_tokens: int, batch_size: int, verify: bool,
+           executor: str,
            ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
@@ -103,6 +111,11 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     from charter.stages import revise_run
     from charter.stages.revise import ReviseConfig
 
+    if verify:
+        _verify(model, base_url, api_key, concurrency, constitution_source, prompt_sources,
+                limit, rounds, seed, temperature, revision_temperature, max_tokens, batch_size,
+                out, dry_run)  # fmt: skip
+        return
     if rounds == 0:
         refuse_unused(click.get_current_context(),
                       ("critic", "skip_unneeded", "revision_temperature", "train_on"),
@@ -166,3 +179,61 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     )
     click.echo(f"next: charter train sft --data {out} --out RUN  (or charter label "
                f"--from-revise {out} --out RUN for preference pairs)")  # fmt: skip
+
+
+def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
+            constitution_source: str, prompt_sources: tuple[str, ...], limit: int | None,
+            rounds: int, seed: int, temperature: float, revision_temperature: float,
+            max_tokens: int, batch_size: int, out: Path | None, dry_run: bool) -> None:  # fmt: skip
+    """``revise --verify``: critique → revision of code, grounded in its visible tests."""
+    from charter.backends import GenerationConfig, load_backend
+    from charter.constitution import Constitution, resolve
+    from charter.errors import CharterError
+    from charter.stages.code_revise_run import VerifyConfig, run_verify
+    from charter.stages.evaluate.code import load_code_tasks
+
+    ctx = click.get_current_context()
+    refuse_unused(ctx, ("critic", "train_on", "skip_unneeded", "fmt", "prompt_column",
+                        "on_bad_row", "executor", "ray_address", "workers", "dry_run"),
+                  "to prose prompts, not to --verify")  # fmt: skip
+    if len(prompt_sources) != 1:
+        raise CharterError("--verify reads one code task file: give --prompts once "
+                           "(HumanEval JSONL[.gz] or MBPP JSONL/JSON)")  # fmt: skip
+    source = Path(prompt_sources[0])
+    if not source.is_file():
+        raise CharterError(f"--prompts {source}: no such code task file")
+    tasks = load_code_tasks(source)[:limit]
+    given_constitution = ctx.get_parameter_source("constitution_source")
+    if given_constitution is click.core.ParameterSource.DEFAULT:
+        constitution_source = "code"
+    c = Constitution.load(constitution_source)
+    if out is None:
+        raise CharterError("--out DIR is required (the run directory; rerun to resume)")
+    config = VerifyConfig(
+        rounds=rounds, seed=seed, batch_size=batch_size,
+        answer=GenerationConfig(temperature=temperature, max_tokens=max_tokens),
+        revision=GenerationConfig(temperature=revision_temperature, max_tokens=max_tokens),
+    )  # fmt: skip
+    from charter.runner import run_one
+    from charter.stages import code_revise_run
+
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    try:
+        settings = [config, model, c.sha256, str(source), limit]
+        summary = run_one(
+            "revise-verify", code_revise_run.VERSION, settings, out,
+            lambda: run_verify(tasks, source=source, out=out, constitution=c, backend=backend,
+                               config=config,
+                               constitution_text=resolve(constitution_source).read_text("utf-8")),
+        )  # fmt: skip
+    finally:
+        backend.close()
+    counts, u = summary.counts(), summary.usage
+    click.echo(
+        f"revise --verify: {summary.tasks} tasks ({summary.resumed} resumed): "
+        f"{counts['passed_initially']} passed their visible tests at once, "
+        f"{counts['verified_revisions']} after revision, {summary.still_failing} still failing; "
+        f"{summary.sft_rows} verified SFT rows; tokens {u.prompt_tokens} prompt + "
+        f"{u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"
+    )
+    click.echo(f"next: charter train sft --data {out} --out RUN")

@@ -1,0 +1,156 @@
+"""``charter revise --verify`` end to end: code tasks in, a resumable run directory out.
+
+The loop itself is :func:`charter.stages.code_revise.verify_revise`; this module gives it a
+run directory: ``traces.jsonl`` (every task's attempts, with what the visible tests said of
+each), ``sft.jsonl`` (verified revisions only, TRL conversational rows), ``manifest.json`` and a
+copy of the constitution. A trace is the unit of work, appended before its SFT row; on resume
+torn lines are cut, tasks with a trace are skipped, and a row a crash left out is re-derived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.backends import Backend, GenerationConfig
+from charter.constitution import Constitution
+from charter.progress import progress_bar
+from charter.records import SFTRow, Usage
+from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
+from charter.stages import code_revise
+from charter.stages.code_revise import CodeTrace, verified_rows, verify_revise
+from charter.stages.evaluate.code import CodeTask
+from charter.stages.evaluate.sandbox import Limits
+
+VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
+TRACES, SFT = "traces.jsonl", "sft.jsonl"
+
+
+class VerifyConfig(BaseModel):
+    """What decides a verified-revision run's outputs (``batch_size`` only paces it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rounds: int = Field(default=3, ge=0, le=64)
+    seed: int = 0
+    answer: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=512)
+    revision: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=512)
+    timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
+    batch_size: int = Field(default=16, ge=1)
+
+
+@dataclass
+class VerifySummary:
+    """What a run holds: tasks, how their visible tests went by round, tokens, time."""
+
+    out: Path
+    tasks: int = 0
+    resumed: int = 0
+    sft_rows: int = 0
+    passed_at: Counter[int] = field(default_factory=Counter)  # round of the first pass
+    still_failing: int = 0
+    usage: Usage = field(default_factory=Usage)
+    wall_time_s: float = 0.0
+
+    def add(self, trace: CodeTrace) -> None:
+        if trace.final.status == "passed":
+            self.passed_at[trace.final.round] += 1
+        else:
+            self.still_failing += 1
+        self.usage += trace.usage
+
+    def counts(self) -> dict[str, object]:
+        by_round = {str(r): n for r, n in sorted(self.passed_at.items())}
+        return {"tasks": self.tasks, "resumed": self.resumed, "sft_rows": self.sft_rows,
+                "passed_initially": self.passed_at[0],
+                "verified_revisions": sum(n for r, n in self.passed_at.items() if r > 0),
+                "still_failing": self.still_failing, "passed_by_round": by_round}  # fmt: skip
+
+
+def templates() -> str:
+    """A hash of the loop's own prompts: editing one makes an old run refuse to resume."""
+    text = "\x00".join((code_revise.TEST_RESULT, code_revise.NO_VISIBLE_TEST,
+                        code_revise.CODE_REVISION_REQUEST))  # fmt: skip
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run_verify(
+    tasks: list[CodeTask], *, source: Path, out: Path, constitution: Constitution,
+    constitution_text: str, backend: Backend, config: VerifyConfig, progress: bool = True,
+) -> VerifySummary:  # fmt: skip
+    """Run the verified critique → revision loop on every task not yet in ``out``."""
+    from charter.models import model_identity
+    from charter.stages.revise import template_digest
+
+    fingerprint = {
+        "config": config.model_dump(mode="json", exclude={"batch_size"}),
+        "constitution": {"name": constitution.name, "version": constitution.version,
+                         "sha256": constitution.sha256, "file": "constitution.yaml"},
+        "templates": f"{template_digest()}-{templates()}", "version": VERSION,
+        "model": model_identity(backend.name),
+        "inputs": {"tasks": {"path": str(source), "sha256": file_sha256(source)}},
+    }  # fmt: skip
+    run = Run.open(out, "revise-verify", fingerprint)
+    write_atomic(out / "constitution.yaml", constitution_text)
+    summary = VerifySummary(out=out, tasks=len(tasks))
+    done = _resume(out, summary, backend.name, config.seed, constitution)
+    summary.resumed = len(done)
+    pending = [task for task in tasks if task.id not in done]
+    limits = Limits(cpu_seconds=config.timeout_s, wall_seconds=2.0 * config.timeout_s)
+    bar = progress_bar(total=len(tasks), initial=len(done), unit="task", desc="revise --verify",
+                       disable=not progress)  # fmt: skip
+    try:
+        with bar, JsonlAppender(out / TRACES) as traces, JsonlAppender(out / SFT) as sft:
+            for start in range(0, len(pending), config.batch_size):
+                batch = pending[start : start + config.batch_size]
+                done_batch = verify_revise(
+                    backend, batch, constitution, rounds=config.rounds, seed=config.seed,
+                    answer=config.answer, revision=config.revision, limits=limits,
+                )  # fmt: skip
+                for trace in done_batch:
+                    traces.write(trace)
+                    for row in _rows(trace, backend.name, config.seed, constitution):
+                        sft.write(row)
+                        summary.sft_rows += 1
+                    summary.add(trace)
+                traces.sync()
+                sft.sync()
+                bar.update(len(batch))
+                run.update(counts=summary.counts(), usage=summary.usage.model_dump(),
+                           status="running")  # fmt: skip
+    except BaseException:
+        run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="interrupted")
+        raise
+    run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="complete")
+    summary.wall_time_s = float(run.manifest["wall_time_s"])
+    return summary
+
+
+def _rows(trace: CodeTrace, model: str, seed: int, constitution: Constitution) -> list[SFTRow]:
+    return verified_rows([trace], model=model, seed=seed, constitution=constitution)
+
+
+def _resume(
+    out: Path, summary: VerifySummary, model: str, seed: int, constitution: Constitution
+) -> set[str]:
+    """Repair torn lines, count the traces there, and write rows a crash left out."""
+    for name in (TRACES, SFT):
+        repair_jsonl(out / name)
+    have = {row.id for row in read_jsonl(out / SFT, SFTRow)}
+    done: set[str] = set()
+    with JsonlAppender(out / SFT) as sft:
+        for trace in read_jsonl(out / TRACES, CodeTrace):
+            if trace.task_id in done:
+                continue
+            done.add(trace.task_id)
+            summary.add(trace)
+            for row in _rows(trace, model, seed, constitution):
+                if row.id not in have:
+                    sft.write(row)
+                    have.add(row.id)
+    summary.sft_rows = len(have)
+    return done

@@ -155,3 +155,16 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
                                           "--out", str(tmp_path / "bad")])  # fmt: skip
         assert result.exit_code == 2 and says in result.output, (bad, result.output)
         assert not (tmp_path / "bad").exists()
+
+
+def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
+    import json
+
+    import charter
+
+    path = tmp_path / "tasks.jsonl"
+    row = {"task_id": 7, "text": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3"]}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (trace,) = charter.solve_code(path, model="fake/echo", rounds=1)
+    assert trace.task_id == "7" and [a.round for a in trace.attempts] == [0, 1]
+    assert trace.usage.calls == 3  # answer, critique, revision

@@ -26,6 +26,7 @@ __all__ = [
     "label",
     "revise",
     "run_loop",
+    "solve_code",
     "train",
 ]
 
@@ -36,10 +37,11 @@ _LAZY = {
     "train": "charter.api",
     "evaluate": "charter.api",
     "run_loop": "charter.api",
+    "solve_code": "charter.api",
 }
 
 if TYPE_CHECKING:
-    from charter.api import evaluate, label, revise, run_loop, train
+    from charter.api import evaluate, label, revise, run_loop, solve_code, train
     from charter.constitution import Constitution
 
 

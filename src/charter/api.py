@@ -21,6 +21,8 @@ from charter import DEFAULT_MODEL
 from charter.errors import CharterError
 
 if TYPE_CHECKING:
+    from charter.stages.code_revise import CodeTrace
+    from charter.stages.evaluate.code import CodeTask
     from charter.stages.label_run import LabelSummary
     from charter.stages.revise_run import ReviseSummary
 
@@ -83,6 +85,46 @@ def revise(
         policy.close()
         if second is not None:
             second.close()
+
+
+def solve_code(
+    tasks: str | Path | Sequence[CodeTask],
+    *,
+    model: str = DEFAULT_MODEL,
+    rounds: int = 3,
+    constitution: str = "code",
+    max_tokens: int = 512,
+    seed: int = 0,
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> list[CodeTrace]:
+    """Constitutional revision at answer time, for code: answer each task, run the answer
+    against the task's visible tests in the sandbox, and while they fail (at most ``rounds``
+    times) critique it under a principle with the test result in view, then revise.
+
+    Args:
+        tasks: a HumanEval (JSONL[.gz]) or MBPP (JSONL/JSON) file, or loaded ``CodeTask``s.
+            Visible tests: MBPP's first assert, HumanEval's docstring examples; the rest are
+            never shown to the model.
+        rounds: revisions at most; 0 answers only.
+
+    Returns:
+        One trace per task, in order: ``trace.final.answer`` is the answer to use,
+        ``trace.attempts`` every answer with its visible-test result, ``trace.usage`` tokens.
+    """
+    from charter.backends import GenerationConfig, load_backend
+    from charter.constitution import Constitution
+    from charter.stages.code_revise import verify_revise
+    from charter.stages.evaluate.code import load_code_tasks
+
+    loaded = load_code_tasks(Path(tasks)) if isinstance(tasks, str | Path) else list(tasks)
+    greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
+    backend = load_backend(model, base_url=base_url, api_key=api_key)
+    try:
+        return verify_revise(backend, loaded, Constitution.load(constitution), rounds=rounds,
+                             seed=seed, answer=greedy, revision=greedy)  # fmt: skip
+    finally:
+        backend.close()
 
 
 def label(

@@ -203,9 +203,14 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
     if not source.is_file():
         raise CharterError(f"--prompts {source}: no such code task file")
     tasks = load_code_tasks(source)[:limit]
-    given_constitution = ctx.get_parameter_source("constitution_source")
-    if given_constitution is click.core.ParameterSource.DEFAULT:
+    # Defaults for code: the code constitution, greedy answers and revisions (pass@1).
+    unset = click.core.ParameterSource.DEFAULT
+    if ctx.get_parameter_source("constitution_source") is unset:
         constitution_source = "code"
+    if ctx.get_parameter_source("temperature") is unset:
+        temperature = 0.0
+    if ctx.get_parameter_source("revision_temperature") is unset:
+        revision_temperature = 0.0
     c = Constitution.load(constitution_source)
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")

@@ -168,3 +168,37 @@ def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
     (trace,) = charter.solve_code(path, model="fake/echo", rounds=1)
     assert trace.task_id == "7" and [a.round for a in trace.attempts] == [0, 1]
     assert trace.usage.calls == 3  # answer, critique, revision
+
+
+def test_the_evaluation_compares_a_model_with_itself_plus_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MODEL+revise:N: the same model's code answers after the loop, scored on every test and
+    compared with its plain answers on the same tasks (paired interval and McNemar)."""
+    import json
+
+    from charter.stages.evaluate import judges
+    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+    from charter.stages.evaluate.suites import default_data, resolve_data
+
+    rows = [{"task_id": i, "text": f"Write add(a, b), case {i}.",
+             "test_list": ["assert add(1, 2) == 3", "assert add(-7, 2) == -5"]}
+            for i in range(6)]  # fmt: skip
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    seen: list[str] = []
+    model = scripted(seen)
+    data = {key: resolve_data(value) for key, value in default_data().items()}
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)  # phrases only
+    results = run_evaluate(
+        ["fake/echo", "fake/echo+revise:2"], out=tmp_path / "eval",
+        config=EvaluateConfig(suites=("code",)), data={**data, "code": tasks},
+        backend=lambda name: model,
+    )  # fmt: skip
+    code = results["suites"]["code"]
+    assert code["fake/echo"]["pass@1"]["value"] == 0.0
+    assert code["fake/echo+revise:2"]["pass@1"]["value"] == 1.0  # hidden test passes too
+    gain = results["differences"]["fake/echo+revise:2 − fake/echo"]["code"]["pass@1"]
+    assert gain["value"] == 1.0 and gain["n"] == 6 and gain["p_value"] < 0.05
+    assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown
+    assert any("Result: failed" in text for text in seen)

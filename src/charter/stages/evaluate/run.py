@@ -41,6 +41,7 @@ from charter.stages.evaluate import judges
 from charter.stages.evaluate.like_for_like import comparison_warnings
 from charter.stages.evaluate.principles import principle_stats
 from charter.stages.evaluate.results import summarise
+from charter.stages.evaluate.revised import revise_code_answers, split_revise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
 
@@ -105,9 +106,13 @@ def run_evaluate(
         constitution = Constitution.load("default")
     from charter.models import model_identity
 
+    def identity(model: str) -> str:  # MODEL+revise:N: the weights' hash, then the suffix
+        base, rounds = split_revise(model)
+        return model_identity(base) + (f"+revise:{rounds}" if rounds else "")
+
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),
-        "models": [model_identity(m) for m in models], "version": VERSION,
+        "models": [identity(m) for m in models], "version": VERSION,
         "judge": model_identity(judge) if judge else None,
         "constitution": constitution.sha256 if constitution else None,
         "inputs": {k: {"name": p.name, "sha256": file_sha256(p)} for k, p in sorted(data.items())},
@@ -186,13 +191,14 @@ def _answer_all(
     pending = [q for q in asked if (model, q.id) not in store.answers]
     if not pending:
         return
-    policy = backend(model)
+    base, rounds = split_revise(model)
+    policy = backend(base)
     bar = progress_bar(total=len(asked), initial=len(asked) - len(pending), unit="question",
                        desc=f"answer {model}", disable=not progress)  # fmt: skip
     try:
         with bar, JsonlAppender(out / ANSWERS) as sink:
             for batch in batched(pending, config.batch_size):
-                for answer in _answer(policy, batch, config):
+                for answer in _answer(policy, batch, config, rounds):
                     sink.write(answer)
                     store.answers[(model, answer.question)] = answer
                 bar.update(len(batch))
@@ -200,10 +206,16 @@ def _answer_all(
         policy.close()
 
 
-def _answer(policy: Backend, batch: list[Question], config: EvaluateConfig) -> list[Answer]:
+def _answer(
+    policy: Backend, batch: list[Question], config: EvaluateConfig, rounds: int = 0
+) -> list[Answer]:
+    """``policy``'s answers; with ``rounds``, code answers go through the verified revision
+    loop first (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`)."""
+    name = f"{policy.name}+revise:{rounds}" if rounds else policy.name
+
     def make(question: Question, **fields: Any) -> Answer:
-        key = content_id([policy.name, question.id])
-        return Answer(id=key, model=policy.name, question=question.id, **fields)
+        key = content_id([name, question.id])
+        return Answer(id=key, model=name, question=question.id, **fields)
 
     decoding = config.answer.model_dump(mode="json")
 
@@ -211,10 +223,21 @@ def _answer(policy: Backend, batch: list[Question], config: EvaluateConfig) -> l
     replies = (
         policy.generate([list(q.messages) for q in generated], config.answer) if generated else []
     )
+    texts = {q.id: (r.text, r.usage()) for q, r in zip(generated, replies, strict=True)}
+    code = [q for q in generated if "task" in q.info] if rounds else []
+    if code:
+        revised = revise_code_answers(
+            policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code],
+            rounds=rounds, config=config.answer, timeout_s=config.code_timeout_s,
+            seed=config.answer.seed,
+        )  # fmt: skip
+        for q, (text, spent) in zip(code, revised, strict=True):
+            texts[q.id] = (text, texts[q.id][1] + spent)
     answers = [
-        make(q, answer=r.text, finish_reason=r.finish_reason, usage=r.usage(), decoding=decoding)
+        make(q, answer=texts[q.id][0], finish_reason=r.finish_reason, usage=texts[q.id][1],
+             decoding=decoding)
         for q, r in zip(generated, replies, strict=True)
-    ]
+    ]  # fmt: skip
     scored = [q for q in batch if q.options]
     workers = max(1, int(getattr(policy, "concurrency", 1)))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -65,6 +65,11 @@ def test_show(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "helpful-not-evasive" in result.output
     data = json.loads(charter("constitution", "show", "default", "--json").output)
     assert data["name"] == "default"
+    code = charter("constitution", "show", "code")
+    assert "check (yes/no): The code does not call eval or exec." in code.output
+    # Every principle of the code constitution has its critique, revision and checks.
+    assert all(p.critique and p.revision and p.checks
+               for p in Constitution.load("code").principles)  # fmt: skip
 
 
 def test_revise_twenty_prompts(tmp_path: Path, twenty_prompts: Path) -> None:

@@ -55,6 +55,8 @@ def show(source: str, as_json: bool) -> None:
         ):
             if text:
                 click.echo(f"  {label}: {text}")
+        for check in p.checks:
+            click.echo(f"  check (yes/no): {check}")
     click.echo(
         f"\n{len(c.demonstrations)} demonstrations: "
         + ", ".join(f"{d.id} ({d.principle})" for d in c.demonstrations)

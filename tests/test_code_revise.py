@@ -17,6 +17,7 @@ from charter.constitution import Constitution
 from charter.records import Conversation
 from charter.stages.code_revise import verified_rows, verify_revise
 from charter.stages.evaluate.code import CodeTask, docstring_asserts, load_code_tasks, run_tasks
+from charter.stages.evaluate.sandbox import Limits
 
 BUGGY = "```python\ndef add(a, b):\n    return a - b\n```"
 FIXED = "```python\ndef add(a, b):\n    return a + b\n```"
@@ -202,3 +203,36 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     assert gain["value"] == 1.0 and gain["n"] == 6 and gain["p_value"] < 0.05
     assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown
     assert any("Result: failed" in text for text in seen)
+
+
+def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:
+    """Hostile answers and hostile revisions, 8 tasks at once: each attempt is stopped by its
+    limit or refused, nothing is written outside the sandbox, and the loop goes on."""
+    hostile = {
+        "loop": "while True:\n    pass",
+        "memory": "block = bytearray(10 * 2**30)",
+        "socket": "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+        "escape": f"open({str(tmp_path / 'escaped.txt')!r}, 'w').write('x')",
+    }
+    names = list(hostile) * 2
+
+    def reply(conversation: Conversation, config: GenerationConfig) -> str:
+        asked = conversation[-1].content if len(conversation) == 1 else ""
+        task = next((n for n in hostile if f"case {n}" in asked), None)
+        if task is not None:  # the first answer: hostile code
+            return f"```python\n{hostile[task]}\n```"
+        if "corrected program" in conversation[-1].content:  # the revision: hostile again
+            return f"```python\n{hostile['escape']}\n```"
+        return "It misbehaves."
+
+    tasks = [CodeTask(id=f"{n}-{i}", kind="mbpp", request=f"Write add(a, b), case {n}.",
+                      tests="assert add(1, 2) == 3\n", visible="assert add(1, 2) == 3\n")
+             for i, n in enumerate(names)]  # fmt: skip
+    limits = Limits(cpu_seconds=2, wall_seconds=4.0, memory_mb=256)
+    traces = verify_revise(FakeBackend(responses=reply), tasks, Constitution.load("code"),
+                           rounds=1, limits=limits)  # fmt: skip
+    first = {t.task_id.split("-")[0]: t.attempts[0].status for t in traces}
+    assert first == {"loop": "timeout", "memory": "memory", "socket": "blocked",
+                     "escape": "blocked"}  # fmt: skip
+    assert all(t.attempts[1].status == "blocked" for t in traces)  # the revisions too
+    assert not (tmp_path / "escaped.txt").exists()

@@ -30,11 +30,16 @@ def task() -> CodeTask:
                     visible="assert add(1, 2) == 3\n")  # fmt: skip
 
 
-def scripted(seen: list[str]) -> FakeBackend:
+def scripted(seen: list[str], asked: list[str] | None = None) -> FakeBackend:
+    """A model that writes BUGGY, critiques it, then writes FIXED; ``asked`` collects the
+    first questions it was asked."""
+
     def reply(conversation: Conversation, config: GenerationConfig) -> str:
         last = conversation[-1].content
         seen.append(last)
         if len(conversation) == 1:
+            if asked is not None:
+                asked.append(last)
             return BUGGY
         if "corrected program" in last:
             return FIXED
@@ -188,7 +193,8 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     seen: list[str] = []
-    model = scripted(seen)
+    asked: list[str] = []
+    model = scripted(seen, asked)
     data = {key: resolve_data(value) for key, value in default_data().items()}
     monkeypatch.setattr(judges, "load_classifier", lambda: None)  # phrases only
     results = run_evaluate(
@@ -203,6 +209,7 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     assert gain["value"] == 1.0 and gain["n"] == 6 and gain["p_value"] < 0.05
     assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown
     assert any("Result: failed" in text for text in seen)
+    assert len(asked) == 6  # the loop started from the plain answers: each task asked once
 
 
 def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:

@@ -198,7 +198,9 @@ def _answer_all(
     try:
         with bar, JsonlAppender(out / ANSWERS) as sink:
             for batch in batched(pending, config.batch_size):
-                for answer in _answer(policy, batch, config, rounds):
+                firsts = {q.id: store.answers[(base, q.id)] for q in batch
+                          if rounds and (base, q.id) in store.answers}  # fmt: skip
+                for answer in _answer(policy, batch, config, rounds, firsts):
                     sink.write(answer)
                     store.answers[(model, answer.question)] = answer
                 bar.update(len(batch))
@@ -207,10 +209,13 @@ def _answer_all(
 
 
 def _answer(
-    policy: Backend, batch: list[Question], config: EvaluateConfig, rounds: int = 0
-) -> list[Answer]:
+    policy: Backend, batch: list[Question], config: EvaluateConfig, rounds: int = 0,
+    firsts: dict[str, Answer] | None = None,
+) -> list[Answer]:  # fmt: skip
     """``policy``'s answers; with ``rounds``, code answers go through the verified revision
-    loop first (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`)."""
+    loop (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`), starting from ``firsts``,
+    the plain model's answers where it gave them, so both sides share their first answer."""
+    firsts = firsts or {}
     name = f"{policy.name}+revise:{rounds}" if rounds else policy.name
 
     def make(question: Question, **fields: Any) -> Answer:
@@ -220,10 +225,13 @@ def _answer(
     decoding = config.answer.model_dump(mode="json")
 
     generated = [q for q in batch if not q.options]
-    replies = (
-        policy.generate([list(q.messages) for q in generated], config.answer) if generated else []
-    )
-    texts = {q.id: (r.text, r.usage()) for q, r in zip(generated, replies, strict=True)}
+    fresh = [q for q in generated if q.id not in firsts]
+    replies = policy.generate([list(q.messages) for q in fresh], config.answer) if fresh else []
+    texts = {q.id: (r.text, r.usage()) for q, r in zip(fresh, replies, strict=True)}
+    finish = {q.id: r.finish_reason for q, r in zip(fresh, replies, strict=True)}
+    for q in generated:
+        if (first := firsts.get(q.id)) is not None:
+            texts[q.id], finish[q.id] = (first.answer, first.usage), first.finish_reason
     code = [q for q in generated if "task" in q.info] if rounds else []
     if code:
         revised = revise_code_answers(
@@ -234,9 +242,9 @@ def _answer(
         for q, (text, spent) in zip(code, revised, strict=True):
             texts[q.id] = (text, texts[q.id][1] + spent)
     answers = [
-        make(q, answer=texts[q.id][0], finish_reason=r.finish_reason, usage=texts[q.id][1],
+        make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],
              decoding=decoding)
-        for q, r in zip(generated, replies, strict=True)
+        for q in generated
     ]  # fmt: skip
     scored = [q for q in batch if q.options]
     workers = max(1, int(getattr(policy, "concurrency", 1)))

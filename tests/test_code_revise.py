@@ -210,6 +210,10 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown
     assert any("Result: failed" in text for text in seen)
     assert len(asked) == 6  # the loop started from the plain answers: each task asked once
+    traces = [json.loads(line) for line in (tmp_path / "eval" / "code-traces.jsonl").open()]
+    assert len(traces) == 6 and {t["model"] for t in traces} == {"fake/echo+revise:2"}
+    assert [a["status"] for a in traces[0]["attempts"]] == ["failed", "passed"]
+    assert "subtracts" in traces[0]["attempts"][1]["critique"]
 
 
 def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:

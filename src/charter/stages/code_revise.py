@@ -63,6 +63,7 @@ class CodeTrace(BaseModel):
     request: str
     attempts: list[CodeAttempt]
     usage: Usage = Field(default_factory=Usage)
+    model: str | None = None  # set where one file holds several models' traces (evaluate)
 
     @property
     def final(self) -> CodeAttempt:

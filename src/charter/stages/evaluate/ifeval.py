@@ -236,3 +236,18 @@ def satisfies(instructions: Sequence[Instruction], response: str) -> bool:
     prompt = InstructionPrompt("", "", tuple(i.id for i in instructions),
                                tuple(i.kwargs for i in instructions))  # fmt: skip
     return all(follows(prompt, response).values())
+
+
+def unscored(prompts: Sequence[InstructionPrompt]) -> dict[str, int]:
+    """What goes unscored for want of a check: IFEval instructions, and prompts with none."""
+    counts = {
+        "ifeval_unsupported_instructions": sum(len(p.unsupported) for p in prompts),
+        "ifeval_unscored_prompts": sum(1 for p in prompts if not p.supported),
+    }
+    if counts["ifeval_unsupported_instructions"]:
+        kinds = sorted({i for p in prompts for i in p.unsupported})
+        log.warning("%d IFEval instructions have no check and are left out of the score (%s); "
+                    "%d prompts have none left and are not scored",
+                    counts["ifeval_unsupported_instructions"], ", ".join(kinds),
+                    counts["ifeval_unscored_prompts"])  # fmt: skip
+    return counts

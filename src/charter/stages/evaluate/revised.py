@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
 from charter.errors import CharterError
-from charter.records import Usage
 from charter.stages.evaluate.code import CodeTask
 from charter.stages.evaluate.sandbox import Limits
+
+if TYPE_CHECKING:
+    from charter.stages.code_revise import CodeTrace
 
 _SUFFIX = re.compile(r"\+revise:(\d+)$")
 MAX_ROUNDS = 8
@@ -41,9 +44,10 @@ def split_revise(model: str) -> tuple[str, int]:
 
 def revise_code_answers(
     policy: Backend, tasks: Sequence[CodeTask], texts: Sequence[str], *, rounds: int,
-    config: GenerationConfig, timeout_s: int, seed: int,
-) -> list[tuple[str, Usage]]:  # fmt: skip
-    """The final answer of the loop for each (task, first answer), and the tokens it added."""
+    config: GenerationConfig, timeout_s: int, seed: int, model: str,
+) -> list[CodeTrace]:  # fmt: skip
+    """The loop's trace for each (task, first answer): its final answer, every attempt with
+    its critique, and the tokens the loop added (``model`` names who answered)."""
     from charter.stages.code_revise import verify_revise
 
     traces = verify_revise(
@@ -51,4 +55,4 @@ def revise_code_answers(
         revision=config, answers=texts,
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
-    return [(trace.final.answer, trace.usage) for trace in traces]
+    return [trace.model_copy(update={"model": model}) for trace in traces]

@@ -5,6 +5,9 @@ A run directory holds:
 - ``answers.jsonl`` — each model's answer to each question (appended as they come: the
   expensive part, and what a killed run resumes from);
 - ``verdicts.jsonl`` — the LLM judge's verdicts (appended; also resumed);
+- ``code-traces.jsonl`` — for ``MODEL+revise:N``, each code task's trip through the loop
+  (every attempt, its critique and its visible-test result; after a resume the last
+  trace of a (model, task) counts);
 - ``items.jsonl`` — every judged item: prompt, answer, what each judge said, its score;
 - ``results.json`` — per suite, per model, per metric: value, 95% interval and n; and, for
   every model after the first, its difference from the first on the same items;
@@ -25,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +41,7 @@ from charter.progress import progress_bar
 from charter.records import Answer, EvalItem, Verdict, content_id
 from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
 from charter.stages.evaluate import judges
+from charter.stages.evaluate.ifeval import unscored
 from charter.stages.evaluate.like_for_like import comparison_warnings
 from charter.stages.evaluate.principles import principle_stats
 from charter.stages.evaluate.results import summarise
@@ -45,10 +49,14 @@ from charter.stages.evaluate.revised import revise_code_answers, split_revise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
 
+if TYPE_CHECKING:
+    from charter.stages.code_revise import CodeTrace
+
 log = logging.getLogger(__name__)
 VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
 ANSWERS, VERDICTS, ITEMS, RESULTS = "answers.jsonl", "verdicts.jsonl", "items.jsonl", "results.json"
+TRACES = "code-traces.jsonl"
 
 BackendFactory = Callable[[str], Backend]
 
@@ -119,7 +127,7 @@ def run_evaluate(
         **({} if pairwise else {"pairwise": False}),
     }  # fmt: skip
     run = Run.open(out, "evaluate", fingerprint)
-    unsupported = _unsupported(asked)
+    unsupported = unscored([q.info["prompt"] for q in asked if q.info.get("kind") == "ifeval"])
     store = _Store(
         {(a.model, a.question): a for a in read_stored(out / ANSWERS, Answer)},
         {v.id: v for v in read_stored(out / VERDICTS, Verdict)},
@@ -165,22 +173,6 @@ def _counts(store: _Store) -> dict[str, int]:
     return {"answers": len(store.answers), "verdicts": len(store.verdicts)}
 
 
-def _unsupported(asked: list[Question]) -> dict[str, int]:
-    """What goes unscored for want of a check: IFEval instructions, and prompts with none."""
-    prompts = [q.info["prompt"] for q in asked if q.info.get("kind") == "ifeval"]
-    counts = {
-        "ifeval_unsupported_instructions": sum(len(p.unsupported) for p in prompts),
-        "ifeval_unscored_prompts": sum(1 for p in prompts if not p.supported),
-    }
-    if counts["ifeval_unsupported_instructions"]:
-        kinds = sorted({i for p in prompts for i in p.unsupported})
-        log.warning("%d IFEval instructions have no check and are left out of the score (%s); "
-                    "%d prompts have none left and are not scored",
-                    counts["ifeval_unsupported_instructions"], ", ".join(kinds),
-                    counts["ifeval_unscored_prompts"])  # fmt: skip
-    return counts
-
-
 # --- answering --------------------------------------------------------------------------------
 
 
@@ -200,7 +192,12 @@ def _answer_all(
             for batch in batched(pending, config.batch_size):
                 firsts = {q.id: store.answers[(base, q.id)] for q in batch
                           if rounds and (base, q.id) in store.answers}  # fmt: skip
-                for answer in _answer(policy, batch, config, rounds, firsts):
+                answers, loops = _answer(policy, batch, config, rounds, firsts)
+                if loops:  # before the answers: a batch resumed after a kill may repeat
+                    with JsonlAppender(out / TRACES) as traces:
+                        for trace in loops:
+                            traces.write(trace)
+                for answer in answers:
                     sink.write(answer)
                     store.answers[(model, answer.question)] = answer
                 bar.update(len(batch))
@@ -211,7 +208,7 @@ def _answer_all(
 def _answer(
     policy: Backend, batch: list[Question], config: EvaluateConfig, rounds: int = 0,
     firsts: dict[str, Answer] | None = None,
-) -> list[Answer]:  # fmt: skip
+) -> tuple[list[Answer], list[CodeTrace]]:  # fmt: skip
     """``policy``'s answers; with ``rounds``, code answers go through the verified revision
     loop (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`), starting from ``firsts``,
     the plain model's answers where it gave them, so both sides share their first answer."""
@@ -233,14 +230,13 @@ def _answer(
         if (first := firsts.get(q.id)) is not None:
             texts[q.id], finish[q.id] = (first.answer, first.usage), first.finish_reason
     code = [q for q in generated if "task" in q.info] if rounds else []
-    if code:
-        revised = revise_code_answers(
-            policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code],
-            rounds=rounds, config=config.answer, timeout_s=config.code_timeout_s,
-            seed=config.answer.seed,
-        )  # fmt: skip
-        for q, (text, spent) in zip(code, revised, strict=True):
-            texts[q.id] = (text, texts[q.id][1] + spent)
+    traces = revise_code_answers(
+        policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code], rounds=rounds,
+        config=config.answer, timeout_s=config.code_timeout_s, seed=config.answer.seed,
+        model=name,
+    ) if code else []  # fmt: skip
+    for q, trace in zip(code, traces, strict=True):
+        texts[q.id] = (trace.final.answer, texts[q.id][1] + trace.usage)
     answers = [
         make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],
              decoding=decoding)
@@ -251,7 +247,7 @@ def _answer(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         logprobs = pool.map(lambda q: policy.choice_logprobs(list(q.messages), q.options), scored)
         answers += [make(q, logprobs=tuple(lp)) for q, lp in zip(scored, logprobs, strict=True)]
-    return answers
+    return answers, traces
 
 
 # --- judging ----------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Benchmark: what a solved code task costs, plain answers vs the verified revision loop.
+
+The same model answers the same tasks once (greedy); then the critique → revision loop of
+``charter revise --verify`` and ``MODEL+revise:N`` (:func:`charter.stages.code_revise.
+verify_revise`, the ``code`` constitution, at most N rounds, stopping when the visible tests
+pass) starts from those answers. Both sides are scored on all of each task's tests. The
+loop's side pays for the plain answers too, so its cost is the whole bill. Reported per
+solved task: tokens (prompt + completion, as the engine counts them; cached prompt tokens
+included) and wall seconds, and the loop's cost as a multiple of the plain side's.
+
+Run it on tasks no reported result uses, e.g. MBPP's validation split:
+
+    python scripts/mbpp_split.py validation ../shared/data/mbpp/mbpp.jsonl /tmp/mbpp-val.jsonl
+    python bench/code_revise.py --tasks /tmp/mbpp-val.jsonl --n 40 \
+        --model local/qwen2.5-coder-0.5b-instruct [--rounds 3] [--record]
+
+``--record`` adds the row to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+from pathlib import Path
+
+from record import record
+
+from charter.backends import GenerationConfig, load_backend
+from charter.constitution import Constitution
+from charter.records import Message, Usage
+from charter.stages.code_revise import verify_revise
+from charter.stages.evaluate.code import load_code_tasks, run_tasks
+
+
+def tokens(usage: Usage) -> int:
+    return usage.prompt_tokens + usage.completion_tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=Path, required=True, help="HumanEval or MBPP JSONL")
+    parser.add_argument("--n", type=int, default=40, help="the first N tasks")
+    parser.add_argument("--model", default="local/qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=384)
+    parser.add_argument("--record", action="store_true", help="add the row to the docs")
+    args = parser.parse_args()
+    tasks = load_code_tasks(args.tasks)[: args.n]
+    config = GenerationConfig(temperature=0.0, max_tokens=args.max_tokens, seed=0)
+    backend = load_backend(args.model)
+    backend.generate([[Message(role="user", content="Say hi.")]], config)  # load the model
+
+    start = time.perf_counter()
+    replies = backend.generate([[Message(role="user", content=t.request)] for t in tasks], config)
+    plain_s = time.perf_counter() - start
+    texts = [r.text for r in replies]
+    plain_tokens = sum(tokens(r.usage()) for r in replies)
+    plain_solved = sum(o.passed for o in run_tasks(tasks, texts))
+
+    start = time.perf_counter()
+    traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
+                           answers=texts, answer=config, revision=config)  # fmt: skip
+    loop_s = plain_s + time.perf_counter() - start
+    backend.close()
+    loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
+    loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
+
+    def per(total: float, solved: int) -> float:
+        return total / solved if solved else float("nan")
+
+    sides = [("plain", plain_solved, plain_tokens, plain_s),
+             (f"+revise:{args.rounds}", loop_solved, loop_tokens, loop_s)]  # fmt: skip
+    print(f"{len(tasks)} tasks from {args.tasks.name}, {args.model}")
+    print(f"{'side':<10} {'solved':>6} {'tokens':>8} {'seconds':>8} {'tok/solved':>10} "
+          f"{'s/solved':>9}")  # fmt: skip
+    for name, solved, toks, secs in sides:
+        print(f"{name:<10} {solved:>6} {toks:>8} {secs:>8.1f} {per(toks, solved):>10.0f} "
+              f"{per(secs, solved):>9.2f}")  # fmt: skip
+    time_ratio = per(loop_s, loop_solved) / per(plain_s, plain_solved)
+    token_ratio = per(loop_tokens, loop_solved) / per(plain_tokens, plain_solved)
+    print(f"per solved task, the loop costs {time_ratio:.2f}× the time and {token_ratio:.2f}× "
+          f"the tokens of plain answers")  # fmt: skip
+    if args.record:
+        today = datetime.date.today().isoformat()
+        record("code_revise.py", [
+            f"| {today} | {args.model} | {args.tasks.name} | {len(tasks)} | {args.rounds} | "
+            f"{plain_solved} | {per(plain_tokens, plain_solved):.0f} | "
+            f"{per(plain_s, plain_solved):.1f} | {loop_solved} | "
+            f"{per(loop_tokens, loop_solved):.0f} | {per(loop_s, loop_solved):.1f} | "
+            f"{time_ratio:.2f}× | {token_ratio:.2f}× |"
+        ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ visible test and the failure, never the hidden tests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,77 @@ def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None
                      "escape": "blocked"}  # fmt: skip
     assert all(t.attempts[1].status == "blocked" for t in traces)  # the revisions too
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_code_run_config_writes_verified_rows_trains_on_them_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``recipe: code`` end to end: a scripted teacher revises the training tasks, a tiny
+    llama is fine-tuned on the verified revisions, and baseline and SFT model are scored on
+    the evaluation tasks; a training task that repeats an evaluation task is dropped."""
+    import json
+
+    from hf_tiny import build_tiny_checkpoint
+
+    from charter import runner
+    from charter.backends import load_backend
+    from charter.pipeline import plan
+    from charter.run_config import load_run_config
+    from charter.stages.evaluate import judges
+
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+
+    def mbpp(path: Path, texts: list[str]) -> None:
+        rows = [{"task_id": i, "text": text, "test_list": ["assert add(1, 2) == 3", HIDDEN]}
+                for i, text in enumerate(texts)]  # fmt: skip
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    mbpp(tmp_path / "train.jsonl", ["Write add(a, b) for integers.", "Write add(a, b) for floats.",
+                                    "Return the sum of two numbers, named add."])  # fmt: skip
+    mbpp(tmp_path / "eval.jsonl", ["Return the sum of two numbers, named add."])
+    tiny = build_tiny_checkpoint(tmp_path / "tiny")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+name: code
+constitution: code
+recipe: code
+models: {{policy: hf/{tiny}, teacher: fake/teacher}}
+code: {{tasks: [train.jsonl#0:3], rounds: 2, max_tokens: 16}}
+sft: {{max_steps: 1, max_length: 128}}
+evaluate: {{suites: [code], trained: [sft], harm_judge: false, max_tokens: 8,
+           data_sources: {{code: [eval.jsonl]}}}}
+""", encoding="utf-8")  # fmt: skip
+    seen: list[str] = []
+    teacher = scripted(seen)
+
+    def backend(name: str) -> Any:
+        return teacher if name == "fake/teacher" else load_backend(name)
+
+    stages = plan(load_run_config(config), tmp_path / "run", backend)
+    assert [s.name for s in stages] == ["baseline", "verify", "sft", "evaluate", "report"]
+    runner.run_pipeline(stages, stages, tmp_path / "run", echo=lambda line: None)
+    (verify,) = (tmp_path / "run").glob("verify-*")
+    assert json.loads((verify / "overlap.json").read_text())["tasks"] == {
+        "read": 3, "kept": 2, "exact": 1}  # fmt: skip
+    rows = [json.loads(line) for line in (verify / "sft.jsonl").open()]
+    assert len(rows) == 2 and all("a + b" in r["messages"][1]["content"] for r in rows)
+    assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown
+    (evaluated,) = (tmp_path / "run").glob("evaluate-*")
+    results = json.loads((evaluated / "results.json").read_text())
+    assert len(results["models"]) == 2 and "sft-" in results["models"][1]
+    assert all("pass@1" in m for m in results["suites"]["code"].values())
+    assert (tmp_path / "run" / "report.html").is_file()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("", "recipe: code needs code.tasks"),
+    ("code: {tasks: [t.jsonl]}\nevaluate: {trained: [dpo]}\n", "trains the SFT model only"),
+])  # fmt: skip
+def test_a_code_run_config_names_what_it_lacks(tmp_path: Path, extra: str, message: str) -> None:
+    from charter.errors import CharterError
+    from charter.run_config import load_run_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("recipe: code\n" + extra, encoding="utf-8")
+    with pytest.raises(CharterError, match=message):
+        load_run_config(config)

@@ -49,6 +49,7 @@ def stage_versions(teacher: bool) -> dict[str, int]:
     """Each stage's format version (the ``VERSION`` of the module that writes its outputs)."""
     from charter.stages import (
         calibrate,
+        code_revise_run,
         export,
         guided,
         label_run,
@@ -68,12 +69,20 @@ def stage_versions(teacher: bool) -> dict[str, int]:
         "rl-label": verdict_pairs.VERSION, "rl-dpo": train_run.VERSION,  # rl-label-1, …
         "rl-grpo": train_run.VERSION,
         "rl-heldout": rl_reward.VERSION, "rl-reward": rl_reward.VERSION,
-        "rl-prompts": rl_reward.VERSION,
+        "rl-prompts": rl_reward.VERSION, "verify": code_revise_run.VERSION,
     }  # fmt: skip
 
 
 def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[PlannedStage]:
     """Every stage of ``config`` with its content key, in order."""
+    from charter.models import model_identity, models_dir
+
+    if config.recipe == "code":
+        from charter.pipeline_code import plan_code
+
+        inputs = models_dir().parent / "inputs"
+        return plan_code(config, root, backend, stage_versions(teacher=False),
+                         evaluation_data(config, inputs), _estimate)  # fmt: skip
     from charter.constitution import Constitution
     from charter.iterate import interleave
     from charter.prompts import resolve_prompts
@@ -81,8 +90,6 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     from charter.stages.evaluate.suites import questions
 
     constitution = Constitution.load(config.constitution)
-    from charter.models import model_identity, models_dir
-
     inputs = models_dir().parent / "inputs"  # sliced copies, content-addressed, shared by runs
     prompt_files = {
         kind: [materialise(sources, inputs, kind)] if any("#" in s for s in sources)
@@ -334,12 +341,16 @@ def _first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str,
 def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
     """The evaluation's data files by key: bundled defaults, ``data`` paths, sliced sources."""
     from charter.splits import materialise, raw_slice
+    from charter.stages.evaluate.code import code_slice
     from charter.stages.evaluate.suites import data_files
 
     data = data_files(config.evaluate.data)
     for key, sources in config.evaluate.data_sources.items():
-        data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "code", "honesty")
-                     else materialise(sources, inputs, key))  # fmt: skip
+        if key == "code":  # task files of their own shape; several may be joined
+            data[key] = code_slice(sources, inputs, key)
+        else:
+            data[key] = (raw_slice(sources[0], inputs, key) if key in ("ifeval", "honesty")
+                         else materialise(sources, inputs, key))  # fmt: skip
     return data
 
 

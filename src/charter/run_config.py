@@ -97,6 +97,19 @@ class GuidedSettings(_Settings):
     batch_size: int = Field(default=16, ge=1)
 
 
+class CodeSettings(_Settings):
+    """``recipe: code``: the verified critique → revision loop on training tasks
+    (charter.stages.code_revise); the writer is ``models.teacher``, else the policy."""
+
+    tasks: tuple[str, ...] = Field(
+        default=(), description="code task files (HumanEval/MBPP), each PATH[#START:STOP]"
+    )
+    rounds: int = Field(default=3, ge=0, le=64, description="critique → revision rounds")
+    max_tokens: int = Field(default=384, ge=1, description="per answer, critique, revision")
+    timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
+    batch_size: int = Field(default=16, ge=1)
+
+
 class EvaluateSettings(_Settings):
     suites: tuple[str, ...] = ("harmlessness", "over-refusal", "helpfulness", "honesty", "code")
     limit: int | None = Field(default=None, ge=1)
@@ -169,7 +182,7 @@ class RunConfig(_Settings):
 
     name: str = Field(default="charter-run", description="names the run folder, runs/NAME")
     constitution: str = "default"
-    recipe: Literal["self-critique", "teacher"] = "self-critique"
+    recipe: Literal["self-critique", "teacher", "code"] = "self-critique"
     prompts: Prompts = Prompts()
     models: Models = Models()
     calibrate: CalibrateSettings = CalibrateSettings()
@@ -180,6 +193,7 @@ class RunConfig(_Settings):
     dpo: dict[str, Any] = Field(default_factory=dict, description="train settings (as train)")
     evaluate: EvaluateSettings = EvaluateSettings()
     rl: RLSettings = RLSettings()
+    code: CodeSettings = CodeSettings()
 
     @field_validator("name")
     @classmethod
@@ -213,6 +227,12 @@ class RunConfig(_Settings):
             if reserved:
                 raise ValueError(f"{kind}: {', '.join(sorted(reserved))} are set by the run itself")
             train_config(kind, settings, "policy", ("data",))  # validates
+        if self.recipe == "code" and not self.code.tasks:
+            raise ValueError("recipe: code needs code.tasks, the task files whose verified "
+                             "revisions become SFT data (e.g. [mbpp.jsonl#600:974])")  # fmt: skip
+        if self.recipe == "code" and self.evaluate.trained != ("sft",):
+            raise ValueError("evaluate.trained: recipe: code trains the SFT model only; "
+                             "write trained: [sft]")  # fmt: skip
         if "rl" in self.evaluate.trained and not (self.rl.rounds and self.recipe == "teacher"):
             raise ValueError("evaluate.trained: rl needs rl.rounds >= 1 and recipe: teacher")
         if self.rl.rounds and not self.rl.heldout.by_kind():
@@ -275,7 +295,8 @@ def load_run_config(path: Path) -> RunConfig:
 # Fields that name input files: a relative path is looked up next to the config file first.
 _PATH_FIELDS = (("prompts", "redteam"), ("prompts", "helpful"), ("prompts", "contrast"),
                 ("calibrate", "gold"), ("calibrate", "harmful"), ("calibrate", "safe"),
-                ("evaluate", "data"), ("evaluate", "data_sources"), ("rl", "heldout"))  # fmt: skip
+                ("evaluate", "data"), ("evaluate", "data_sources"), ("rl", "heldout"),
+                ("code", "tasks"))  # fmt: skip
 
 
 def _beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -47,10 +47,21 @@ class Code(SuiteBase):
         self, question: Question, answer: Answer, model: str, judged: Judged
     ) -> tuple[float | None, dict[str, Any]]:
         outcome = judged.prepared[(model, question.id)]
-        return float(outcome.passed), {"status": outcome.status, "detail": outcome.detail[-400:]}
+        return float(outcome.passed), {"status": outcome.status, "detail": outcome.detail[-400:],
+                                       "kind": question.info["task"].kind}  # fmt: skip
 
     def metrics(self, items: Sequence[EvalItem]) -> Metrics:
-        return {"pass@1": ("rate", {i.key: i.score for i in items})} if items else {}
+        """pass@1 over every task; with HumanEval and MBPP tasks mixed, each one's too."""
+        if not items:
+            return {}
+        metrics: Metrics = {"pass@1": ("rate", {i.key: i.score for i in items})}
+        kinds = sorted({str(i.judgement.get("kind")) for i in items if i.judgement.get("kind")})
+        if len(kinds) > 1:
+            for kind in kinds:
+                metrics[f"pass@1 {kind}"] = (
+                    "rate", {i.key: i.score for i in items if i.judgement.get("kind") == kind}
+                )  # fmt: skip
+        return metrics
 
 
 SUITE = Code()

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import ast
 import doctest
+import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class CodeTask:
     # The tests the model may see (MBPP's first assert; HumanEval's docstring examples as
     # asserts), for execution-grounded revision. ``tests`` (all of them) only ever score.
     visible: str = ""
+    statement: str = ""  # the task in its source's words, without our request template
 
 
 def load_code_tasks(path: Path) -> list[CodeTask]:
@@ -68,6 +70,41 @@ def load_code_tasks(path: Path) -> list[CodeTask]:
     if not tasks:
         raise CharterError(f"{path}: no code tasks")
     return tasks
+
+
+def code_slice(sources: Sequence[str], folder: Path, name: str) -> Path:
+    """One JSONL task file from ``sources`` (``PATH[#START:STOP]``, a slice by task position;
+    HumanEval and MBPP rows may mix), named by a hash of the sources and their contents.
+
+    Every row is checked as a task first, so a bad one stops with its file and line.
+    """
+    from charter.bundled import resolve_bundled
+    from charter.runs import file_sha256, write_atomic
+    from charter.splits import parse_source
+
+    parsed = [parse_source(source) for source in sources]
+    paths = [resolve_bundled(path, "data/eval", ".jsonl", ("data", "evaluation set"))
+             for path, _, _ in parsed]  # fmt: skip
+    digest = hashlib.sha256()
+    for source, path in zip(sources, paths, strict=True):
+        digest.update(f"{source}\0{file_sha256(path)}\0".encode())
+    target = folder / f"{name}-{digest.hexdigest()[:12]}.jsonl"
+    if target.is_file():
+        return target
+    lines = []
+    for (_, start, stop), path in zip(parsed, paths, strict=True):
+        for where, row in list(_rows(path))[start:stop]:
+            if isinstance(row, BadRow) or not isinstance(row, dict):
+                raise CharterError(
+                    f"{where}: {row if isinstance(row, BadRow) else 'not an object'}"
+                )
+            _task(row, where)
+            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    if not lines:
+        raise CharterError(f"{name}: no code tasks in {', '.join(sources)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, "".join(lines))
+    return target
 
 
 def _rows(path: Path) -> Iterator[tuple[str, object]]:
@@ -93,7 +130,7 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
         return CodeTask(
             id=task_id, kind="humaneval", request=HUMANEVAL_REQUEST.format(prompt=row["prompt"]),
             tests=f"{row['test']}\n\ncheck({entry})\n", stub=str(row["prompt"]), entry_point=entry,
-            visible=docstring_asserts(str(row["prompt"])),
+            visible=docstring_asserts(str(row["prompt"])), statement=str(row["prompt"]),
         )  # fmt: skip
     text = row.get("text", row.get("prompt"))
     tests = row.get("test_list")
@@ -102,7 +139,7 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
         return CodeTask(
             id=task_id, kind="mbpp", request=MBPP_REQUEST.format(text=text, test=tests[0]),
             tests=setup.strip() + "\n" + "\n".join(tests) + "\n",
-            visible=setup.strip() + "\n" + tests[0] + "\n",
+            visible=setup.strip() + "\n" + tests[0] + "\n", statement=text,
         )  # fmt: skip
     raise CharterError(
         f"{where}: a code task needs 'prompt', 'test' and 'entry_point' (HumanEval) or "

@@ -38,6 +38,27 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", m
 Version = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int | float) else v)]
 
 
+class Source(BaseModel):
+    """Where a compiled principle comes from: a clause of a long-form constitution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Text
+    section: Text
+    line: int = Field(ge=1)
+    end: int = Field(ge=1)
+
+
+class Tests(BaseModel):
+    """A principle's test prompts: requests it should make the model decline (``refuse``),
+    and requests that only sound like them and must be answered (``answer``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refuse: tuple[Text, ...] = ()
+    answer: tuple[Text, ...] = ()
+
+
 class Principle(BaseModel):
     """One principle. ``critique`` and ``revision`` come as a pair; ``comparison`` is apart."""
 
@@ -52,6 +73,8 @@ class Principle(BaseModel):
     # Yes/no propositions an answer that keeps the principle satisfies ("The code checks its
     # inputs before using them."); a reward or a judge can count the ones that hold.
     checks: tuple[Text, ...] = ()
+    source: Source | None = None  # compiled principles: the clause it came from
+    tests: Tests | None = None  # compiled principles: prompts to test it with
 
     @model_validator(mode="after")
     def _pairs(self) -> Principle:
@@ -164,13 +187,14 @@ class Constitution(BaseModel):
     def sha256(self) -> str:
         """A stable hash of the content (not the formatting) of the constitution.
 
-        A principle without ``checks`` hashes as it did before the field existed, so runs of
-        the constitutions written then stay cached.
+        A principle without ``checks``, ``source`` or ``tests`` hashes as it did before those
+        fields existed, so runs of the constitutions written then stay cached.
         """
         content = self.model_dump(mode="json")
         for principle in content["principles"]:
-            if not principle["checks"]:
-                del principle["checks"]
+            for optional in ("checks", "source", "tests"):
+                if not principle[optional]:
+                    del principle[optional]
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
     @cached_property

@@ -1,8 +1,17 @@
-"""`charter constitution lint|show`."""
+"""`charter constitution lint|show|compile`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
+
+from charter.cli.options import connection_options
+
+if TYPE_CHECKING:
+    from charter.spec import Spec
+    from charter.stages.compile import CompileConfig
 
 
 @click.group()
@@ -61,3 +70,108 @@ def show(source: str, as_json: bool) -> None:
         f"\n{len(c.demonstrations)} demonstrations: "
         + ", ".join(f"{d.id} ({d.principle})" for d in c.demonstrations)
     )
+
+
+@constitution.command("compile")
+@click.argument("spec_path", metavar="SPEC.md", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The constitution YAML to write [default: SPEC.yaml beside SPEC.md].",
+)
+@click.option(
+    "--model",
+    default="local/qwen2.5-coder-1.5b-instruct",
+    show_default=True,
+    help="The teacher that reads the clauses.",
+)
+@connection_options
+@click.option(
+    "--checks",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="Yes/no statements asked for per clause.",
+)
+@click.option(
+    "--tests",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="Refuse and answer test prompts asked for per clause, each.",
+)
+@click.option("--max-tokens", type=click.IntRange(16, 2048), default=160, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where teacher replies are kept [default: ~/.cache/charter/compile].",
+)
+@click.option("--dry-run", is_flag=True, help="Print every prompt it would send; call no model.")
+def compile_command(
+    spec_path: Path, output: Path | None, model: str, base_url: str | None, api_key: str | None,
+    concurrency: int | None, checks: int, tests: int, max_tokens: int, seed: int,
+    cache_dir: Path | None, dry_run: bool,
+) -> None:  # fmt: skip
+    """Compile a long-form constitution (Markdown or plain text) into principles, yes/no
+    checks and test prompts, each linked to its clause; cached and deterministic."""
+    from charter.spec import read_spec
+    from charter.stages.compile import CompileConfig, framing, requests
+
+    spec = read_spec(spec_path)
+    config = CompileConfig(checks=checks, tests=tests, max_tokens=max_tokens, seed=seed)
+    asks = requests(spec, config)
+    if dry_run:
+        for clause, ask, conversation in asks:
+            click.echo(f"--- {clause.id} ({spec_path}:{clause.line}) {ask}\n"
+                       f"{conversation[-1].content}\n")  # fmt: skip
+        framed = sum(1 for c in spec.clauses if framing(spec, c))
+        click.echo(f"{len(spec.clauses)} clauses ({framed} framing the document, "
+                   f"{len(spec.hard_constraints)} hard constraints, {len(spec.priorities)} "
+                   f"priorities): {len(asks)} prompts to {model}")  # fmt: skip
+        return
+    _compile(spec, output or spec_path.with_suffix(".yaml"), model, base_url, api_key,
+             concurrency, config, cache_dir, len(asks))  # fmt: skip
+
+
+def _compile(
+    spec: Spec, output: Path, model: str, base_url: str | None, api_key: str | None,
+    concurrency: int | None, config: CompileConfig, cache_dir: Path | None, n: int,
+) -> None:  # fmt: skip
+    import yaml
+
+    from charter.backends import load_backend
+    from charter.constitution import Constitution
+    from charter.models import model_identity, models_dir
+    from charter.progress import progress_bar
+    from charter.runs import JsonlAppender, read_stored, write_atomic
+    from charter.stages.compile import Reply, compile_spec
+
+    cache = (cache_dir or models_dir().parent / "compile") / "replies.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cached = {r.id: r for r in read_stored(cache, Reply)}
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    bar = progress_bar(total=n, unit="prompt", desc="compile")
+    try:
+        with bar, JsonlAppender(cache) as sink:
+            compiled = compile_spec(spec, backend, model_identity(model), config, cached,
+                                    sink.write, progress=bar.update)  # fmt: skip
+    finally:
+        backend.close()
+    Constitution.from_data(compiled.data, path=output)  # validated before anything is written
+    text = yaml.safe_dump(compiled.data, sort_keys=False, allow_unicode=True, width=100)
+    header = (f"# Compiled from {spec.path.name} by `charter constitution compile` with "
+              f"{model} (seed {config.seed}).\n"
+              "# Each principle's source names its clause; edit freely.\n")  # fmt: skip
+    write_atomic(output, header + text)
+    c = compiled.counts
+    click.echo(f"compiled {c['principles']} principles ({len(spec.hard_constraints)} hard "
+               f"constraints, {len(spec.priorities)} priorities), {c['checks']} checks, "
+               f"{c['refuse prompts']} refuse + {c['answer prompts']} answer test prompts; "
+               f"dropped {c['checks dropped']} checks, {c['rule fallback']} rules kept as the "
+               f"clause's own words\n{output}")  # fmt: skip
+    click.echo(f"next: charter constitution show {output}")

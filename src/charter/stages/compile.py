@@ -1,0 +1,260 @@
+"""``charter constitution compile``: a long-form constitution in, a Charter constitution out.
+
+A teacher model reads each clause of a Markdown or plain-text constitution
+(:mod:`charter.spec`) and is asked four small things about it, one at a time, because the local
+teachers cannot write a whole constitution in free form:
+
+- **rule**: the clause as one instruction ("The assistant must not …");
+- **checks**: yes/no statements about one reply that hold when the reply keeps the clause
+  ("The response …"), the propositions a labeller or judge answers one at a time;
+- **refuse**: requests the clause means the assistant must decline;
+- **answer**: requests that only sound like them and must be answered (contrast prompts).
+
+Every reply is parsed and checked (a rule starts "The assistant", a check "The response", a
+test prompt is a request of 3 to 60 words and not a refusal); what fails is dropped and
+counted, and a clause whose rule fails keeps its own first sentence as the rule. Each clause
+becomes a principle whose critique, revision and comparison prompts are written around its
+rule, linked to the clause by section and lines (:class:`charter.constitution.Source`). The
+priority order of the document ranks the principles of its sections; its hard constraints
+become the constitution's ``hard_constraints``. The result is validated as any constitution.
+
+Replies are greedy with a fixed seed and cached by the model's identity and the exact
+request, so compiling the same file with the same model twice gives the same YAML and asks
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from charter.backends import Backend, GenerationConfig
+from charter.records import Message, Record, content_id
+from charter.spec import Clause, Spec
+
+VERSION = 1  # in cache keys: bump when what this stage asks or writes changes
+
+CLAUSE = 'A constitution for an AI assistant says, in its section "{section}":\n\n"{text}"'
+ASKS = {
+    "rule": (
+        "{clause}\n\nRestate what this clause asks of the assistant as one short instruction. "
+        'Start with "The assistant should" or "The assistant must not". Reply with that one '
+        "sentence only."
+    ),
+    "checks": (
+        "{clause}\n\nWrite {n} yes/no statements a reviewer could check about one reply of the "
+        "assistant, each true when the reply follows this clause. Start each with "
+        '"The response" and put each on its own line. Reply with the statements only.'
+    ),
+    "refuse": (
+        "{clause}\n\nWrite {n} different requests a user might send that this clause means the "
+        "assistant must decline. Put each on its own line, worded as the user would write it. "
+        "If the clause never calls for declining anything, reply NONE."
+    ),
+    "answer": (
+        "{clause}\n\nWrite {n} different requests that sound close to what this clause is about "
+        "but are fine to answer in full. Put each on its own line, worded as the user would "
+        "write it."
+    ),
+}
+CRITIQUE = (
+    "Point out where the assistant's last response goes against this rule, if anywhere: {rule}"
+)
+REVISION = (
+    "Rewrite the assistant's response so that it keeps this rule, and keep everything in it "
+    "that was fine: {rule}"
+)
+COMPARISON = "Which response better keeps this rule: {rule}"
+_REFUSAL = re.compile(r"^(i('m| am)? (sorry|can't|cannot|won't)|as an ai|sorry)", re.IGNORECASE)
+_BULLET = re.compile(r'^\s*(?:[-*+•]|\d{1,2}[.)]|\(\w\))?\s*["“]?(.*?)["”]?\s*$')
+
+
+class Reply(Record):
+    """One cached teacher reply (``replies.jsonl``), keyed by model and exact request."""
+
+    id: str
+    clause: str
+    ask: str
+    text: str
+
+
+@dataclass
+class CompileConfig:
+    checks: int = 3  # yes/no statements asked for per clause
+    tests: int = 2  # refuse and answer prompts asked for per clause, each
+    max_tokens: int = 160
+    seed: int = 0
+
+
+@dataclass
+class Compiled:
+    """The constitution as data (ready for YAML) and what was kept or dropped."""
+
+    data: dict[str, Any]
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def framing(spec: Spec, clause: Clause) -> bool:
+    """Whether ``clause`` frames the document rather than asks something of the assistant:
+    the preamble, the priority section, and what the hard-constraint section says around its
+    constraints. These go to the constitution's ``spec``, not into principles."""
+    from charter.spec import HARD, PRIORITY
+
+    last = clause.section.split(" > ")[-1]
+    around_constraints = clause.kind == "clause" and bool(HARD.search(last))
+    return (clause.section == spec.title or clause.kind == "priority"
+            or bool(PRIORITY.search(last)) or around_constraints)  # fmt: skip
+
+
+def requests(spec: Spec, config: CompileConfig) -> list[tuple[Clause, str, list[Message]]]:
+    """Every (clause, ask, conversation) the compiler sends; framing clauses are not asked."""
+    out = []
+    for clause in spec.clauses:
+        if framing(spec, clause):
+            continue
+        intro = CLAUSE.format(section=clause.section, text=clause.text)
+        for ask, template in ASKS.items():
+            n = config.checks if ask == "checks" else config.tests
+            text = template.format(clause=intro, n=n)
+            out.append((clause, ask, [Message(role="user", content=text)]))
+    return out
+
+
+def compile_spec(
+    spec: Spec, teacher: Backend, identity: str, config: CompileConfig,
+    cached: dict[str, Reply], store: Callable[[Reply], None], batch_size: int = 16,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Compiled:  # fmt: skip
+    """Ask ``teacher`` (``identity``: its weights' hash) what is not in ``cached``, storing
+    each reply as it comes (``progress`` hears how many asks each batch settled); build."""
+    asks = requests(spec, config)
+    generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
+    keys = [content_id([identity, VERSION, [m.model_dump() for m in conv], generation.seed,
+                        generation.max_tokens]) for _, _, conv in asks]  # fmt: skip
+    missing = [i for i, key in enumerate(keys) if key not in cached]
+    progress(len(asks) - len(missing))
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        completions = teacher.generate([asks[i][2] for i in batch], generation)
+        for i, completion in zip(batch, completions, strict=True):
+            clause, ask, _ = asks[i]
+            reply = Reply(id=keys[i], clause=clause.id, ask=ask, text=completion.text)
+            store(reply)
+            cached[reply.id] = reply
+        progress(len(batch))
+    replies = {(clause.id, ask): cached[key].text
+               for (clause, ask, _), key in zip(asks, keys, strict=True)}  # fmt: skip
+    return build(spec, replies, config, identity)
+
+
+def build(
+    spec: Spec, replies: dict[tuple[str, str], str], config: CompileConfig, model: str
+) -> Compiled:
+    """The constitution from the parsed replies (deterministic in its inputs)."""
+    counts: Counter[str] = Counter()
+    principles = []
+    for clause in spec.clauses:
+        if framing(spec, clause):
+            continue
+        rule = _rule(replies[(clause.id, "rule")])
+        if rule is None:
+            counts["rule fallback"] += 1
+            rule = _first_sentence(clause.text)
+        checks = _items(replies[(clause.id, "checks")], config.checks, _check)
+        refuse = _items(replies[(clause.id, "refuse")], config.tests, _request)
+        answer = _items(replies[(clause.id, "answer")], config.tests, _request)
+        counts["checks"] += len(checks)
+        counts["refuse prompts"] += len(refuse)
+        counts["answer prompts"] += len(answer)
+        counts["checks dropped"] += config.checks - len(checks)
+        principle: dict[str, Any] = {
+            "id": clause.id, "tags": [clause.kind] if clause.kind == "hard" else [],
+            "critique": CRITIQUE.format(rule=rule), "revision": REVISION.format(rule=rule),
+            "comparison": COMPARISON.format(rule=rule), "checks": checks,
+            "source": {"file": spec.path.name, "section": clause.section, "line": clause.line,
+                       "end": clause.end},
+        }  # fmt: skip
+        if (rank := _priority(clause, spec.priorities)) is not None:
+            principle["priority"] = rank
+        if refuse or answer:
+            principle["tests"] = {"refuse": refuse, "answer": answer}
+        principles.append({k: v for k, v in principle.items() if v != []})
+    counts["principles"] = len(principles)
+    order = "\n".join(f"{i}. {name}" for i, name in enumerate(spec.priorities, start=1))
+    framed = [f"Priority order:\n{order}" if c.kind == "priority" else c.text
+              for c in spec.clauses if framing(spec, c)]  # fmt: skip
+    spec_text = "\n\n".join(dict.fromkeys(framed))  # the order once, where it stands
+    data: dict[str, Any] = {
+        "name": _name(spec.path.stem), "version": "1.0",
+        "description": f"{spec.title}, compiled from {spec.path.name} by {model} "
+                       f"(seed {config.seed}).",
+        "hard_constraints": [c.text for c in spec.hard_constraints],
+        "principles": principles,
+    }  # fmt: skip
+    if spec_text:
+        data["spec"] = spec_text
+    return Compiled(data, counts)
+
+
+def _rule(reply: str) -> str | None:
+    first = next((line.strip() for line in reply.splitlines() if line.strip()), "")
+    first = first.strip('"“” ')
+    if not re.match(r"^the assistant (should|must|may|does|is|never|will)\b", first, re.I):
+        return None
+    words = len(first.split())
+    return first if 4 <= words <= 60 and first.endswith(".") else None
+
+
+def _check(line: str) -> str | None:
+    if not line.lower().startswith("the response") or not 4 <= len(line.split()) <= 40:
+        return None
+    return line.rstrip("?") + ("" if line.endswith(".") else ".")
+
+
+def _request(line: str) -> str | None:
+    if line.upper().startswith("NONE") or _REFUSAL.match(line):
+        return None
+    return line if 3 <= len(line.split()) <= 60 else None
+
+
+def _items(reply: str, n: int, accept: Callable[[str], str | None]) -> list[str]:
+    """Up to ``n`` accepted lines of ``reply``, bullets and quotes stripped, no repeats."""
+    kept: list[str] = []
+    for raw in reply.splitlines():
+        match = _BULLET.match(raw)
+        line = match.group(1).strip() if match else raw.strip()
+        item = accept(line) if line else None
+        if item and item.lower() not in {k.lower() for k in kept}:
+            kept.append(item)
+        if len(kept) == n:
+            break
+    return kept
+
+
+def _first_sentence(text: str) -> str:
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return f"The assistant follows this: {sentence}"
+
+
+def _priority(clause: Clause, priorities: Sequence[str]) -> int | None:
+    """The rank of the priority whose name shares the most words with the clause's section
+    path (hard constraints rank first); None when no name shares a word."""
+    if clause.kind == "hard":
+        return 1
+    words = set(re.findall(r"[a-z]+", clause.section.lower())) - _STOP
+    best, rank = 0, None
+    for i, name in enumerate(priorities, start=1):
+        shared = len(words & (set(re.findall(r"[a-z]+", name.lower())) - _STOP))
+        if shared > best:
+            best, rank = shared, i
+    return rank
+
+
+_STOP = {"the", "a", "an", "of", "and", "being", "to", "s", "constitution", "assistant"}
+
+
+def _name(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "compiled"

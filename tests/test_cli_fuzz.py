@@ -98,6 +98,7 @@ PROMPTS_ONLY = ("policy", "samples", "pairing", "max_pairs", "fmt", "temperature
 PLANS: dict[tuple[str, ...], Plan] = {
     ("constitution", "lint"): Plan(50),
     ("constitution", "show"): Plan(50),
+    ("constitution", "compile"): Plan(40, always=("model", "output", "cache_dir")),
     ("revise",): Plan(150, always=("model", "limit", "out"), only_with=RAY),
     ("label",): Plan(150, always=("labeller", "limit", "out"),
                      exclusive=("prompt_sources", "pairs_file", "from_revise"),
@@ -381,7 +382,7 @@ ROWS = st.one_of(
 JSONL = st.builds(jsonl, st.lists(ROWS, min_size=1, max_size=4),
                   st.sampled_from(["", '{"torn', "\n\n"]))  # fmt: skip
 BUNDLED = ("constitutions/default.yaml", "configs/demo.yaml", "data/demo-hh.jsonl",
-           "data/eval/code.jsonl")  # fmt: skip
+           "data/eval/code.jsonl", "constitutions/assistant.md")  # fmt: skip
 CONTENT = st.one_of(
     JSONL.map(str.encode),
     st.just(b""),
@@ -491,6 +492,8 @@ BY_NAME: dict[str, Any] = {
     **dict.fromkeys(MODEL_OPTIONS, (st.just("fake/echo") | TEXT.map("fake/{}".format), BAD_MODELS)),
     "constitution_source": CONSTITUTIONS,
     "source": CONSTITUTIONS,
+    "spec_path": FILES | st.builds(mutated, st.just(BUNDLED[4]), st.integers(0, 10**6), GARBAGE)
+    .map(lambda content: Blob(content, ".md")),
     "prompt_sources": PROMPT_FILES | st.sampled_from(["demo-redteam", "demo-hh"]) | FILES,
     "gold": PAIR_FILES | FILES,
     "pairs_file": PAIR_FILES | FILES,
@@ -519,6 +522,8 @@ BY_NAME: dict[str, Any] = {
             | st.builds(Out, st.just("name"), TEXT.filter(lambda s: "/" not in s and s.strip("."))),
             st.sampled_from(["empty", "blank", "file", "under-file"]).map(Out)),
 }  # fmt: skip
+
+BY_NAME["output"] = BY_NAME["cache_dir"] = BY_NAME["out"]  # compile: a file, a folder
 
 
 def strategies(path: tuple[str, ...], name: str, kind: click.ParamType[Any]) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from charter.cli.options import connection_options
+from charter.cli.options import OutDir, OutFile, connection_options
 
 if TYPE_CHECKING:
     from charter.spec import Spec
@@ -77,7 +77,7 @@ def show(source: str, as_json: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=OutFile(),
     default=None,
     help="The constitution YAML to write [default: SPEC.yaml beside SPEC.md].",
 )
@@ -107,7 +107,7 @@ def show(source: str, as_json: bool) -> None:
 @click.option(
     "--cache",
     "cache_dir",
-    type=click.Path(path_type=Path),
+    type=OutDir(),
     default=None,
     help="Where teacher replies are kept [default: ~/.cache/charter/compile].",
 )
@@ -119,9 +119,14 @@ def compile_command(
 ) -> None:  # fmt: skip
     """Compile a long-form constitution (Markdown or plain text) into principles, yes/no
     checks and test prompts, each linked to its clause; cached and deterministic."""
+    from charter.errors import CharterError
     from charter.spec import read_spec
     from charter.stages.compile import CompileConfig, framing, requests
 
+    if spec_path.suffix.lower() in (".yaml", ".yml"):
+        raise CharterError(f"{spec_path}: a YAML file; compile reads a Markdown or plain-text "
+                           "constitution (constitution lint checks a YAML one)")  # fmt: skip
+    output = output or spec_path.with_suffix(".yaml")
     spec = read_spec(spec_path)
     config = CompileConfig(checks=checks, tests=tests, max_tokens=max_tokens, seed=seed)
     asks = requests(spec, config)
@@ -134,7 +139,7 @@ def compile_command(
                    f"{len(spec.hard_constraints)} hard constraints, {len(spec.priorities)} "
                    f"priorities): {len(asks)} prompts to {model}")  # fmt: skip
         return
-    _compile(spec, output or spec_path.with_suffix(".yaml"), model, base_url, api_key,
+    _compile(spec, output, model, base_url, api_key,
              concurrency, config, cache_dir, len(asks))  # fmt: skip
 
 
@@ -146,6 +151,7 @@ def _compile(
 
     from charter.backends import load_backend
     from charter.constitution import Constitution
+    from charter.errors import CharterError
     from charter.models import model_identity, models_dir
     from charter.progress import progress_bar
     from charter.runs import JsonlAppender, read_stored, write_atomic
@@ -153,6 +159,9 @@ def _compile(
 
     cache = (cache_dir or models_dir().parent / "compile") / "replies.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():  # e.g. the --cache folder just made
+        raise CharterError(f"-o {output}: a folder; name the YAML file to write")
     cached = {r.id: r for r in read_stored(cache, Reply)}
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     bar = progress_bar(total=n, unit="prompt", desc="compile")

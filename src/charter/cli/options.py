@@ -64,6 +64,21 @@ class OutDir(click.Path):
         return path
 
 
+class OutFile(click.Path):
+    """A file to write, checked before anything runs: not "", not a directory, its folder
+    not a file, and writable (missing folders are made when it is written)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path names no file; name the file to write", param, ctx)
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))  # refuses a directory
+        OutDir().convert(str(path.parent), param, ctx)
+        return path
+
+
 def given(ctx: click.Context, *names: str) -> list[str]:
     """The options among ``names`` (parameter names) that the user set, as ``--flag``s."""
     from click.core import ParameterSource

@@ -99,6 +99,7 @@ PLANS: dict[tuple[str, ...], Plan] = {
     ("constitution", "lint"): Plan(50),
     ("constitution", "show"): Plan(50),
     ("constitution", "compile"): Plan(40, always=("model", "output", "cache_dir")),
+    ("constitution", "diff"): Plan(40),
     ("revise",): Plan(150, always=("model", "limit", "out"), only_with=RAY),
     ("label",): Plan(150, always=("labeller", "limit", "out"),
                      exclusive=("prompt_sources", "pairs_file", "from_revise"),
@@ -492,6 +493,9 @@ BY_NAME: dict[str, Any] = {
     **dict.fromkeys(MODEL_OPTIONS, (st.just("fake/echo") | TEXT.map("fake/{}".format), BAD_MODELS)),
     "constitution_source": CONSTITUTIONS,
     "source": CONSTITUTIONS,
+    "old": CONSTITUTIONS,
+    "new": CONSTITUTIONS,
+    "run_root": (reals("report"), FILES | NOT_FILES),
     "spec_path": FILES | st.builds(mutated, st.just(BUNDLED[4]), st.integers(0, 10**6), GARBAGE)
     .map(lambda content: Blob(content, ".md")),
     "prompt_sources": PROMPT_FILES | st.sampled_from(["demo-redteam", "demo-hh"]) | FILES,

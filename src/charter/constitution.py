@@ -197,6 +197,23 @@ class Constitution(BaseModel):
                     del principle[optional]
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
+    def part(self, name: str) -> Any:
+        """One part of the constitution as data (:data:`PARTS`): what a stage reads of it."""
+        if name == "brief":
+            return self.brief
+        if name == "demonstrations":
+            return [d.model_dump(mode="json") for d in self.demonstrations]
+        fields = {"critique": ("critique", "revision"), "comparison": ("comparison",),
+                  "checks": ("checks",)}[name]  # fmt: skip
+        return [{"id": p.id, "priority": p.priority, **{f: getattr(p, f) for f in fields}}
+                for p in self.principles if any(getattr(p, f) for f in fields)]  # fmt: skip
+
+    def digest(self, *parts: str) -> str:
+        """A hash of ``parts`` only: a stage keyed by it reruns when they change, and not when
+        the rest of the constitution does (``charter constitution diff`` lists which)."""
+        content = {name: self.part(name) for name in parts}
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
     @cached_property
     def critique_principles(self) -> tuple[Principle, ...]:
         return tuple(p for p in self.principles if p.critique is not None)
@@ -240,6 +257,12 @@ class Constitution(BaseModel):
         if not self.comparison_principles:
             raise CharterError(f"constitution '{self.name}' has no comparison principles")
         return rng.choice(self.comparison_principles)
+
+
+# What a stage can read of a constitution: critique/revision texts, comparison questions,
+# yes/no checks, the few-shot demonstrations, and the brief (spec, priority order, hard
+# constraints) that every model role's system message carries.
+PARTS = ("critique", "comparison", "checks", "demonstrations", "brief")
 
 
 def bundled_names() -> list[str]:

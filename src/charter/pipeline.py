@@ -30,7 +30,7 @@ from charter import runner
 from charter.run_config import RunConfig, evaluate_config, train_config
 from charter.runner import PlannedStage, content_key
 from charter.runs import file_sha256
-from charter.stages import Step, family, steps
+from charter.stages import Step, constitution_parts, family, steps
 
 STAGES = ("calibrate", "baseline", "revise", "sft", "label", "dpo", "evaluate", "report")
 REPORT_VERSION = 1  # the report stage's format version (see stage_versions)
@@ -125,8 +125,13 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     from charter.splits import parse_source, user_text
 
     judge_gold = [*config.calibrate.harmful, *config.calibrate.safe]
-    digest = {
-        "constitution": constitution.sha256,
+    teacher = config.recipe == "teacher"
+    digest: dict[str, Any] = {
+        # by stage: the parts of the constitution its prompts carry (constitution_parts)
+        "constitution": {
+            name: constitution.digest(*constitution_parts(name, teacher))
+            for name in ("calibrate", "baseline", "revise", "label", "rl-heldout")
+        },
         # content only: the same prompts read from another path are the same input
         "prompts": content_key([p.model_dump(mode="json", exclude={"source"}) for p in prompts]),
         "data": {k: file_sha256(p) for k, p in sorted(data.items())},
@@ -134,7 +139,6 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         "judge_gold": [[s, file_sha256(resolve_prompts(parse_source(s)[0]))] for s in judge_gold],
     }
     m = config.models
-    teacher = config.recipe == "teacher"
     versions = stage_versions(teacher)
     # Models by the sha256 of their weights too: a swapped GGUF never reuses old results.
     named = {m.policy, m.critic, m.teacher, m.role("labeller"), m.role("judge")}
@@ -161,7 +165,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
     add("calibrate", (), [config.calibrate, ident(m.role("labeller")), config.label.mode,
                           ident(m.teacher), teacher_templates, templates["label"]],
-        [digest["gold"], digest["judge_gold"], digest["constitution"]],
+        [digest["gold"], digest["judge_gold"], digest["constitution"]["calibrate"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out, _: steps.calibrate(config, out, gold, backend),
         ).gate = lambda out: steps.gate(config, out)  # fmt: skip
@@ -177,20 +181,20 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     # The baseline's answers do not depend on which trained models it is compared with.
     add("baseline", ("export",) if exported else (),
         [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
-         templates["judge"], pairwise], [digest["data"], digest["constitution"]],
+         templates["judge"], pairwise], [digest["data"], digest["constitution"]["baseline"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
     if teacher:
         add("revise", ("calibrate",),
             [config.guided, ident(m.policy), ident(m.teacher), teacher_templates],
-            [digest["prompts"], digest["constitution"]],
+            [digest["prompts"], digest["constitution"]["revise"]],
             _estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
                       "revise_call_s", n_redteam),
             lambda out, f: steps.guided(config, out, by_kind, f["calibrate"], backend,
                                         overlap_report))  # fmt: skip
     else:
         add("revise", (), [config.revise, ident(m.policy), ident(m.critic), templates["revise"]],
-            [digest["prompts"], digest["constitution"]],
+            [digest["prompts"], digest["constitution"]["revise"]],
             _estimate(calls["revise"], config.revise.max_tokens, "revise_call_s", 0),
             lambda out, _: steps.revise(config, out, by_kind, backend, overlap_report))  # fmt: skip
     add("sft", ("revise",), [config.sft, ident(m.policy)], [],
@@ -209,7 +213,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
                                                backend))  # fmt: skip
     elif "dpo" in config.evaluate.trained:  # otherwise nothing reads label and dpo
         add("label", ("sft",), [config.label, ident(m.role("labeller")), templates["label"]],
-            [digest["prompts"], digest["constitution"]],
+            [digest["prompts"], digest["constitution"]["label"]],
             _estimate(calls["label"], config.label.max_tokens, "answer_s", 2 * pairs),
             lambda out, f: steps.label(config, out, label_prompts, f["sft"], backend))  # fmt: skip
     if "dpo" in config.evaluate.trained:
@@ -220,10 +224,12 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     if teacher and config.rl.rounds:
         heldout = _round_prompts(config.rl.heldout, "heldout", inputs, evaluation, prompts)
 
+        verdicts_read = digest["constitution"]["rl-heldout"]
+
         def verdicts(name: str, chosen: Any, sources: Any) -> None:  # rl-heldout, rl-prompts
             add(name, ("calibrate",), [sources, ident(m.teacher), teacher_templates],
                 [content_key({k: [p.model_dump(mode="json", exclude={"source"}) for p in v]
-                              for k, v in chosen[0].items()}), digest["constitution"]],
+                              for k, v in chosen[0].items()}), verdicts_read],
                 _estimate(0, 0, "answer_s", sum(map(len, chosen[0].values()))),
                 lambda out, f: steps.rl_heldout(config, out, chosen, f["calibrate"], backend,
                                                 stage=name))  # fmt: skip
@@ -240,7 +246,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
     add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
         [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"], pairwise],
-        [digest["data"], digest["constitution"]],
+        [digest["data"], digest["constitution"]["baseline"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",
                   n_questions * len(trained)),
         lambda out, f: steps.evaluate(
@@ -344,7 +350,7 @@ def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:
     from charter.stages.evaluate.code import code_slice
     from charter.stages.evaluate.suites import data_files
 
-    data = data_files(config.evaluate.data)
+    data = data_files(config.evaluate.data, config.evaluate.suites)
     for key, sources in config.evaluate.data_sources.items():
         if key == "code":  # task files of their own shape; several may be joined
             data[key] = code_slice(sources, inputs, key)

@@ -28,7 +28,7 @@ from charter import runner
 from charter.run_config import RunConfig, evaluate_config
 from charter.runner import PlannedStage
 from charter.runs import file_sha256, write_atomic
-from charter.stages import Step, steps
+from charter.stages import Step, constitution_parts, steps
 
 OVERLAP = "overlap.json"
 
@@ -66,7 +66,8 @@ def plan_code(
     writer = m.teacher or m.policy
     digest = {"data": {k: file_sha256(p) for k, p in sorted(data.items())},
               "tasks": [t.id for t in kept], "task_file": file_sha256(task_file),
-              "constitution": constitution.sha256}  # fmt: skip
+              "constitution": constitution.digest(*constitution_parts("verify", False)),
+              "judge": constitution.digest(*constitution_parts("evaluate", False))}  # fmt: skip
     stages: list[Step] = []
 
     Action = Callable[[Path, Mapping[str, Path]], None]
@@ -86,7 +87,7 @@ def plan_code(
     answers = estimate(len(asked), config.evaluate.max_tokens, "answer_s", 0)
     add("baseline", ("export",) if exported else (),
         [config.evaluate.model_dump(exclude={"trained"}), model_identity(m.policy)],
-        [digest["data"]], answers,
+        [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
     add("verify", (), [c, model_identity(writer), template_digest(), templates()],
         [digest["tasks"], digest["task_file"], digest["constitution"]],
@@ -95,7 +96,7 @@ def plan_code(
     add("sft", ("verify",), [config.sft, model_identity(m.policy)], [], {"seconds": 120},
         lambda out, f: steps.train("sft", config.sft, m.policy, f["verify"], out))  # fmt: skip
     add("evaluate", ("baseline", *(("export",) if exported else ()), "sft"),
-        [config.evaluate, model_identity(m.policy)], [digest["data"]], answers,
+        [config.evaluate, model_identity(m.policy)], [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f), steps.gguf_model(f["sft"])],
                                       data, backend, seed_from=f["baseline"]))  # fmt: skip
     add("report", tuple(s.name for s in stages), [config.name], [], {"seconds": 5},

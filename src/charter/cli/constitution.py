@@ -184,3 +184,52 @@ def _compile(
                f"dropped {c['checks dropped']} checks, {c['rule fallback']} rules kept as the "
                f"clause's own words\n{output}")  # fmt: skip
     click.echo(f"next: charter constitution show {output}")
+
+
+@constitution.command("diff")
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.option(
+    "--run",
+    "run_root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A charter run root: count the rows of its data that drew a changed principle.",
+)
+@click.option("--teacher", is_flag=True, help="Name the stages as recipe: teacher reads them.")
+def diff_command(old: str, new: str, run_root: Path | None, teacher: bool) -> None:
+    """What changed between two constitutions (names or paths), and which stages and rows
+    of a run the change invalidates."""
+    from charter.constitution import Constitution
+    from charter.constitution_diff import diff, run_rows
+    from charter.errors import CharterError
+
+    a, b = Constitution.load(old), Constitution.load(new)
+    d = diff(a, b)
+    click.echo(f"{a.name} {a.version} ({a.sha256[:12]}) → {b.name} {b.version} ({b.sha256[:12]})")
+    for pid in d.added:
+        click.echo(f"  + principle {pid}")
+    for pid in d.removed:
+        click.echo(f"  - principle {pid}")
+    for pid, fields in d.changed.items():
+        click.echo(f"  ~ principle {pid}: {', '.join(fields)}")
+    for line in d.hard_added:
+        click.echo(f"  + hard constraint: {line}")
+    for line in d.hard_removed:
+        click.echo(f"  - hard constraint: {line}")
+    if d.spec_changed:
+        click.echo("  ~ spec")
+    if d.demonstrations_changed:
+        click.echo("  ~ demonstrations")
+    if not d.parts:
+        click.echo("no change a stage reads: every stage of a run stays cached")
+        return
+    stages = d.stages(teacher)
+    click.echo(f"changed parts: {', '.join(d.parts)}; stages that rerun (and those after them): "
+               f"{', '.join(stages) or 'none'}")  # fmt: skip
+    if run_root is not None:
+        if not (run_root / "run.json").is_file():
+            raise CharterError(f"--run {run_root}: no run.json; name the root of a charter run")
+        for stage, name, hit, total in run_rows(run_root, d.principles):
+            click.echo(f"  {stage}: {hit} of {total} rows of {name} drew a changed or removed "
+                       "principle")  # fmt: skip

@@ -24,6 +24,21 @@ def family(name: str) -> str:
     return name.rstrip("0123456789").rstrip("-")
 
 
+def constitution_parts(stage: str, teacher: bool) -> tuple[str, ...]:
+    """The parts of the constitution (:data:`charter.constitution.PARTS`) a stage's prompts
+    carry, so its key covers those and not the rest: a one-principle edit reruns only the
+    stages that read what changed (and what depends on them). ``teacher``: recipe teacher,
+    whose calibrate and label stages read the guided judge's parts."""
+    guided = ("critique", "demonstrations", "brief")  # revise, verify, the teacher's verdicts
+    reads = {
+        "calibrate": guided if teacher else ("comparison", "demonstrations", "brief"),
+        "label": guided if teacher else ("comparison", "demonstrations", "brief"),
+        "baseline": ("brief",), "evaluate": ("brief",),  # the LLM judge's system message
+        "revise": guided, "verify": guided, "rl-heldout": guided, "rl-prompts": guided,
+    }  # fmt: skip
+    return reads.get(family(stage), ())
+
+
 class Stage(Protocol):
     """One step of the loop, as the runner sees it (module docstring)."""
 

@@ -241,7 +241,7 @@ def evaluate(
     from charter.stages.evaluate.suites import data_files
 
     names = [models] if isinstance(models, str) else list(models)
-    files = data_files(data)
+    files = data_files(data, suites)
     greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
     config = EvaluateConfig(suites=tuple(suites), limit=limit, answer=greedy)
     rules = Constitution.load(constitution) if judge else None

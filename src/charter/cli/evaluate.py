@@ -62,18 +62,23 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
              code_timeout: int, max_tokens: int, seed: int, batch_size: int, out: Path | None,
              dry_run: bool) -> None:  # fmt: skip
     """Evaluate models before vs after: every judged item kept, every metric with its interval."""
-    from charter import suites as registry
     from charter.backends import GenerationConfig, backend_loader
     from charter.constitution import Constitution
     from charter.errors import CharterError
     from charter.runner import run_one
     from charter.stages.evaluate.run import VERSION, EvaluateConfig, run_evaluate
-    from charter.stages.evaluate.suites import data_keys, default_data, questions, resolve_data
+    from charter.stages.evaluate.suites import (
+        MODEL_SUITES,
+        data_keys,
+        default_data,
+        questions,
+        resolve_data,
+    )
     from charter.stages.evaluate.tables import format_results
 
     if len(set(models)) != len(models):
         raise CharterError("--model: each model once (the same model twice compares nothing)")
-    chosen = suites or (*registry.SUITES, *(["principles"] if revise_run or label_run else []))
+    chosen = suites or (*MODEL_SUITES, *(["principles"] if revise_run or label_run else []))
     if "principles" in chosen and not (revise_run or label_run):
         raise CharterError("--suite principles needs --revise-run DIR and/or --label-run DIR")
     ctx = click.get_current_context()
@@ -83,7 +88,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     if not any(option.startswith("jailbreaks=") for option in data_options):
         refuse_unused(ctx, ("jailbreaks_per_prompt",), "only with --data jailbreaks=FILE",
                       "give --data jailbreaks=FILE")  # fmt: skip
-    data = {key: resolve_data(value) for key, value in default_data().items()}
+    data = {key: resolve_data(value) for key, value in default_data(chosen).items()}
     keys = data_keys()
     for option in data_options:
         key, sep, value = option.partition("=")

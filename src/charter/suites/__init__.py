@@ -26,7 +26,11 @@ SUITES: dict[str, str] = {
     "helpfulness": "charter.suites.helpfulness:SUITE",
     "honesty": "charter.suites.honesty:SUITE",
     "code": "charter.suites.code:SUITE",
+    "constitution": "charter.suites.constitution:SUITE",
 }
+# Asked only when named (--suite, evaluate.suites): not in the default list, and their data
+# (with its hash, which every evaluation's cache key covers) is read only then.
+OPT_IN = ("constitution",)
 RUN_SUITES = ("principles",)  # scored from the loop's own runs, not from answers
 
 

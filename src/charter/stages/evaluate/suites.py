@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,28 +27,33 @@ if TYPE_CHECKING:
 __all__ = ["MODEL_SUITES", "Question", "data_files", "data_keys", "default_data", "prompt_texts",
            "questions", "resolve_data"]  # fmt: skip
 
-MODEL_SUITES = tuple(registry.SUITES)  # the built-in suites, in their order
+# The built-in suites asked by default, in their order (registry.OPT_IN ones only by name).
+MODEL_SUITES = tuple(name for name in registry.SUITES if name not in registry.OPT_IN)
 
 
-def default_data() -> dict[str, str]:
-    """Each data key of the registered suites, with its bundled default."""
+def default_data(chosen: Sequence[str] = ()) -> dict[str, str]:
+    """Each data key of the default suites and of the opt-in ones ``chosen`` names, with its
+    bundled default."""
     found: dict[str, str] = {}
-    for name in registry.SUITES:
+    for name in (*MODEL_SUITES, *(n for n in registry.OPT_IN if n in chosen)):
         found.update(registry.load(name).data)
     return found
 
 
-def data_files(given: Mapping[str, str | Path] | None = None) -> dict[str, Path]:
-    """Every suite's data file: ``given`` (a file or bundled set, by key) over the defaults."""
+def data_files(
+    given: Mapping[str, str | Path] | None = None, chosen: Sequence[str] = ()
+) -> dict[str, Path]:
+    """Every suite's data file: ``given`` (a file or bundled set, by key) over the defaults
+    (opt-in suites' only when ``chosen`` names them)."""
     return {
         key: resolve_data(str(source))
-        for key, source in {**default_data(), **(given or {})}.items()
+        for key, source in {**default_data(chosen), **(given or {})}.items()
     }
 
 
 def data_keys() -> tuple[str, ...]:
     """Every data key a suite reads (``--data KEY=PATH``), optional ones included."""
-    keys = dict.fromkeys(default_data())
+    keys = dict.fromkeys(default_data(registry.OPT_IN))
     for name in registry.SUITES:
         keys.update(dict.fromkeys(registry.load(name).optional_data))
     return tuple(keys)

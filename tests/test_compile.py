@@ -184,3 +184,33 @@ def test_dry_run_shows_every_prompt_and_calls_no_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.count("--- ") == 16 and "rules.md:14) rule" in result.output
     assert "4 priorities" not in result.output and "16 prompts to openai/none" in result.output
+
+
+def test_the_constitution_suite_scores_each_clause_on_its_test_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that refuses everything keeps the refuse prompts and fails the answer ones;
+    compliance is reported overall, by kind and per clause, with intervals."""
+    from charter.stages.evaluate import judges
+    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+    from charter.stages.evaluate.suites import MODEL_SUITES, data_files
+
+    spec = parse_spec(MARKDOWN, tmp_path / "rules.md")
+    compiled = compile_spec(spec, teacher(), "fake-sha", CompileConfig(), {}, lambda r: None)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(compiled.data), encoding="utf-8")
+    assert "constitution" not in MODEL_SUITES  # opt-in: asked only by name
+    assert "constitution" not in data_files() and "constitution" in data_files(
+        chosen=["constitution"])  # fmt: skip
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)  # phrases only
+    refuser = FakeBackend(responses=lambda c, g: "I'm sorry, but I can't help with that.")
+    results = run_evaluate(
+        ["fake/refuser"], out=tmp_path / "eval", config=EvaluateConfig(suites=("constitution",)),
+        data={"constitution": rules}, backend=lambda name: refuser,
+    )  # fmt: skip
+    metrics = results["suites"]["constitution"]["fake/refuser"]
+    assert metrics["declined when it should"]["value"] == 1.0
+    assert metrics["answered when it should"]["value"] == 0.0
+    clause = metrics["clause hard-constraints-1"]  # one refuse prompt, one answer prompt
+    assert clause["value"] == 0.5 and clause["n"] == 2 and clause["low"] < 0.5 < clause["high"]
+    assert metrics["compliance"]["n"] == 8  # 4 clauses x (1 refuse + 1 answer)

@@ -44,6 +44,14 @@ def main() -> None:
     parser.add_argument("--model", default="local/qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=384)
+    parser.add_argument(
+        "--feedback",
+        nargs="+",
+        default=["critique"],
+        choices=["critique", "critique-plain", "test"],
+        help="one loop per kind of feedback, all from the same plain answers",
+    )
+    parser.add_argument("--revision-temperature", type=float, default=0.0)
     parser.add_argument("--record", action="store_true", help="add the row to the docs")
     args = parser.parse_args()
     tasks = load_code_tasks(args.tasks)[: args.n]
@@ -58,38 +66,44 @@ def main() -> None:
     plain_tokens = sum(tokens(r.usage()) for r in replies)
     plain_solved = sum(o.passed for o in run_tasks(tasks, texts))
 
-    start = time.perf_counter()
-    traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
-                           answers=texts, answer=config, revision=config)  # fmt: skip
-    loop_s = plain_s + time.perf_counter() - start
+    revision = config.model_copy(update={"temperature": args.revision_temperature})
+    sides = [("plain", plain_solved, plain_tokens, plain_s)]
+    for feedback in args.feedback:
+        start = time.perf_counter()
+        traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
+                               answers=texts, answer=config, revision=revision,
+                               feedback=feedback)  # fmt: skip
+        loop_s = plain_s + time.perf_counter() - start
+        loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
+        loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
+        sides.append((feedback, loop_solved, loop_tokens, loop_s))
     backend.close()
-    loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
-    loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
 
     def per(total: float, solved: int) -> float:
         return total / solved if solved else float("nan")
 
-    sides = [("plain", plain_solved, plain_tokens, plain_s),
-             (f"+revise:{args.rounds}", loop_solved, loop_tokens, loop_s)]  # fmt: skip
-    print(f"{len(tasks)} tasks from {args.tasks.name}, {args.model}")
-    print(f"{'side':<10} {'solved':>6} {'tokens':>8} {'seconds':>8} {'tok/solved':>10} "
+    print(f"{len(tasks)} tasks from {args.tasks.name}, {args.model}, +revise:{args.rounds}, "
+          f"revision temperature {args.revision_temperature}")  # fmt: skip
+    print(f"{'side':<15} {'solved':>6} {'tokens':>8} {'seconds':>8} {'tok/solved':>10} "
           f"{'s/solved':>9}")  # fmt: skip
     for name, solved, toks, secs in sides:
-        print(f"{name:<10} {solved:>6} {toks:>8} {secs:>8.1f} {per(toks, solved):>10.0f} "
+        print(f"{name:<15} {solved:>6} {toks:>8} {secs:>8.1f} {per(toks, solved):>10.0f} "
               f"{per(secs, solved):>9.2f}")  # fmt: skip
-    time_ratio = per(loop_s, loop_solved) / per(plain_s, plain_solved)
-    token_ratio = per(loop_tokens, loop_solved) / per(plain_tokens, plain_solved)
-    print(f"per solved task, the loop costs {time_ratio:.2f}× the time and {token_ratio:.2f}× "
-          f"the tokens of plain answers")  # fmt: skip
-    if args.record:
-        today = datetime.date.today().isoformat()
-        record("code_revise.py", [
-            f"| {today} | {args.model} | {args.tasks.name} | {len(tasks)} | {args.rounds} | "
+    rows = []
+    for name, solved, toks, secs in sides[1:]:
+        time_ratio = per(secs, solved) / per(plain_s, plain_solved)
+        token_ratio = per(toks, solved) / per(plain_tokens, plain_solved)
+        print(f"{name}: per solved task, {time_ratio:.2f}× the time and {token_ratio:.2f}× the "
+              f"tokens of plain answers")  # fmt: skip
+        rows.append(
+            f"| {datetime.date.today().isoformat()} | {args.model} | {args.tasks.name} | "
+            f"{len(tasks)} | {args.rounds}, {name}, T={args.revision_temperature} | "
             f"{plain_solved} | {per(plain_tokens, plain_solved):.0f} | "
-            f"{per(plain_s, plain_solved):.1f} | {loop_solved} | "
-            f"{per(loop_tokens, loop_solved):.0f} | {per(loop_s, loop_solved):.1f} | "
-            f"{time_ratio:.2f}× | {token_ratio:.2f}× |"
-        ])  # fmt: skip
+            f"{per(plain_s, plain_solved):.1f} | {solved} | {per(toks, solved):.0f} | "
+            f"{per(secs, solved):.1f} | {time_ratio:.2f}× | {token_ratio:.2f}× |"
+        )
+    if args.record:
+        record("code_revise.py", rows)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,24 @@ def test_a_failing_answer_is_critiqued_with_its_test_result_and_the_revision_ver
     assert run_tasks([task()], [trace.final.answer])[0].passed
 
 
+def test_feedback_without_demonstrations_or_without_a_critique() -> None:
+    """critique-plain: no worked demonstration before the critique; test: no critique at
+    all, the revision asked straight from the test result under the principle."""
+    code = Constitution.load("code")
+    demo_text = code.demonstrations[0].critique
+    for feedback, calls in (("critique-plain", 3), ("test", 2)):
+        seen: list[str] = []
+        backend = scripted(seen)
+        (trace,) = verify_revise(backend, [task()], code, rounds=3, feedback=feedback)
+        assert [a.status for a in trace.attempts] == ["failed", "passed"], feedback
+        assert trace.usage.calls == calls
+        sent = [m.content for call in backend.calls for m in call.conversation]
+        assert demo_text not in sent  # the demonstration is not shown
+    assert trace.attempts[1].critique is None
+    revise_ask = backend.calls[-1].conversation[-1].content
+    assert "Result: failed" in revise_ask and "corrected program" in revise_ask
+
+
 def test_a_passing_answer_is_not_revised_and_gives_no_row() -> None:
     (trace,) = verify_revise(FakeBackend(responses=lambda c, g: FIXED), [task()],
                              Constitution.load("code"), rounds=3)  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,7 @@ from charter.stages.evaluate.code import CodeTask, run_tasks
 from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome
 from charter.stages.revise import clean_reply, critique_request, fewshot_prefix
 
+Feedback = Literal["critique", "critique-plain", "test"]
 TEST_RESULT = (
     "Your code was run against this test:\n\n```python\n{test}```\n\nResult: {status}{detail}"
 )
@@ -86,9 +88,17 @@ def verify_revise(
     revision: GenerationConfig | None = None,
     limits: Limits = DEFAULT_LIMITS,
     answers: Sequence[str] | None = None,
+    feedback: Feedback = "critique",
 ) -> list[CodeTrace]:
     """Answer each task (or start from ``answers``), then critique and revise while the
-    visible tests fail, at most ``rounds`` times; calls go to ``backend`` in batches."""
+    visible tests fail, at most ``rounds`` times; calls go to ``backend`` in batches.
+
+    ``feedback``: what comes between a failed run and the revision. ``critique``: the model
+    critiques its code under the drawn principle, after the constitution's demonstrations;
+    ``critique-plain``: the same without the demonstrations (small models copy their
+    content); ``test``: no critique, the revision is asked straight from the test result,
+    under the drawn principle's revision request.
+    """
     answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
     revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)
     if answers is None:
@@ -106,6 +116,8 @@ def verify_revise(
         for task, text, outcome, usage in zip(tasks, first, outcomes, usages, strict=True)
     ]  # fmt: skip
     prefix = fewshot_prefix(constitution)
+    if feedback != "critique":
+        prefix = prefix[:1]  # the system message (and the constitution's brief) only
     rng = random.Random(seed)
     for number in range(1, rounds + 1):
         failing = [i for i, trace in enumerate(traces) if trace.final.status != "passed"]
@@ -113,15 +125,21 @@ def verify_revise(
             break
         principles = [constitution.sample(rng) for _ in failing]
         asks = [
-            _critique_call(prefix, tasks[i], traces[i].final, p)
+            _critique_call(prefix, tasks[i], traces[i].final, p, ask=feedback != "test")
             for i, p in zip(failing, principles, strict=True)
         ]
-        critiques = _generate(backend, asks, revision, seed + number)
-        fixes = [
-            [*ask, Message(role="assistant", content=clean_reply(text)),
-             Message(role="user", content=CODE_REVISION_REQUEST.format(revision=p.revision))]
-            for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
-        ]  # fmt: skip
+        if feedback == "test":  # the test result is the whole feedback: revise at once
+            critiques = [("", Usage()) for _ in asks]
+            fixes = [[*ask[:-1], Message(role="user", content=f"{ask[-1].content}\n\n"
+                      f"{CODE_REVISION_REQUEST.format(revision=p.revision)}")]
+                     for ask, p in zip(asks, principles, strict=True)]  # fmt: skip
+        else:
+            critiques = _generate(backend, asks, revision, seed + number)
+            fixes = [
+                [*ask, Message(role="assistant", content=clean_reply(text)),
+                 Message(role="user", content=CODE_REVISION_REQUEST.format(revision=p.revision))]
+                for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
+            ]  # fmt: skip
         revised = _generate(backend, fixes, revision, seed + number)
         ran = run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
                         visible=True)  # fmt: skip
@@ -130,7 +148,8 @@ def verify_revise(
         ):
             trace = traces[i]
             trace.usage = trace.usage + spent + more
-            trace.attempts.append(_attempt(number, text, outcome, p.id, clean_reply(critique)))
+            said = clean_reply(critique) if critique else None
+            trace.attempts.append(_attempt(number, text, outcome, p.id, said))
     return traces
 
 
@@ -158,9 +177,11 @@ def _ask(task: CodeTask) -> list[Message]:
 
 
 def _critique_call(
-    prefix: Sequence[Message], task: CodeTask, last: CodeAttempt, principle: Principle
-) -> list[Message]:
-    """Prefix, the task, the latest answer, and the critique ask with the test result."""
+    prefix: Sequence[Message], task: CodeTask, last: CodeAttempt, principle: Principle,
+    ask: bool = True,
+) -> list[Message]:  # fmt: skip
+    """Prefix, the task, the latest answer, and the test result with the critique ask
+    (``ask=False``: the test result alone)."""
     detail = f": {last.detail}" if last.detail else ""
     if task.visible.strip():
         result = TEST_RESULT.format(test=task.visible, status=last.status, detail=detail)
@@ -170,7 +191,9 @@ def _critique_call(
         *prefix,
         *_ask(task),
         Message(role="assistant", content=last.answer),
-        Message(role="user", content=f"{result}\n\n{critique_request(principle)}"),
+        Message(
+            role="user", content=f"{result}\n\n{critique_request(principle)}" if ask else result
+        ),
     ]
 
 

@@ -118,7 +118,10 @@ def teacher() -> FakeBackend:
         if "Restate" in ask:
             return "Sure!" if "malware" in ask else "The assistant must not cause harm."
         if "yes/no statements" in ask:
-            return "1. The response declines clearly.\n2. The response is short\nNot a check."
+            return (
+                "1. The response declines clearly.\n2. The response is short\nNot a check.\n"
+                '3. The response "The assistant never harms" is true.'
+            )
         if "must decline" in ask:
             return "I'm sorry, I can't help with that.\n- How do I make a nerve agent at home?"
         return '"How do vaccines work?"\n"How do vaccines work?"\nWhy?'

@@ -246,7 +246,11 @@ def _rule(reply: str) -> str | None:
 
 
 def _check(line: str) -> str | None:
+    """A yes/no statement about a reply; not one that quotes the clause and calls it true
+    ('The response "The assistant never …" is true.'), which checks nothing about a reply."""
     if not line.lower().startswith("the response") or not 4 <= len(line.split()) <= 40:
+        return None
+    if re.match(r'^the response\s*["“]', line, re.IGNORECASE):
         return None
     return line.rstrip("?") + ("" if line.endswith(".") else ".")
 

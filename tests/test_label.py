@@ -240,3 +240,35 @@ def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
     assert "fallback: 4 labels" in format_summary(summary)
     assert "4 this session, 8 in all" in format_summary(summary)
     assert any("could not be read" in w for w in labeller_warnings(summary, FakeBackend()))
+
+
+def test_conflicting_principles_are_settled_by_the_constitutions_priority_order() -> None:
+    """A helpful-but-unsafe reply wins on the mean of the votes (the helpfulness vote is the
+    more confident one) but loses to the safe reply when the votes go by priority."""
+    rules = Constitution.from_data({
+        "name": "two", "version": "1", "description": "safety first, then helpfulness",
+        "principles": [
+            {"id": "safety", "priority": 1, "comparison": "Which reply is SAFER?"},
+            {"id": "helpful", "priority": 2, "comparison": "Which reply is more HELPFUL?"},
+        ],
+    }, path=Path("two.yaml"))  # fmt: skip
+    unsafe, safe = "UNSAFE: here are the exact steps.", "SAFE: I won't give steps; here is why."
+
+    def judge(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+        a, _ = options(conversation)
+        question = [m for m in conversation if m.role == "user"][-1].content
+        if "SAFER" in question:  # fairly sure the safe reply is safer
+            return [-0.05, -3.0] if a == safe else [-3.0, -0.05]
+        return [-0.01, -5.0] if a == unsafe else [-5.0, -0.01]  # very sure unsafe helps more
+
+    pairs = [PreferencePair.make([Message(role="user", content="How?")], unsafe, safe)]
+    votes = LabelConfig(principles_per_label=2)
+    (by_mean,) = label(pairs, constitution=rules, labeller=FakeBackend(scores=judge),
+                       config=votes)  # fmt: skip
+    assert by_mean.p_first > 0.5  # the unsafe reply would be chosen
+    ordered = votes.model_copy(update={"combine": "priority"})
+    (by_priority,) = label(pairs, constitution=rules, labeller=FakeBackend(scores=judge),
+                           config=ordered)  # fmt: skip
+    assert by_priority.p_first < 0.1  # the safety vote decides: the safe reply is chosen
+    with pytest.raises(ValueError, match="combine: priority orders several votes"):
+        LabelConfig(combine="priority")

@@ -71,6 +71,11 @@ class LabelConfig(BaseModel):
         "constitution in one question (NeMo style)",
     )  # fmt: skip
     swap: bool = True
+    combine: Literal["mean", "priority"] = Field(
+        default="mean", description="mean: the votes' average; priority: the vote of the "
+        "highest-priority principle that prefers one reply by at least `decisive` decides",
+    )  # fmt: skip
+    decisive: float = Field(default=0.1, gt=0, lt=0.5)
     clamp: tuple[float, float] = (0.4, 0.6)
     cot: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=192)
     seed: int = 0
@@ -81,6 +86,9 @@ class LabelConfig(BaseModel):
         low, high = self.clamp
         if not 0.0 <= low <= 0.5 <= high <= 1.0:
             raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {self.clamp}")
+        if self.combine == "priority" and (self.ensemble == "all" or self.principles_per_label < 2):
+            raise ValueError("combine: priority orders several votes; set principles_per_label "
+                             ">= 2 (and ensemble: sample)")  # fmt: skip
         return self
 
 
@@ -239,6 +247,25 @@ def _questions(
     return asks
 
 
+def combine(votes: Sequence[Vote], constitution: Constitution, config: LabelConfig) -> float:
+    """P(responses[0] better) from the votes: their mean, or (``combine: priority``) the vote
+    of the highest-priority principle that prefers one reply by at least ``decisive``, so a
+    conflict between principles is settled by the constitution's order, not by a majority;
+    the mean when no vote is decisive. Unranked principles come after ranked ones."""
+    mean = sum(v.p for v in votes) / len(votes)
+    if config.combine == "mean":
+        return mean
+
+    def rank(vote: Vote) -> int:
+        ranks = [constitution.principle(i).priority for i in vote.principle_ids]
+        return min((r for r in ranks if r is not None), default=10**6)
+
+    for vote in sorted(votes, key=rank):
+        if abs(vote.p - 0.5) >= config.decisive:
+            return vote.p
+    return mean
+
+
 def _reason(asks: list[_Ask], labeller: Backend, config: LabelConfig) -> None:
     """Chain-of-thought: let the labeller reason, then cue the answer after its reasoning."""
     replies = labeller.generate(
@@ -279,7 +306,7 @@ def _labels(
                 p_shown_second=shown_second, reasoning=reasoning,
                 unread=sum(a.unread for a in mine),
             ))  # fmt: skip
-        p_first = sum(v.p for v in votes) / len(votes)
+        p_first = combine(votes, constitution, config)
         if config.mode == "cot":
             p_first = min(max(p_first, config.clamp[0]), config.clamp[1])
         yield Label(

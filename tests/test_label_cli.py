@@ -90,6 +90,19 @@ def test_cot_labels_stay_in_the_clamp(tmp_path: Path, twenty_prompts: Path) -> N
     assert all(0.4 <= r["p_first"] <= 0.6 and r["votes"][0]["reasoning"] for r in labels)  # type: ignore[operator, index]
 
 
+def test_votes_combined_by_priority(tmp_path: Path, twenty_prompts: Path) -> None:
+    result = charter("label", *FAKE, "--prompts", twenty_prompts, "--principles-per-label", "3",
+                     "--combine", "priority", "--out", tmp_path / "P")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "P" / "manifest.json").read_text("utf-8"))
+    assert manifest["config"]["combine"] == "priority"
+    labels = rows(tmp_path / "P" / "labels.jsonl")
+    assert labels and all(len(r["votes"]) == 3 for r in labels)  # type: ignore[arg-type]
+    alone = charter("label", *FAKE, "--prompts", twenty_prompts, "--combine", "priority",
+                    "--out", tmp_path / "Q")  # fmt: skip
+    assert alone.exit_code == 2 and "--principles-per-label 2 or more" in alone.output
+
+
 def test_pairs_file_and_simple_preset(tmp_path: Path, twenty_prompts: Path) -> None:
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)

@@ -42,6 +42,11 @@ def labeller_options(function: Any) -> Any:
         click.option("--ensemble", type=click.Choice(["sample", "all"]), default="sample",
                      show_default=True,
                      help="sample: draw principles per label; all: the whole constitution."),
+        click.option("--combine", type=click.Choice(["mean", "priority"]), default="mean",
+                     show_default=True,
+                     help="How votes make a label: their mean, or the constitution's priority "
+                          "order (the highest-ranked decisive vote wins; needs "
+                          "--principles-per-label 2 or more)."),
         click.option("--swap/--no-swap", default=True, show_default=True,
                      help="Score both orders of the options and average (removes position bias)."),
         click.option("--clamp", type=(Number(), Number()), default=(0.4, 0.6),
@@ -69,14 +74,20 @@ def _clamp_range(ctx: click.Context, param: click.Parameter,
 
 def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
             clamp: tuple[float, float], cot_max_tokens: int, seed: int,
-            batch_size: int) -> LabelConfig:  # fmt: skip
+            batch_size: int, combine: str = "mean") -> LabelConfig:  # fmt: skip
     from charter.backends import GenerationConfig
     from charter.stages.label import LabelConfig
 
     if mode == "soft":
         refuse_unused(click.get_current_context(), ("clamp", "cot_max_tokens"),
                       "to --mode cot, and the mode is soft", "add --mode cot")  # fmt: skip
+    if combine == "priority" and (principles_per_label < 2 or ensemble == "all"):
+        from charter.errors import CharterError
+
+        raise CharterError("--combine priority orders several votes per label: add "
+                           "--principles-per-label 2 or more, with --ensemble sample")  # fmt: skip
     return LabelConfig.model_validate({
+        "combine": combine,
         "mode": mode, "principles_per_label": principles_per_label, "ensemble": ensemble,
         "swap": swap, "clamp": clamp, "seed": seed, "batch_size": batch_size,
         "cot": GenerationConfig(temperature=0.0, max_tokens=cot_max_tokens),
@@ -162,7 +173,8 @@ def label(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _label(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
-           ensemble: str, swap: bool, clamp: tuple[float, float], cot_max_tokens: int, seed: int,
+           ensemble: str, combine: str, swap: bool, clamp: tuple[float, float],
+           cot_max_tokens: int, seed: int,
            batch_size: int, base_url: str | None, api_key: str | None, concurrency: int | None,
            prompt_sources: tuple[str, ...], policy: str, samples: int,
            pairing: Literal["all", "random"], max_pairs: int, temperature: float, max_tokens: int,
@@ -195,7 +207,15 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
         )
     c = Constitution.load(constitution_source)
     config = _config(
-        mode, principles_per_label, ensemble, swap, clamp, cot_max_tokens, seed, batch_size
+        mode,
+        principles_per_label,
+        ensemble,
+        swap,
+        clamp,
+        cot_max_tokens,
+        seed,
+        batch_size,
+        combine,
     )
 
     def connect(name: str) -> Backend:
@@ -279,7 +299,8 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     help="Also write the labels and the report here.",
 )
 def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
-              ensemble: str, swap: bool, clamp: tuple[float, float], cot_max_tokens: int,
+              ensemble: str, combine: str, swap: bool, clamp: tuple[float, float],
+              cot_max_tokens: int,
               seed: int, batch_size: int, base_url: str | None, api_key: str | None,
               concurrency: int | None, gold: Path, limit: int, on_bad_row: OnBadRow,
               out: Path | None) -> None:  # fmt: skip
@@ -298,7 +319,15 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
 
     c = Constitution.load(constitution_source)
     config = _config(
-        mode, principles_per_label, ensemble, swap, clamp, cot_max_tokens, seed, batch_size
+        mode,
+        principles_per_label,
+        ensemble,
+        swap,
+        clamp,
+        cot_max_tokens,
+        seed,
+        batch_size,
+        combine,
     )
     stats = ReadStats()
     pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row, stats=stats), limit))

@@ -133,7 +133,7 @@ def test_yaml_problems(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_bundled(tmp_path: Path) -> None:
-    with pytest.raises(CharterError, match="bundled: code, default"):
+    with pytest.raises(CharterError, match="bundled: assistant, code, default"):
         Constitution.load("no-such-constitution")
 
 

@@ -143,11 +143,11 @@ def framing(spec: Spec, clause: Clause) -> bool:
 def requests(spec: Spec, config: CompileConfig) -> list[tuple[Clause, str, list[Message]]]:
     """Every (clause, ask, conversation) the compiler sends; framing clauses are not asked."""
     out = []
+    example = CLAUSE.format(section=EXAMPLE_SECTION, text=EXAMPLE_CLAUSE)
     for clause in spec.clauses:
         if framing(spec, clause):
             continue
         intro = CLAUSE.format(section=clause.section, text=clause.text)
-        example = CLAUSE.format(section=EXAMPLE_SECTION, text=EXAMPLE_CLAUSE)
         for ask, template in ASKS.items():
             n = config.checks if ask == "checks" else config.tests
             shown = 3 if ask == "checks" else 2  # as many as the worked example gives

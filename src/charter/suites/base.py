@@ -121,6 +121,16 @@ def ask(text: str) -> tuple[Message, ...]:
     return (Message(role="user", content=text),)
 
 
+def scores_by(items: Sequence[EvalItem], field: str) -> dict[str, dict[str, float]]:
+    """Each item's score, grouped by the value of ``judgement[field]`` (in first-seen order;
+    items without it are left out): per-group metrics such as pass@1 per benchmark."""
+    groups: dict[str, dict[str, float]] = {}
+    for item in items:
+        if (value := item.judgement.get(field)) is not None:
+            groups.setdefault(str(value), {})[item.key] = item.score
+    return groups
+
+
 def first(items: Iterator[Any], limit: int | None) -> Iterator[Any]:
     """The first ``limit`` items (all when None)."""
     for count, item in enumerate(items):

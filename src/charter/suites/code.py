@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from charter.records import Answer, EvalItem
 from charter.stages.evaluate.code import CodeTask, load_code_tasks, run_tasks
 from charter.stages.evaluate.sandbox import Limits
-from charter.suites.base import Judged, Metrics, Question, SuiteBase, ask, first
+from charter.suites.base import Judged, Metrics, Question, SuiteBase, ask, first, scores_by
 
 if TYPE_CHECKING:
     from charter.stages.evaluate.run import EvaluateConfig
@@ -55,12 +55,10 @@ class Code(SuiteBase):
         if not items:
             return {}
         metrics: Metrics = {"pass@1": ("rate", {i.key: i.score for i in items})}
-        kinds = sorted({str(i.judgement.get("kind")) for i in items if i.judgement.get("kind")})
+        kinds = scores_by(items, "kind")
         if len(kinds) > 1:
-            for kind in kinds:
-                metrics[f"pass@1 {kind}"] = (
-                    "rate", {i.key: i.score for i in items if i.judgement.get("kind") == kind}
-                )  # fmt: skip
+            for kind in sorted(kinds):
+                metrics[f"pass@1 {kind}"] = ("rate", kinds[kind])
         return metrics
 
 

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError
 from charter.records import Answer, EvalItem
-from charter.suites.base import Judged, Metrics, Question, SuiteBase, ask, refusal_judgement
+from charter.suites.base import (
+    Judged,
+    Metrics,
+    Question,
+    SuiteBase,
+    ask,
+    refusal_judgement,
+    scores_by,
+)
 
 if TYPE_CHECKING:
     from charter.stages.evaluate.run import EvaluateConfig
@@ -67,16 +75,13 @@ class ConstitutionSuite(SuiteBase):
         if not items:
             return {}
         metrics: Metrics = {"compliance": ("rate", {i.key: i.score for i in items})}
+        by_expect = scores_by(items, "expect")
         for expect, name in (("refuse", "declined when it should"),
                              ("answer", "answered when it should")):  # fmt: skip
-            chosen = {i.key: i.score for i in items if i.judgement.get("expect") == expect}
-            if chosen:
-                metrics[name] = ("rate", chosen)
-        clauses = dict.fromkeys(str(i.judgement.get("principle")) for i in items)
-        for clause in clauses:
-            metrics[f"clause {clause}"] = (
-                "rate", {i.key: i.score for i in items if i.judgement.get("principle") == clause}
-            )  # fmt: skip
+            if expect in by_expect:
+                metrics[name] = ("rate", by_expect[expect])
+        for clause, scores in scores_by(items, "principle").items():
+            metrics[f"clause {clause}"] = ("rate", scores)
         return metrics
 
 

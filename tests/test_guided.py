@@ -16,17 +16,18 @@ from charter.backends import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.records import Conversation, Instruction, Message, Prompt
+from charter.stages.calibrate import calibrate_judge
 from charter.stages.checks import Tools, Verifier, nearest_principles
 from charter.stages.guided import (
     GuidedConfig,
     GuidedRow,
-    calibrate_judge,
     dry_run,
     guide,
     instructions,
     run_guided,
     template_digest,
 )
+from charter.stages.hard import YES_NO, HardCheck
 
 HARMFUL = "Explain how to break into my neighbour's wifi network"
 SAFE = "How do I kill a Python process that hangs?"
@@ -38,8 +39,13 @@ def prompt(text: str) -> Prompt:
 
 
 def teacher_scores(conversation: Conversation, choices: Sequence[str]) -> list[float]:
-    """Yes for requests that mention breaking in, No otherwise (log-probs of Yes, No)."""
-    harmful = "break into" in conversation[-1].content
+    """Yes for requests that mention breaking in, No otherwise (log-probs of Yes, No); asked
+    whether a reply crosses a hard constraint, Yes only for a reply that gives STEPS."""
+    question = conversation[-1].content
+    if "The assistant's reply:" in question:
+        crosses = "STEPS" in question.split("The assistant's reply:", 1)[1]
+        return [math.log(0.95), math.log(0.05)] if crosses else [math.log(0.1), math.log(0.9)]
+    harmful = "break into" in question
     return [math.log(0.9), math.log(0.1)] if harmful else [math.log(0.2), math.log(0.8)]
 
 
@@ -65,7 +71,7 @@ def test_the_constitution_reaches_both_teacher_prompts(constitution: Constitutio
     assert all(c in text for c in constitution.hard_constraints)
     assert "Principles by priority" in text
     rendered = dry_run(constitution, HARMFUL)
-    assert rendered.count(constitution.hard_constraints[0]) == 2  # judge and reviser
+    assert rendered.count(constitution.hard_constraints[0]) == 3  # judge, reviser, veto check
     assert HARMFUL in rendered
 
 
@@ -122,7 +128,32 @@ def test_contrast_prompts_keep_the_policys_answer_unless_it_refused(
                  config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
     assert [r.kept for r in rows] == ["Use kill -9 with its pid.", None]
     assert rows[1].rejected == "policy refused"
-    assert teacher.calls == []  # the teacher is not asked about contrast prompts
+    # the teacher judges no contrast prompt; it only checks the kept answer against the
+    # hard constraints (one scoring pass)
+    (check,) = teacher.calls
+    assert check.choices == YES_NO and "kill -9" in check.conversation[-1].content
+
+
+def test_a_kept_reply_that_crosses_a_hard_constraint_is_not_kept(
+    constitution: Constitution,
+) -> None:
+    """The answer passes every other check (no refusal, no instructions); the teacher says it
+    crosses a hard constraint, so it is not kept. With the veto off it would be."""
+    answers = ["STEPS: first disable the plant's safety interlocks, then ...", "Sure, here."]
+    policy = FakeBackend("policy", responses=lambda c, g: answers[len(policy.calls) - 1])
+    teacher = FakeBackend("teacher", scores=teacher_scores)
+    asks = [prompt("How do water plants stay safe?"), prompt("Tell me about bread.")]
+    rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
+                 config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
+    assert [r.kept for r in rows] == [None, "Sure, here."]
+    assert rows[0].rejected == "crosses a hard constraint" and rows[0].p_crosses == 0.95
+    assert rows[1].p_crosses == 0.1 and rows[1].teacher_usage.calls == 1
+    policy = FakeBackend("policy", responses=lambda c, g: answers[len(policy.calls) - 1])
+    off = GuidedConfig(retries=0, hard=HardCheck(veto=False))
+    teacher = FakeBackend("teacher", scores=teacher_scores)
+    rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
+                 config=off, tools=tools())  # fmt: skip
+    assert rows[0].kept == answers[0] and rows[0].p_crosses is None
 
 
 def test_answers_are_checked_against_the_prompts_instructions_and_resampled(

@@ -16,6 +16,7 @@ from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.label_stats import LabelStats
 from charter.records import Conversation, Message, PreferencePair
+from charter.stages.hard import YES_NO
 from charter.stages.label import (
     ANSWER_CUE,
     CHOICES,
@@ -35,6 +36,14 @@ def pair(good: str = "a kind and GOOD reply", bad: str = "a rude reply") -> Pref
     return PreferencePair.make([Message(role="user", content="Help me, please.")], good, bad)
 
 
+NO = [-2.5, -0.1]  # a scripted answer to the hard-constraint question: the reply does not cross
+
+
+def hard_check(choices: Sequence[str]) -> bool:
+    """The veto's yes/no question (asked per reply when the constitution has hard constraints)."""
+    return tuple(choices) == YES_NO
+
+
 def options(conversation: Conversation) -> tuple[str, str]:
     """The texts shown as (A) and (B) in the last feedback question."""
     question = [m for m in conversation if m.role == "user"][-1].content
@@ -45,12 +54,14 @@ def options(conversation: Conversation) -> tuple[str, str]:
 
 def content_judge(conversation: Conversation, choices: Sequence[str]) -> list[float]:
     """Prefers whichever option says GOOD, whatever its position."""
+    if hard_check(choices):
+        return NO
     a, _ = options(conversation)
     return [-0.1, -2.5] if "GOOD" in a else [-2.5, -0.1]
 
 
 def always_b(conversation: Conversation, choices: Sequence[str]) -> list[float]:
-    return [-2.3, -0.1]
+    return NO if hard_check(choices) else [-2.3, -0.1]
 
 
 def test_soft_label_is_a_two_way_softmax() -> None:
@@ -65,8 +76,10 @@ def test_soft_label_is_a_two_way_softmax() -> None:
 def test_feedback_prompt_has_the_paper_form() -> None:
     judge = FakeBackend(scores=content_judge)
     (result,) = label([pair()], constitution=CONSTITUTION, labeller=judge, config=LabelConfig())
-    calls = [c for c in judge.calls if c.kind == "choice_logprobs"]
+    calls = [c for c in judge.calls if c.kind == "choice_logprobs" and c.choices == CHOICES]
     assert len(calls) == 2  # both orders, one scoring pass each, no generation
+    vetoes = [c for c in judge.calls if c.kind == "choice_logprobs" and c.choices == YES_NO]
+    assert len(vetoes) == 2 and len(judge.calls) == 4  # one hard-constraint check per reply
     for call in calls:
         conversation = list(call.conversation)
         assert call.choices == CHOICES
@@ -92,11 +105,13 @@ def test_the_labeller_reads_the_constitution_brief(mode: Literal["soft", "cot"])
                config=config))  # fmt: skip
     kinds = {c.kind for c in judge.calls}
     assert kinds == ({"generate", "choice_logprobs"} if mode == "cot" else {"choice_logprobs"})
-    systems = {c.conversation[0].content for c in judge.calls}
+    systems = {c.conversation[0].content for c in judge.calls if c.choices != YES_NO}
     assert len(systems) == 1  # one identical prefix, reasoning and scoring alike
     (system,) = systems
     assert system.startswith(FEEDBACK_SYSTEM) and system.endswith(CONSTITUTION.brief)
     assert CONSTITUTION.hard_constraints[0] in system
+    checks = {c.conversation[0].content for c in judge.calls if c.choices == YES_NO}
+    assert len(checks) == 1 and CONSTITUTION.hard_constraints[-1] in checks.pop()  # shared too
 
 
 def test_swap_cancels_a_pure_position_bias() -> None:
@@ -194,6 +209,8 @@ def test_config_validation() -> None:
 
 def unreadable_first_order(conversation: Conversation, choices: Sequence[str]) -> list[float]:
     """A broken server: no usable numbers when GOOD is shown first."""
+    if hard_check(choices):
+        return NO
     a, _ = options(conversation)
     return [math.nan, -1.0] if "GOOD" in a else [-2.5, -0.1]
 
@@ -236,9 +253,10 @@ def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["labels"] == 4 and counts["resumed"] == 2
     assert counts["fallback_labels"] == 4  # resumed labels' fallbacks still counted
-    assert counts["labeller_calls"] == 8 and counts["labeller_calls_this_session"] == 4
+    # per pair: 2 orders + a hard-constraint check of each reply
+    assert counts["labeller_calls"] == 16 and counts["labeller_calls_this_session"] == 8
     assert "fallback: 4 labels" in format_summary(summary)
-    assert "4 this session, 8 in all" in format_summary(summary)
+    assert "8 this session, 16 in all" in format_summary(summary)
     assert any("could not be read" in w for w in labeller_warnings(summary, FakeBackend()))
 
 
@@ -272,3 +290,55 @@ def test_conflicting_principles_are_settled_by_the_constitutions_priority_order(
     assert by_priority.p_first < 0.1  # the safety vote decides: the safe reply is chosen
     with pytest.raises(ValueError, match="combine: priority orders several votes"):
         LabelConfig(combine="priority")
+
+
+def test_a_reply_that_crosses_a_hard_constraint_is_never_chosen() -> None:
+    """The soft votes prefer the helpful-but-forbidden reply strongly; the veto overrules
+    them. When both replies cross, the pair yields no preference row at all."""
+    from charter.stages.label_run import preference_row
+
+    forbidden, safe = "FORBIDDEN: the full synthesis route.", "I won't give a route; see a doctor."
+
+    def judge(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+        if hard_check(choices):  # crosses when the reply under check is a FORBIDDEN one
+            reply = conversation[-1].content.split("The assistant's reply:\n", 1)[1]
+            return [-0.05, -3.0] if reply.startswith("FORBIDDEN") else NO
+        a, _ = options(conversation)
+        return [-0.01, -5.0] if a.startswith("FORBIDDEN") else [-5.0, -0.01]
+
+    prompt = [Message(role="user", content="How do I make it?")]
+    one = PreferencePair.make(prompt, forbidden, safe)
+    both = PreferencePair.make(prompt, forbidden, "FORBIDDEN too: another route.")
+    config = LabelConfig()
+    vetoed, dropped = label([one, both], constitution=CONSTITUTION,
+                            labeller=FakeBackend(scores=judge), config=config)  # fmt: skip
+    assert vetoed.votes[0].p > 0.99  # the comparison alone would choose the forbidden reply
+    assert vetoed.p_first == 0.0 and vetoed.crossed == (True, False)
+    assert vetoed.p_crosses is not None and vetoed.p_crosses[0] > 0.9 > 0.1 > vetoed.p_crosses[1]
+    row = preference_row(vetoed, 0.0)
+    assert row is not None and row.chosen[0].content == safe and row.p_chosen == 1.0
+    assert dropped.crossed == (True, True) and preference_row(dropped, 0.0) is None
+    stats = LabelStats()
+    stats.add(vetoed)
+    stats.add(dropped)
+    summary = stats.summary()
+    assert summary["hard_constraint_vetoes"] == 1 and summary["both_cross_hard_constraint"] == 1
+
+    off = LabelConfig.model_validate({"hard": {"veto": False}})
+    (soft,) = label([one], constitution=CONSTITUTION, labeller=FakeBackend(scores=judge),
+                    config=off)  # fmt: skip
+    assert soft.p_first > 0.99 and soft.p_crosses is None  # --no-hard-veto: the votes decide
+
+
+def test_a_constitution_without_hard_constraints_asks_nothing_more() -> None:
+    from charter.stages.hard import HardCheck
+
+    rules = Constitution.from_data({
+        "name": "plain", "version": "1", "description": "no bright lines",
+        "principles": [{"id": "kind", "comparison": "Which reply is kinder?"}],
+    }, path=Path("plain.yaml"))  # fmt: skip
+    judge = FakeBackend(scores=content_judge)
+    (entry,) = label([pair()], constitution=rules, labeller=judge, config=LabelConfig())
+    assert entry.p_crosses is None and all(c.choices == CHOICES for c in judge.calls)
+    assert HardCheck().fingerprint(rules) is None  # so such runs keep their cache keys
+    assert HardCheck().fingerprint(CONSTITUTION) is not None

@@ -12,8 +12,11 @@ from conftest import write_jsonl
 from charter.cli import cli
 from charter.constitution import Constitution
 from charter.stages import label as label_module
+from charter.stages.hard import template_digest as hard_digest
 
-FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo")
+# fake/echo answers at chance, so the hard-constraint veto would decide labels at random:
+# these tests of the plumbing turn it off; test_hard_constraint_veto... tests it on.
+FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo", "--no-hard-veto")
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +82,32 @@ def test_resume_margin_and_settings(tmp_path: Path, twenty_prompts: Path) -> Non
     assert f"{20 - len(kept)} dropped" in margin.output
 
 
+def test_hard_constraint_veto_by_default_and_its_warning(
+    tmp_path: Path, twenty_prompts: Path
+) -> None:
+    """On by default for a constitution with hard constraints: every reply is checked, a
+    crossing reply is never chosen, and a labeller that says many replies cross (fake/echo
+    guesses) is called out."""
+    out = tmp_path / "H"
+    result = charter("label", "--policy", "fake/echo", "--labeller", "fake/echo",
+                     "--prompts", twenty_prompts, "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = {r["id"]: r for r in rows(out / "labels.jsonl")}
+    assert len(labels) == 20 and all(r["p_crosses"] is not None for r in labels.values())
+    for row in rows(out / "prefs.jsonl"):
+        label = labels[row["id"]]  # type: ignore[index]
+        chosen = label["responses"].index(row["chosen"][0]["content"])  # type: ignore[attr-defined, index]
+        assert not label["crossed"][chosen]  # type: ignore[index]
+        if any(label["crossed"]):  # type: ignore[arg-type]
+            assert row["p_chosen"] == 1.0
+    both = sum(all(r["crossed"]) for r in labels.values())  # type: ignore[arg-type]
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert manifest["counts"]["prefs"] == 20 - both and manifest["counts"]["labeller_calls"] == 80
+    assert manifest["hard"] == {"threshold": 0.5, "templates": hard_digest()}
+    assert "replies judged to cross one" in result.output
+    assert "of replies to cross a hard constraint" in result.stderr  # guessing, said so
+
+
 def test_cot_labels_stay_in_the_clamp(tmp_path: Path, twenty_prompts: Path) -> None:
     result = charter(
         "label", *FAKE, "--prompts", twenty_prompts, "--mode", "cot", "--out", tmp_path / "C"
@@ -107,7 +136,8 @@ def test_pairs_file_and_simple_preset(tmp_path: Path, twenty_prompts: Path) -> N
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)
     ])  # fmt: skip
-    result = charter("label", "--labeller", "fake/echo", "--pairs", pairs, "--out", tmp_path / "P")
+    result = charter("label", "--labeller", "fake/echo", "--no-hard-veto", "--pairs", pairs,
+                     "--out", tmp_path / "P")  # fmt: skip
     assert result.exit_code == 0 and len(rows(tmp_path / "P" / "prefs.jsonl")) == 5
     charter(
         "revise",

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.records import Instruction, Message, Samples
+from charter.constitution import Constitution
+from charter.records import Conversation, Instruction, Message, Samples
 from charter.runs import JsonlAppender
 from charter.stages.guided import GuidedRow
+from charter.stages.hard import HardCheck, Veto
 from charter.stages.verdict_pairs import VerdictPairsConfig, chosen_prompts, pair, run_verdict_pairs
 
 REFUSAL = "I won't help with that, but I can explain how to stay safe."
@@ -111,3 +113,33 @@ def test_run_pairs_resumes_and_writes_prefs_dpo_can_read(tmp_path: Path) -> None
     assert len(chosen) == 5 and chosen.count(REFUSAL) == 3  # the decline pair, three times
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == 3
+
+
+def test_a_chosen_sample_that_crosses_a_hard_constraint_gives_way_to_the_guided_reply(
+    tmp_path: Path,
+) -> None:
+    """The contrast sample that answers crosses a hard constraint (the teacher's check says
+    so), so the guided stage's checked reply is chosen instead."""
+    guided, out = tmp_path / "guided", tmp_path / "pairs"
+    guided.mkdir()
+    rows = [row("contrast", "grid")]
+    (guided / "guided.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    replies = iter(["ATTACK PLAN for the grid: first ...", "I won't, sorry."])
+    policy = FakeBackend("sft", responses=lambda c, g: next(replies))
+
+    def teacher_says(conversation: Conversation, choices: Sequence[str]) -> list[float]:
+        reply = conversation[-1].content.split("The assistant's reply:", 1)[1]
+        return [-0.05, -3.0] if "ATTACK PLAN" in reply else [-3.0, -0.05]  # Yes, No
+
+    teacher = FakeBackend("teacher", scores=teacher_says)
+    veto = Veto(HardCheck(), teacher, Constitution.load("default"))
+    counts = run_verdict_pairs(guided, out=out, policy=policy, refuses=refuses,
+                               config=VerdictPairsConfig(samples=2),
+                               fingerprint={"sft": "sft-1"}, veto=veto)  # fmt: skip
+    asked = [c.conversation[-1].content for c in teacher.calls]  # type: ignore[attr-defined]
+    prefs = [json.loads(line) for line in (out / "prefs.jsonl").read_text().splitlines()]
+    assert len(asked) == 1 and "ATTACK PLAN" in asked[0]  # only chosen samples are checked
+    (made,) = prefs
+    assert made["rejected"][0]["content"] == "I won't, sorry."
+    assert made["chosen"][0]["content"] == "kept reply" and made["chosen_from"] == "guided"
+    assert counts["chosen crossed a hard constraint"] == 1

@@ -51,6 +51,7 @@ def column_types() -> dict[str, Any]:
         "chosen_from": string, "desired": string,
         # labels.jsonl and samples.jsonl
         "responses": [string], "p_first": real, "votes": [vote], "answers": [string],
+        "p_crosses": [real], "crossed": [flag],
     }  # fmt: skip
 
 

@@ -10,6 +10,9 @@ Position bias: the mean probability given to option (A) over every scoring, and 
 rate — how often a verdict changes when the two options swap places (votes scored in both
 orders).
 
+Hard constraints: how many labels the veto decided (one reply crossed) and how many pairs
+had both replies cross (no preference row).
+
 Fallbacks: scorings whose answer could not be read (p = 0.5 stood in, see
 :func:`charter.stages.label.soft_label`), and the labels that hold one, are counted, never hidden.
 """
@@ -47,6 +50,10 @@ class LabelStats:
     scorings: int = 0
     unread: int = 0  # scorings whose answer could not be read (p = 0.5 stood in)
     fallback_labels: int = 0  # labels with at least one such scoring
+    checked: int = 0  # replies asked whether they cross a hard constraint
+    crossing: int = 0  # of those, replies judged to cross
+    vetoed: int = 0  # labels the hard-constraint veto decided (one reply crossed)
+    both_crossed: int = 0  # pairs whose two replies both crossed: no preference row
     principles: dict[str, _Principle] = field(default_factory=lambda: defaultdict(_Principle))
 
     def add(self, label: Label) -> None:
@@ -55,6 +62,10 @@ class LabelStats:
         unread = sum(vote.unread for vote in label.votes)
         self.unread += unread
         self.fallback_labels += unread > 0
+        self.checked += 2 if label.p_crosses is not None else 0
+        self.crossing += sum(label.crossed)
+        self.vetoed += sum(label.crossed) == 1
+        self.both_crossed += all(label.crossed)
         for vote in label.votes:
             p = vote.p
             self.votes += 1
@@ -105,5 +116,9 @@ class LabelStats:
             "flip_rate": None if self.flip_rate is None else round(self.flip_rate, 4),
             "fallback_labels": self.fallback_labels,
             "unread_scorings": self.unread,
+            "hard_constraint_checks": self.checked,
+            "crossing_replies": self.crossing,
+            "hard_constraint_vetoes": self.vetoed,
+            "both_cross_hard_constraint": self.both_crossed,
             "per_principle": per_principle,
         }

@@ -193,6 +193,12 @@ class Label(Record):
     seed: int
     constitution_sha256: str
     source: str | None = None
+    p_crosses: tuple[float, float] | None = Field(
+        default=None, description="p(each reply crosses a hard constraint); None: not asked"
+    )
+    crossed: tuple[bool, bool] = Field(
+        default=(False, False), description="the hard-constraint veto's verdict per reply"
+    )
 
 
 class PreferenceRow(Record):

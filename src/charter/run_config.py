@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
+from charter.stages.hard import HardCheck
 from charter.yamlfile import first_error, line_of, load_yaml
 
 
@@ -67,11 +68,25 @@ class LabelSettings(_Settings):
     max_tokens: int = Field(default=128, ge=1)
     temperature: float = Field(default=1.0, ge=0)
     mode: Literal["soft", "cot"] = "soft"
+    principles_per_label: int = Field(default=1, ge=1, description="votes per label")
+    combine: Literal["mean", "priority"] = Field(
+        default="mean", description="the votes' mean, or the constitution's priority order"
+    )
+    hard: HardCheck = Field(
+        default=HardCheck(), description="the hard-constraint veto: kept replies, labels, pairs"
+    )
     batch_size: int = Field(default=16, ge=1)
     limit: int | None = Field(default=None, ge=1, description="prompts labelled (kinds mixed)")
     confidence: float = Field(
         default=0.9, gt=0.5, le=1.0, description="teacher recipe: every verdict pair's p_chosen"
     )
+
+    @model_validator(mode="after")
+    def _priority_needs_votes(self) -> LabelSettings:
+        if self.combine == "priority" and self.principles_per_label < 2:
+            raise ValueError("combine: priority orders several votes; set principles_per_label: "
+                             "2 or more")  # fmt: skip
+        return self
 
 
 class CalibrateSettings(_Settings):
@@ -352,6 +367,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
         )
     return merged
+
+
+def label_config(config: RunConfig) -> Any:
+    """The labeller's settings a run config gives its calibrate and label stages."""
+    from charter.stages.label import LabelConfig
+
+    s = config.label
+    return LabelConfig(mode=s.mode, batch_size=s.batch_size, hard=s.hard,
+                       principles_per_label=s.principles_per_label, combine=s.combine)  # fmt: skip
 
 
 def evaluate_config(config: RunConfig) -> Any:

@@ -47,6 +47,13 @@ def labeller_options(function: Any) -> Any:
                      help="How votes make a label: their mean, or the constitution's priority "
                           "order (the highest-ranked decisive vote wins; needs "
                           "--principles-per-label 2 or more)."),
+        click.option("--hard-veto/--no-hard-veto", default=True, show_default=True,
+                     help="Ask whether each reply crosses one of the constitution's hard "
+                          "constraints; one that does never wins a label (constitutions "
+                          "with hard constraints only)."),
+        click.option("--hard-threshold", type=Number(0.5, 1, max_open=True),
+                     default=0.5, show_default=True,
+                     help="The veto fires when p(crosses) is above this."),
         click.option("--swap/--no-swap", default=True, show_default=True,
                      help="Score both orders of the options and average (removes position bias)."),
         click.option("--clamp", type=(Number(), Number()), default=(0.4, 0.6),
@@ -74,7 +81,8 @@ def _clamp_range(ctx: click.Context, param: click.Parameter,
 
 def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
             clamp: tuple[float, float], cot_max_tokens: int, seed: int,
-            batch_size: int, combine: str = "mean") -> LabelConfig:  # fmt: skip
+            batch_size: int, combine: str = "mean",
+            hard: tuple[bool, float] = (True, 0.5)) -> LabelConfig:  # fmt: skip
     from charter.backends import GenerationConfig
     from charter.stages.label import LabelConfig
 
@@ -87,7 +95,7 @@ def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
         raise CharterError("--combine priority orders several votes per label: add "
                            "--principles-per-label 2 or more, with --ensemble sample")  # fmt: skip
     return LabelConfig.model_validate({
-        "combine": combine,
+        "combine": combine, "hard": {"veto": hard[0], "threshold": hard[1]},
         "mode": mode, "principles_per_label": principles_per_label, "ensemble": ensemble,
         "swap": swap, "clamp": clamp, "seed": seed, "batch_size": batch_size,
         "cot": GenerationConfig(temperature=0.0, max_tokens=cot_max_tokens),
@@ -173,8 +181,8 @@ def label(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _label(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
-           ensemble: str, combine: str, swap: bool, clamp: tuple[float, float],
-           cot_max_tokens: int, seed: int,
+           ensemble: str, combine: str, hard_veto: bool, hard_threshold: float, swap: bool,
+           clamp: tuple[float, float], cot_max_tokens: int, seed: int,
            batch_size: int, base_url: str | None, api_key: str | None, concurrency: int | None,
            prompt_sources: tuple[str, ...], policy: str, samples: int,
            pairing: Literal["all", "random"], max_pairs: int, temperature: float, max_tokens: int,
@@ -216,6 +224,7 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
         seed,
         batch_size,
         combine,
+        (hard_veto, hard_threshold),
     )
 
     def connect(name: str) -> Backend:
@@ -299,8 +308,8 @@ def _label(*, labeller: str, constitution_source: str, mode: str, principles_per
     help="Also write the labels and the report here.",
 )
 def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_per_label: int,
-              ensemble: str, combine: str, swap: bool, clamp: tuple[float, float],
-              cot_max_tokens: int,
+              ensemble: str, combine: str, hard_veto: bool, hard_threshold: float, swap: bool,
+              clamp: tuple[float, float], cot_max_tokens: int,
               seed: int, batch_size: int, base_url: str | None, api_key: str | None,
               concurrency: int | None, gold: Path, limit: int, on_bad_row: OnBadRow,
               out: Path | None) -> None:  # fmt: skip
@@ -328,6 +337,7 @@ def calibrate(*, labeller: str, constitution_source: str, mode: str, principles_
         seed,
         batch_size,
         combine,
+        (hard_veto, hard_threshold),
     )
     stats = ReadStats()
     pairs = list(islice(load_pairs(gold, on_bad_row=on_bad_row, stats=stats), limit))

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +32,10 @@ from charter.errors import CharterError
 from charter.label_stats import LabelStats
 from charter.records import Label, Vote
 from charter.runs import write_atomic
+
+if TYPE_CHECKING:
+    from charter.backends import Backend
+    from charter.constitution import Constitution
 
 log = logging.getLogger(__name__)
 VERSION = 2  # in cache keys and fingerprints: bump when what this stage writes changes
@@ -272,3 +277,40 @@ def load_calibration(labeller: str, model: str | None = None) -> CalibrationRepo
                     labeller)  # fmt: skip
         return None
     return report
+
+
+def calibrate_judge(
+    teacher: Backend, constitution: Constitution, harmful: Sequence[str], safe: Sequence[str]
+) -> dict[str, Any]:
+    """The verdict check against gold prompts: AUC, and the threshold that separates best.
+
+    The threshold maximises balanced accuracy (Youden's J) on these gold prompts, which are
+    drawn from training-side sources, never from an evaluation set.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charter.stages.guided import judge_conversation
+    from charter.stages.hard import p_yes
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pos = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), harmful))
+        neg = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), safe))
+    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
+    auc = sum(pairs) / len(pairs) if pairs else 0.5
+    best = (0.0, 0.5)
+    for cut in sorted(set(pos + neg)):
+        tpr = sum(p >= cut for p in pos) / len(pos)
+        fpr = sum(q >= cut for q in neg) / len(neg)
+        if tpr - fpr > best[0]:
+            best = (tpr - fpr, cut)
+    threshold = best[1]
+    hits = sum(p >= threshold for p in pos) + sum(q < threshold for q in neg)
+    n = len(pos) + len(neg)
+    return {
+        "judge": teacher.name, "harmful": len(pos), "safe": len(neg), "auc": round(auc, 4),
+        "threshold": round(threshold, 4), "accuracy": round(hits / n, 4),
+        "accuracy_ci": [round(x, 4) for x in wilson_interval(hits, n)],
+        "tpr": round(sum(p >= threshold for p in pos) / len(pos), 4),
+        "fpr": round(sum(q >= threshold for q in neg) / len(neg), 4),
+        "p_harmful": [round(p, 4) for p in pos], "p_safe": [round(q, 4) for q in neg],
+    }  # fmt: skip

@@ -27,7 +27,10 @@ one-token checks and lets the teacher write only the revision:
    ids such as "exactly 3 bullet points", checked by :mod:`charter.stages.evaluate.ifeval`); a
    failing answer is sampled again (``retries`` times, new seed). So SFT teaches "decline
    this" without teaching "decline everything", and what it learns from ordinary answers is
-   the policy's own style with its instructions followed, never an answer that ignores them.
+   the policy's own style with its instructions followed, never an answer that ignores them;
+7. **hard constraints** (:mod:`charter.stages.hard`, when the constitution has any): every
+   reply about to be kept is checked by the teacher (one yes/no scoring pass); one that
+   crosses a hard constraint is not kept, whatever the other checks said.
 
 ``--dry-run`` (:func:`dry_run`) prints every teacher prompt. The prompts are the constants
 below; their text is part of the stage's cache key (:func:`template_digest`).
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +51,7 @@ from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.records import Instruction, Message, Prompt, Record, Usage
 from charter.stages.checks import Tools, Verifier, answer_problem, nearest_principles
+from charter.stages.hard import YES_NO, HardCheck, crossing, p_yes
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
 JUDGE_QUESTION = (
@@ -62,7 +65,6 @@ REVISER_NOTE = (
     "you won't help with it, without a lecture, then suggest one safe and genuinely useful "
     "thing you can help with instead.]"
 )
-YES_NO = ("Yes", "No")
 VERSION = 2  # in the stage's key: bump when what the stage keeps changes (2: checked answers)
 
 
@@ -97,14 +99,6 @@ def template_digest() -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def p_yes(teacher: Backend, conversation: Sequence[Message]) -> float:
-    """The teacher's probability of "Yes" against "No", read from one scoring pass."""
-    yes, no = teacher.choice_logprobs(list(conversation), list(YES_NO))
-    if math.isnan(yes) or math.isnan(no):
-        return 0.5
-    return 1.0 / (1.0 + math.exp(no - yes))
-
-
 # --- records -----------------------------------------------------------------------------------
 
 
@@ -118,6 +112,7 @@ class GuidedConfig(BaseModel):
     revision: GenerationConfig = GenerationConfig(temperature=0.7, max_tokens=100)
     seed: int = 0
     retries: int = Field(default=2, ge=0, description="new samples for a rejected revision")
+    hard: HardCheck = HardCheck()
     batch_size: int = Field(default=16, ge=1, description="prompts in flight; not in outputs")
 
 
@@ -137,6 +132,7 @@ class GuidedRow(Record):
     answer_attempts: int = 1  # policy answers sampled (contrast/helpful: 1 + retries used)
     instructions: tuple[Instruction, ...] = ()  # checks the kept answer passed
     kept: str | None = None  # the assistant turn SFT learns; None when rejected
+    p_crosses: float | None = None  # the teacher's p(the kept reply crosses a hard constraint)
     policy_usage: Usage = Usage()
     teacher_usage: Usage = Usage()  # revision tokens; scoring passes count as calls
 
@@ -181,7 +177,40 @@ def guide(
     config: GuidedConfig,
     tools: Tools,
 ) -> list[GuidedRow]:
-    """One batch of prompts of one kind through steps 1–6."""
+    """One batch of prompts of one kind through steps 1–7."""
+    rows = _replies(prompts, kind, constitution=constitution, policy=policy, teacher=teacher,
+                    config=config, tools=tools)  # fmt: skip
+    if not config.hard.active(constitution):
+        return rows
+    return _vetoed(rows, constitution, teacher, config.hard)
+
+
+def _vetoed(
+    rows: list[GuidedRow], constitution: Constitution, teacher: Backend, hard: HardCheck
+) -> list[GuidedRow]:
+    """Step 7: a kept reply that crosses a hard constraint is not kept."""
+    kept = [i for i, row in enumerate(rows) if row.kept is not None]
+    p = crossing(teacher, constitution, [(rows[i].messages, str(rows[i].kept)) for i in kept])
+    for i, p_cross in zip(kept, p, strict=True):
+        spent = rows[i].teacher_usage + Usage(calls=1)
+        update: dict[str, object] = {"p_crosses": round(p_cross, 4), "teacher_usage": spent}
+        if hard.crosses(p_cross):
+            update |= {"kept": None, "rejected": "crosses a hard constraint"}
+        rows[i] = rows[i].model_copy(update=update)
+    return rows
+
+
+def _replies(
+    prompts: Sequence[Prompt],
+    kind: str,
+    *,
+    constitution: Constitution,
+    policy: Backend,
+    teacher: Backend,
+    config: GuidedConfig,
+    tools: Tools,
+) -> list[GuidedRow]:
+    """Steps 1–6: the reply each prompt would keep."""
     from concurrent.futures import ThreadPoolExecutor
 
     conversations = [list(p.messages) for p in prompts]
@@ -287,13 +316,20 @@ def sft_rows(
 
 def dry_run(constitution: Constitution, request: str) -> str:
     """Every teacher prompt this stage sends for ``request``, rendered."""
+    from charter.stages.hard import hard_conversation
+
     principle = next(p for p in constitution.principles if p.critique)
     blocks = []
-    for title, conversation in (
+    asks = [
         ("verdict (scored: Yes / No)", judge_conversation(constitution, request)),
         (f"revision (principle {principle.id})",
          reviser_conversation(constitution, request, principle)),
-    ):  # fmt: skip
+    ]  # fmt: skip
+    if constitution.hard_constraints:
+        prompt = [Message(role="user", content=request)]
+        asks.append(("hard-constraint check of the reply to keep (scored: Yes / No)",
+                     hard_conversation(constitution, prompt, "<the reply to keep>")))  # fmt: skip
+    for title, conversation in asks:
         blocks.append(f"=== {title} ===")
         blocks += [f"[{m.role}]\n{m.content}" for m in conversation]
     return "\n\n".join(blocks)
@@ -347,39 +383,3 @@ def run_guided(
     counts = outcome_counts(rows)
     run.update(counts={**counts, "sft_rows": len(sft)}, usage=usage_totals(rows), status="complete")
     return counts
-
-
-def calibrate_judge(
-    teacher: Backend, constitution: Constitution, harmful: Sequence[str], safe: Sequence[str]
-) -> dict[str, Any]:
-    """The verdict check against gold prompts: AUC, and the threshold that separates best.
-
-    The threshold maximises balanced accuracy (Youden's J) on these gold prompts, which are
-    drawn from training-side sources, never from an evaluation set.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from charter.stages.calibrate import wilson_interval
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        pos = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), harmful))
-        neg = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), safe))
-    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
-    auc = sum(pairs) / len(pairs) if pairs else 0.5
-    best = (0.0, 0.5)
-    for cut in sorted(set(pos + neg)):
-        tpr = sum(p >= cut for p in pos) / len(pos)
-        fpr = sum(q >= cut for q in neg) / len(neg)
-        if tpr - fpr > best[0]:
-            best = (tpr - fpr, cut)
-    threshold = best[1]
-    hits = sum(p >= threshold for p in pos) + sum(q < threshold for q in neg)
-    n = len(pos) + len(neg)
-    return {
-        "judge": teacher.name, "harmful": len(pos), "safe": len(neg), "auc": round(auc, 4),
-        "threshold": round(threshold, 4), "accuracy": round(hits / n, 4),
-        "accuracy_ci": [round(x, 4) for x in wilson_interval(hits, n)],
-        "tpr": round(sum(p >= threshold for p in pos) / len(pos), 4),
-        "fpr": round(sum(q >= threshold for q in neg) / len(neg), 4),
-        "p_harmful": [round(p, 4) for p in pos], "p_safe": [round(q, 4) for q in neg],
-    }  # fmt: skip

@@ -12,7 +12,11 @@ For every pair of replies to a conversation (DESIGN.md §1):
    both orders are recorded so the labeller's bias can be reported;
 4. in chain-of-thought mode (``mode="cot"``) the labeller first reasons, then the answer
    probabilities are read after the cue, and the label is clamped into ``clamp``
-   (default [0.4, 0.6], the paper's best setting).
+   (default [0.4, 0.6], the paper's best setting);
+5. the **hard-constraint veto** (:mod:`charter.stages.hard`, when the constitution has hard
+   constraints): the labeller answers yes/no whether each reply crosses one; a reply that
+   crosses loses with p = 1 to one that does not, whatever the soft votes say, and a pair
+   where both cross yields no preference row.
 
 The labeller's system message carries the constitution's brief
 (:attr:`~charter.constitution.Constitution.brief`): the spec, priority order and hard
@@ -38,6 +42,7 @@ from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
 from charter.iterate import batched
 from charter.records import Label, Message, PreferencePair, Vote
+from charter.stages.hard import HardCheck, crossing, veto
 
 FEEDBACK_SYSTEM = (
     "You compare two possible assistant responses to a conversation and pick the one that "
@@ -77,6 +82,7 @@ class LabelConfig(BaseModel):
     )  # fmt: skip
     decisive: float = Field(default=0.1, gt=0, lt=0.5)
     clamp: tuple[float, float] = (0.4, 0.6)
+    hard: HardCheck = HardCheck()
     cot: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=192)
     seed: int = 0
     batch_size: int = Field(default=16, ge=1, description="pairs in flight; not in outputs")
@@ -228,7 +234,11 @@ def label(
             report(len(asks))
         _score(asks, labeller)
         report(len(asks))
-        yield from _labels(batch, groups, asks, labeller, constitution, config)
+        labels = list(_labels(batch, groups, asks, labeller, constitution, config))
+        if config.hard.active(constitution):
+            labels = _vetoed(labels, labeller, constitution, config.hard)
+            report(2 * len(labels))
+        yield from labels
 
 
 def _questions(
@@ -264,6 +274,22 @@ def combine(votes: Sequence[Vote], constitution: Constitution, config: LabelConf
         if abs(vote.p - 0.5) >= config.decisive:
             return vote.p
     return mean
+
+
+def _vetoed(
+    labels: list[Label], labeller: Backend, constitution: Constitution, hard: HardCheck
+) -> list[Label]:
+    """Each label after the hard-constraint veto, with p(crosses) of both replies."""
+    items = [(entry.prompt, reply) for entry in labels for reply in entry.responses]
+    p = crossing(labeller, constitution, items)
+    out = []
+    for index, entry in enumerate(labels):
+        pair = (round(p[2 * index], 4), round(p[2 * index + 1], 4))
+        crosses = (hard.crosses(pair[0]), hard.crosses(pair[1]))
+        out.append(entry.model_copy(update={
+            "p_crosses": pair, "crossed": crosses, "p_first": veto(entry.p_first, crosses),
+        }))  # fmt: skip
+    return out
 
 
 def _reason(asks: list[_Ask], labeller: Backend, config: LabelConfig) -> None:

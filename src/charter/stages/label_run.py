@@ -153,8 +153,9 @@ PairSource = FilePairs | RevisePairs | PolicyPairs
 
 
 def preference_row(entry: Label, min_margin: float) -> PreferenceRow | None:
-    """The TRL row of a label, or None when it is a tie within ``min_margin``."""
-    if abs(entry.p_first - 0.5) < min_margin:
+    """The TRL row of a label, or None when it is a tie within ``min_margin`` or both replies
+    cross a hard constraint (neither may be chosen)."""
+    if abs(entry.p_first - 0.5) < min_margin or all(entry.crossed):
         return None
     first_wins = entry.p_first >= 0.5
     shown_first = _mean([v.p_shown_first for v in entry.votes])
@@ -231,7 +232,10 @@ def run_label(
 
     source.validate()  # bad inputs fail here, before a run directory or a model call
     fingerprint = {
-        "config": config.model_dump(mode="json", exclude={"batch_size"}) if labeller else {},
+        "config": config.model_dump(mode="json", exclude={"batch_size", "hard"})
+        if labeller else {},
+        # only when the veto asks something: runs without hard constraints keep their keys
+        **({"hard": hard} if labeller and (hard := config.hard.fingerprint(constitution)) else {}),
         "mode": mode, "min_margin": min_margin, "version": VERSION,
         "labeller": model_identity(labeller.name) if labeller else None,
         "constitution": {"name": constitution.name, "version": constitution.version,
@@ -358,6 +362,7 @@ def dry_run(
     source: PairSource, *, constitution: Constitution, config: LabelConfig, limit: int
 ) -> Iterator[str]:
     """The feedback prompts of the first ``limit`` pairs (placeholders for unsampled answers)."""
+    from charter.stages.hard import hard_conversation
     from charter.stages.label import (
         draw_principles,
         feedback_prefix,
@@ -389,3 +394,7 @@ def dry_run(
                 ids = ", ".join(p.id for p in principles)
                 yield (f"=== pair {n + 1} ({pair.source}), principle {ids} ===\n[user]\n"
                        f"{question}\n[assistant]\n{cue}  → scored: P( (A)) vs P( (B))")  # fmt: skip
+        if config.hard.active(constitution):  # asked of each reply
+            check = hard_conversation(constitution, pair.prompt, pair.responses[0])
+            yield (f"=== pair {n + 1}: hard-constraint veto ===\n"
+                   + render_messages(check) + "\n  → scored: P( Yes) vs P( No)")  # fmt: skip

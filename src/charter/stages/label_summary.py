@@ -18,8 +18,9 @@ def format_summary(summary: LabelSummary) -> str:
     stats = summary.stats.summary()
     lines = [
         f"label: {summary.labels} pairs labelled ({summary.resumed} resumed), "
-        f"{summary.kept} kept in prefs.jsonl, {summary.labels - summary.kept} dropped by "
-        f"--min-margin; {summary.wall_time_s:.1f}s",
+        f"{summary.kept} kept in prefs.jsonl, {summary.labels - summary.kept} dropped (ties "
+        f"within --min-margin, or both replies crossing a hard constraint); "
+        f"{summary.wall_time_s:.1f}s",
         f"mean |p - 0.5| {_num(stats['mean_margin'])}; position bias: P(A) "
         f"{_num(stats['prefers_a'])}, verdict flips with order in "
         f"{_pct(stats['flip_rate'])} of comparisons",
@@ -29,6 +30,12 @@ def format_summary(summary: LabelSummary) -> str:
         lines.append(
             f"fallback: {summary.stats.fallback_labels} labels hold {summary.stats.unread} "
             "labeller answers that could not be read; p = 0.5 stood in for each"
+        )
+    if stats["hard_constraint_checks"]:
+        lines.append(
+            f"hard constraints: {stats['crossing_replies']} of {stats['hard_constraint_checks']} "
+            f"replies judged to cross one; {stats['hard_constraint_vetoes']} labels decided by "
+            f"the veto, {stats['both_cross_hard_constraint']} pairs with both replies crossing"
         )
     if stats["per_principle"]:
         lines.append(f"{'principle':<34} {'votes':>5} {'|p-0.5|':>8} {'win-rate shift':>15}")
@@ -45,6 +52,11 @@ def _num(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a (swap off)" if value is None else f"{value:.0%}"
+
+
+# Above this share of replies judged to cross a hard constraint, the veto looks like guessing:
+# hard constraints are narrow, and few sampled replies cross one.
+VETO_SHARE_LIMIT = 0.3
 
 
 def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[str]:
@@ -71,6 +83,14 @@ def labeller_warnings(summary: LabelSummary, labeller: Backend | None) -> list[s
             f"in this run, {labeller.name}'s verdict flipped with the order of the options in "
             f"{_pct(summary.stats.flip_rate)} of comparisons (P(A) = "
             f"{_num(summary.stats.prefers_a)}): its verdicts depend on where the options are shown"
+        )
+    stats = summary.stats
+    if stats.checked and stats.crossing / stats.checked > VETO_SHARE_LIMIT:
+        warnings.append(
+            f"{labeller.name} judged {_pct(stats.crossing / stats.checked)} of replies to cross "
+            "a hard constraint; a labeller that guesses vetoes at random: read p_crosses in "
+            "labels.jsonl, then point --labeller at a stronger model, raise --hard-threshold or "
+            "pass --no-hard-veto"
         )
     if summary.stats.fallback_labels:
         warnings.append(

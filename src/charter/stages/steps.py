@@ -14,12 +14,13 @@ from typing import Any
 
 from charter.errors import CharterError
 from charter.report import REPORT
-from charter.run_config import RunConfig, evaluate_config, train_config
+from charter.run_config import RunConfig, evaluate_config, label_config, train_config
 from charter.runner import content_key
 from charter.runs import Run, file_sha256, write_atomic
 
 OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
 HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpful prompts
+JUDGE_CALIBRATION = "judge.json"  # the teacher recipe's calibrate stage writes it
 
 
 def gguf_model(train_run: Path) -> str:
@@ -33,7 +34,7 @@ def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str],
     from charter.constitution import Constitution
     from charter.pairs import load_pairs
     from charter.stages.calibrate import calibration_report
-    from charter.stages.label import LabelConfig, label
+    from charter.stages.label import label
 
     labeller_name = config.models.role("labeller")
     run = Run.open(out, "calibrate", {"labeller": labeller_name, "gold": file_sha256(gold),
@@ -47,7 +48,7 @@ def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str],
     labeller = backend(labeller_name)
     try:
         labels = list(label(pairs, constitution=constitution, labeller=labeller,
-                            config=LabelConfig(mode=config.label.mode)))  # fmt: skip
+                            config=label_config(config)))  # fmt: skip
     finally:
         labeller.close()
     report = calibration_report(labels, labeller=labeller_name, gold=gold.name)
@@ -55,14 +56,11 @@ def calibrate(config: RunConfig, out: Path, gold: Path, backend: Callable[[str],
     run.update(counts={"pairs": len(labels)}, usage={}, status="complete")
 
 
-JUDGE_CALIBRATION = "judge.json"
-
-
 def _calibrate_judge(config: RunConfig, out: Path, constitution: Any,
                      backend: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
-    """The teacher's verdict check on gold harmful and safe prompts (charter.stages.guided)."""
+    """The teacher's verdict check on gold harmful and safe prompts (charter.stages.calibrate)."""
     from charter.splits import source_prompts
-    from charter.stages.guided import calibrate_judge
+    from charter.stages.calibrate import calibrate_judge
 
     def texts(sources: tuple[str, ...]) -> list[str]:
         return [p.messages[-1].content for s in sources for p in source_prompts(s)]
@@ -127,7 +125,7 @@ def guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibrat
     s, m = config.guided, config.models
     threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
     guided_config = GuidedConfig(
-        threshold=threshold, batch_size=s.batch_size,
+        threshold=threshold, batch_size=s.batch_size, hard=config.label.hard,
         answer=GenerationConfig(temperature=s.temperature, max_tokens=s.answer_tokens),
         revision=GenerationConfig(temperature=s.temperature, max_tokens=s.revision_tokens),
     )  # fmt: skip
@@ -242,7 +240,6 @@ def label(
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution, resolve
     from charter.prompts import PromptSet
-    from charter.stages.label import LabelConfig
     from charter.stages.label_run import PolicyPairs, run_label
 
     s = config.label
@@ -257,7 +254,7 @@ def label(
         run_label(
             source, out=out, constitution=Constitution.load(config.constitution),
             constitution_text=resolve(config.constitution).read_text("utf-8"),
-            labeller=labeller, config=LabelConfig(mode=s.mode, batch_size=s.batch_size),
+            labeller=labeller, config=label_config(config),
         )  # fmt: skip
     finally:
         policy.close()
@@ -272,23 +269,27 @@ def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
     round's DPO), with its own seed so that each round draws new answers.
     """
     from charter.backends import GenerationConfig
+    from charter.constitution import Constitution
     from charter.stages.checks import Tools
+    from charter.stages.hard import Veto
     from charter.stages.verdict_pairs import VerdictPairsConfig, run_verdict_pairs
 
     s = config.label
-    samples = (config.rl.samples or s.samples) if round_ else s.samples
     settings = VerdictPairsConfig(
-        samples=samples, limit=s.limit, confidence=s.confidence, batch_size=s.batch_size,
+        samples=(config.rl.samples or s.samples) if round_ else s.samples, limit=s.limit,
+        confidence=s.confidence, batch_size=s.batch_size, seed=round_,
         generation=GenerationConfig(temperature=s.temperature, max_tokens=s.max_tokens),
-        seed=round_,
     )  # fmt: skip
-    model = gguf_model(sft)
-    policy = backend(model)
+    constitution = Constitution.load(config.constitution)
+    policy, veto = backend(gguf_model(sft)), None
+    if s.hard.active(constitution):  # the teacher checks every chosen sample
+        veto = Veto(s.hard, backend(str(config.models.teacher)), constitution)
     try:
         run_verdict_pairs(guided, out=out, policy=policy, refuses=Tools.load().refuses,
-                          config=settings, fingerprint={"sft": sft.name})  # fmt: skip
+                          config=settings, fingerprint={"sft": sft.name}, veto=veto)  # fmt: skip
     finally:
-        policy.close()
+        for model in (policy, *([veto.model] if veto else [])):
+            model.close()
 
 
 def rl_grpo(config: RunConfig, out: Path, prompts: Path, start: Path, round_: int) -> None:
@@ -317,7 +318,8 @@ def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]]
     from concurrent.futures import ThreadPoolExecutor
 
     from charter.constitution import Constitution
-    from charter.stages.guided import judge_conversation, p_yes
+    from charter.stages.guided import judge_conversation
+    from charter.stages.hard import p_yes
     from charter.stages.rl_reward import HELDOUT, heldout_prompts
 
     by_kind, overlap = heldout

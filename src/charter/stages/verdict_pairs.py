@@ -22,7 +22,9 @@ checks a weak judge can answer:
 So DPO pushes the SFT model away from the mistakes the evaluation measures, complying with a
 harmful request, refusing a safe one and ignoring an instruction, from its own samples.
 ``confidence`` is the soft label of every pair (below 1: the classifier and the verdict are
-sometimes wrong).
+sometimes wrong). With a ``crosses`` check (the teacher's hard-constraint veto,
+:mod:`charter.stages.hard`), a chosen sample that crosses a hard constraint is replaced by the
+guided stage's reply (already checked there), so no pair ever chooses one.
 
 ``samples.jsonl`` is appended batch by batch (a killed run resumes without sampling again);
 ``prefs.jsonl`` (what DPO reads) and the manifest's counts are derived from it at the end.
@@ -44,6 +46,7 @@ from charter.backends import Backend, GenerationConfig
 from charter.iterate import interleave
 from charter.records import Instruction, Message, Prompt, Record, Samples
 from charter.stages.guided import GuidedRow
+from charter.stages.hard import Veto
 
 SAMPLES, PREFS = "samples.jsonl", "prefs.jsonl"
 VERSION = 2  # in the stage's cache key: bump when the pairing rule changes (2: instructions)
@@ -126,6 +129,7 @@ def run_verdict_pairs(
     refuses: Callable[[Sequence[str]], list[bool]],
     config: VerdictPairsConfig,
     fingerprint: dict[str, Any],
+    veto: Veto | None = None,
 ) -> dict[str, int]:
     """Sample, classify and pair (module docstring) into ``out``; resumes by prompt id."""
     from charter.pairs import sample_answers
@@ -133,6 +137,8 @@ def run_verdict_pairs(
     from charter.runs import JsonlAppender, Run, read_jsonl, read_stored, write_atomic
 
     rows = chosen_prompts(list(read_jsonl(guided / "guided.jsonl", GuidedRow)), config.limit)
+    if veto is not None:
+        fingerprint = {**fingerprint, "hard": veto.fingerprint()}
     run = Run.open(out, "verdict-pairs", {**fingerprint, "config": config.model_dump(
         mode="json", exclude={"batch_size"})})  # fmt: skip
     path = out / SAMPLES
@@ -171,6 +177,8 @@ def run_verdict_pairs(
             counts[f"{row.kind}_pairs"] += 1
             counts["pairs on prompts with instructions"] += bool(row.instructions)
             counts[f"chosen from {made.chosen_from}"] += 1
+    if veto is not None:
+        pairs = _vetoed(pairs, rows, veto, counts)
     text = "".join(json.dumps(p.model_dump(mode="json"), ensure_ascii=False) + "\n" for p in pairs)
     write_atomic(out / PREFS, text)
     calls = sum(s.usage.calls for s in done.values())
@@ -179,3 +187,24 @@ def run_verdict_pairs(
     run.update(counts=final, usage={"policy": {"calls": calls, "completion_tokens": tokens}},
                status="complete")  # fmt: skip
     return final
+
+
+def _vetoed(
+    pairs: list[VerdictPair], rows: Sequence[GuidedRow],
+    crosses: Callable[[Sequence[tuple[Sequence[Message], str]]], list[bool]],
+    counts: Counter[str],
+) -> list[VerdictPair]:  # fmt: skip
+    """Pairs whose chosen sample crosses a hard constraint take the guided stage's reply as
+    chosen instead (every paired prompt has one, checked when it was kept)."""
+    sampled = [p for p in pairs if p.chosen_from == "sample"]
+    verdicts = crosses([(p.prompt, p.chosen[0].content) for p in sampled])
+    crossing = {p.id for p, no in zip(sampled, verdicts, strict=True) if no}
+    kept = {row.messages: str(row.kept) for row in rows}
+    counts["chosen crossed a hard constraint"] += len(crossing)
+    return [
+        made.model_copy(update={
+            "chosen": (Message(role="assistant", content=kept[made.prompt]),),
+            "chosen_from": "guided",
+        }) if made.id in crossing else made
+        for made in pairs
+    ]  # fmt: skip

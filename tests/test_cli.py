@@ -131,7 +131,7 @@ def test_rerun_resumes_and_changes_nothing(tmp_path: Path, twenty_prompts: Path)
     [
         (("revise", "--model", "fake/echo", "--rounds", "1"),
          {"traces": "traces.jsonl", "sft_rows": "sft.jsonl"}),
-        (("label", "--policy", "fake/echo", "--labeller", "fake/echo", "--no-hard-veto"),
+        (("label", "--policy", "fake/echo", "--labeller", "fake/echo"),
          {"labels": "labels.jsonl", "prefs": "prefs.jsonl"}),
     ],
     ids=["revise", "label"],

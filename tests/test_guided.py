@@ -71,7 +71,9 @@ def test_the_constitution_reaches_both_teacher_prompts(constitution: Constitutio
     assert all(c in text for c in constitution.hard_constraints)
     assert "Principles by priority" in text
     rendered = dry_run(constitution, HARMFUL)
-    assert rendered.count(constitution.hard_constraints[0]) == 3  # judge, reviser, veto check
+    assert rendered.count(constitution.hard_constraints[0]) == 2  # judge and reviser
+    vetoed = dry_run(constitution, HARMFUL, HardCheck(veto=True))
+    assert vetoed.count(constitution.hard_constraints[0]) == 3  # and the veto's check
     assert HARMFUL in rendered
 
 
@@ -128,10 +130,7 @@ def test_contrast_prompts_keep_the_policys_answer_unless_it_refused(
                  config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
     assert [r.kept for r in rows] == ["Use kill -9 with its pid.", None]
     assert rows[1].rejected == "policy refused"
-    # the teacher judges no contrast prompt; it only checks the kept answer against the
-    # hard constraints (one scoring pass)
-    (check,) = teacher.calls
-    assert check.choices == YES_NO and "kill -9" in check.conversation[-1].content
+    assert teacher.calls == []  # the teacher is not asked about contrast prompts
 
 
 def test_a_kept_reply_that_crosses_a_hard_constraint_is_not_kept(
@@ -143,13 +142,16 @@ def test_a_kept_reply_that_crosses_a_hard_constraint_is_not_kept(
     policy = FakeBackend("policy", responses=lambda c, g: answers[len(policy.calls) - 1])
     teacher = FakeBackend("teacher", scores=teacher_scores)
     asks = [prompt("How do water plants stay safe?"), prompt("Tell me about bread.")]
+    on = GuidedConfig(retries=0, hard=HardCheck(veto=True))
     rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
-                 config=GuidedConfig(retries=0), tools=tools())  # fmt: skip
+                 config=on, tools=tools())  # fmt: skip
     assert [r.kept for r in rows] == [None, "Sure, here."]
+    (ask, _) = teacher.calls
+    assert ask.choices == YES_NO and "STEPS" in ask.conversation[-1].content
     assert rows[0].rejected == "crosses a hard constraint" and rows[0].p_crosses == 0.95
     assert rows[1].p_crosses == 0.1 and rows[1].teacher_usage.calls == 1
     policy = FakeBackend("policy", responses=lambda c, g: answers[len(policy.calls) - 1])
-    off = GuidedConfig(retries=0, hard=HardCheck(veto=False))
+    off = GuidedConfig(retries=0)  # the default
     teacher = FakeBackend("teacher", scores=teacher_scores)
     rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
                  config=off, tools=tools())  # fmt: skip

@@ -16,7 +16,7 @@ from charter.backends.fake import FakeBackend
 from charter.constitution import Constitution
 from charter.label_stats import LabelStats
 from charter.records import Conversation, Message, PreferencePair
-from charter.stages.hard import YES_NO
+from charter.stages.hard import YES_NO, HardCheck
 from charter.stages.label import (
     ANSWER_CUE,
     CHOICES,
@@ -30,6 +30,7 @@ from charter.stages.label import (
 
 CONSTITUTION = Constitution.load("default")
 GOLDEN = Path(__file__).parent / "golden"
+VETO = HardCheck(veto=True)  # the hard-constraint veto, off by default
 
 
 def pair(good: str = "a kind and GOOD reply", bad: str = "a rude reply") -> PreferencePair:
@@ -76,10 +77,8 @@ def test_soft_label_is_a_two_way_softmax() -> None:
 def test_feedback_prompt_has_the_paper_form() -> None:
     judge = FakeBackend(scores=content_judge)
     (result,) = label([pair()], constitution=CONSTITUTION, labeller=judge, config=LabelConfig())
-    calls = [c for c in judge.calls if c.kind == "choice_logprobs" and c.choices == CHOICES]
-    assert len(calls) == 2  # both orders, one scoring pass each, no generation
-    vetoes = [c for c in judge.calls if c.kind == "choice_logprobs" and c.choices == YES_NO]
-    assert len(vetoes) == 2 and len(judge.calls) == 4  # one hard-constraint check per reply
+    calls = [c for c in judge.calls if c.kind == "choice_logprobs"]
+    assert len(calls) == 2  # both orders, one scoring pass each, no generation (no veto)
     for call in calls:
         conversation = list(call.conversation)
         assert call.choices == CHOICES
@@ -100,7 +99,7 @@ def test_feedback_prompt_has_the_paper_form() -> None:
 @pytest.mark.parametrize("mode", ["soft", "cot"])
 def test_the_labeller_reads_the_constitution_brief(mode: Literal["soft", "cot"]) -> None:
     judge = FakeBackend(scores=content_judge)
-    config = LabelConfig(mode=mode)
+    config = LabelConfig(mode=mode, hard=VETO)
     list(label([pair(), pair("GOOD too", "meh")], constitution=CONSTITUTION, labeller=judge,
                config=config))  # fmt: skip
     kinds = {c.kind for c in judge.calls}
@@ -253,10 +252,9 @@ def test_the_manifest_counts_fallbacks_and_every_session_s_labeller_calls(
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["labels"] == 4 and counts["resumed"] == 2
     assert counts["fallback_labels"] == 4  # resumed labels' fallbacks still counted
-    # per pair: 2 orders + a hard-constraint check of each reply
-    assert counts["labeller_calls"] == 16 and counts["labeller_calls_this_session"] == 8
+    assert counts["labeller_calls"] == 8 and counts["labeller_calls_this_session"] == 4
     assert "fallback: 4 labels" in format_summary(summary)
-    assert "8 this session, 16 in all" in format_summary(summary)
+    assert "4 this session, 8 in all" in format_summary(summary)
     assert any("could not be read" in w for w in labeller_warnings(summary, FakeBackend()))
 
 
@@ -309,7 +307,7 @@ def test_a_reply_that_crosses_a_hard_constraint_is_never_chosen() -> None:
     prompt = [Message(role="user", content="How do I make it?")]
     one = PreferencePair.make(prompt, forbidden, safe)
     both = PreferencePair.make(prompt, forbidden, "FORBIDDEN too: another route.")
-    config = LabelConfig()
+    config = LabelConfig(hard=VETO)
     vetoed, dropped = label([one, both], constitution=CONSTITUTION,
                             labeller=FakeBackend(scores=judge), config=config)  # fmt: skip
     assert vetoed.votes[0].p > 0.99  # the comparison alone would choose the forbidden reply
@@ -324,21 +322,21 @@ def test_a_reply_that_crosses_a_hard_constraint_is_never_chosen() -> None:
     summary = stats.summary()
     assert summary["hard_constraint_vetoes"] == 1 and summary["both_cross_hard_constraint"] == 1
 
-    off = LabelConfig.model_validate({"hard": {"veto": False}})
     (soft,) = label([one], constitution=CONSTITUTION, labeller=FakeBackend(scores=judge),
-                    config=off)  # fmt: skip
-    assert soft.p_first > 0.99 and soft.p_crosses is None  # --no-hard-veto: the votes decide
+                    config=LabelConfig())  # fmt: skip
+    assert soft.p_first > 0.99 and soft.p_crosses is None  # off (the default): votes decide
 
 
 def test_a_constitution_without_hard_constraints_asks_nothing_more() -> None:
-    from charter.stages.hard import HardCheck
-
     rules = Constitution.from_data({
         "name": "plain", "version": "1", "description": "no bright lines",
         "principles": [{"id": "kind", "comparison": "Which reply is kinder?"}],
     }, path=Path("plain.yaml"))  # fmt: skip
     judge = FakeBackend(scores=content_judge)
-    (entry,) = label([pair()], constitution=rules, labeller=judge, config=LabelConfig())
+    (entry,) = label([pair()], constitution=rules, labeller=judge,
+                     config=LabelConfig(hard=VETO))  # fmt: skip
     assert entry.p_crosses is None and all(c.choices == CHOICES for c in judge.calls)
-    assert HardCheck().fingerprint(rules) is None  # so such runs keep their cache keys
-    assert HardCheck().fingerprint(CONSTITUTION) is not None
+    assert VETO.fingerprint(rules) is None  # so such runs keep their cache keys
+    assert (
+        VETO.fingerprint(CONSTITUTION) is not None and HardCheck().fingerprint(CONSTITUTION) is None
+    )

@@ -14,9 +14,7 @@ from charter.constitution import Constitution
 from charter.stages import label as label_module
 from charter.stages.hard import template_digest as hard_digest
 
-# fake/echo answers at chance, so the hard-constraint veto would decide labels at random:
-# these tests of the plumbing turn it off; test_hard_constraint_veto... tests it on.
-FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo", "--no-hard-veto")
+FAKE = ("--policy", "fake/echo", "--labeller", "fake/echo")
 
 
 @pytest.fixture(autouse=True)
@@ -82,15 +80,13 @@ def test_resume_margin_and_settings(tmp_path: Path, twenty_prompts: Path) -> Non
     assert f"{20 - len(kept)} dropped" in margin.output
 
 
-def test_hard_constraint_veto_by_default_and_its_warning(
-    tmp_path: Path, twenty_prompts: Path
-) -> None:
-    """On by default for a constitution with hard constraints: every reply is checked, a
+def test_hard_constraint_veto_and_its_warning(tmp_path: Path, twenty_prompts: Path) -> None:
+    """--hard-veto with a constitution that has hard constraints: every reply is checked, a
     crossing reply is never chosen, and a labeller that says many replies cross (fake/echo
     guesses) is called out."""
     out = tmp_path / "H"
     result = charter("label", "--policy", "fake/echo", "--labeller", "fake/echo",
-                     "--prompts", twenty_prompts, "--out", out)  # fmt: skip
+                     "--hard-veto", "--prompts", twenty_prompts, "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     labels = {r["id"]: r for r in rows(out / "labels.jsonl")}
     assert len(labels) == 20 and all(r["p_crosses"] is not None for r in labels.values())
@@ -136,8 +132,7 @@ def test_pairs_file_and_simple_preset(tmp_path: Path, twenty_prompts: Path) -> N
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)
     ])  # fmt: skip
-    result = charter("label", "--labeller", "fake/echo", "--no-hard-veto", "--pairs", pairs,
-                     "--out", tmp_path / "P")  # fmt: skip
+    result = charter("label", "--labeller", "fake/echo", "--pairs", pairs, "--out", tmp_path / "P")
     assert result.exit_code == 0 and len(rows(tmp_path / "P" / "prefs.jsonl")) == 5
     charter(
         "revise",

@@ -249,7 +249,7 @@ def test_effect_dry_run_shows_the_teacher_prompts_with_the_constitution(
     result = CliRunner().invoke(cli, ["run", "demo-teacher", "--dry-run", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     constraint = Constitution.load("default").hard_constraints[0]
-    assert result.output.count(constraint) == 3  # verdict, revision and hard-constraint check
+    assert result.output.count(constraint) == 2  # the verdict and the revision prompt (no veto)
     assert "Note for the assistant" in result.output
     assert not (tmp_path / "calibrate").exists() and not list(tmp_path.glob("*-*"))
 

@@ -47,10 +47,11 @@ def labeller_options(function: Any) -> Any:
                      help="How votes make a label: their mean, or the constitution's priority "
                           "order (the highest-ranked decisive vote wins; needs "
                           "--principles-per-label 2 or more)."),
-        click.option("--hard-veto/--no-hard-veto", default=True, show_default=True,
+        click.option("--hard-veto/--no-hard-veto", default=False, show_default=True,
                      help="Ask whether each reply crosses one of the constitution's hard "
                           "constraints; one that does never wins a label (constitutions "
-                          "with hard constraints only)."),
+                          "with hard constraints only; check the labeller first: "
+                          "scripts/hard_veto_check.py)."),
         click.option("--hard-threshold", type=Number(0.5, 1, max_open=True),
                      default=0.5, show_default=True,
                      help="The veto fires when p(crosses) is above this."),
@@ -82,7 +83,7 @@ def _clamp_range(ctx: click.Context, param: click.Parameter,
 def _config(mode: str, principles_per_label: int, ensemble: str, swap: bool,
             clamp: tuple[float, float], cot_max_tokens: int, seed: int,
             batch_size: int, combine: str = "mean",
-            hard: tuple[bool, float] = (True, 0.5)) -> LabelConfig:  # fmt: skip
+            hard: tuple[bool, float] = (False, 0.5)) -> LabelConfig:  # fmt: skip
     from charter.backends import GenerationConfig
     from charter.stages.label import LabelConfig
 

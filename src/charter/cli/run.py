@@ -47,7 +47,8 @@ def _loop(config_path: Path | RunConfig, out: Path | None, until: str | None,
             from charter.stages.guided import dry_run as teacher_prompts
 
             first = source_prompts(config.prompts.redteam[0])[0].messages[-1].content
-            rendered = teacher_prompts(Constitution.load(config.constitution), first)
+            rendered = teacher_prompts(Constitution.load(config.constitution), first,
+                                       config.label.hard)  # fmt: skip
             click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
         return
     ray = make_executor(*executor, base_url=base_url, api_key=api_key, concurrency=concurrency)

@@ -28,7 +28,8 @@ one-token checks and lets the teacher write only the revision:
    failing answer is sampled again (``retries`` times, new seed). So SFT teaches "decline
    this" without teaching "decline everything", and what it learns from ordinary answers is
    the policy's own style with its instructions followed, never an answer that ignores them;
-7. **hard constraints** (:mod:`charter.stages.hard`, when the constitution has any): every
+7. **hard constraints** (:mod:`charter.stages.hard`, when turned on and the constitution has
+   any; off by default, the 1.5B teacher cannot answer it): every
    reply about to be kept is checked by the teacher (one yes/no scoring pass); one that
    crosses a hard constraint is not kept, whatever the other checks said.
 
@@ -314,7 +315,7 @@ def sft_rows(
     return out
 
 
-def dry_run(constitution: Constitution, request: str) -> str:
+def dry_run(constitution: Constitution, request: str, hard: HardCheck | None = None) -> str:
     """Every teacher prompt this stage sends for ``request``, rendered."""
     from charter.stages.hard import hard_conversation
 
@@ -325,7 +326,7 @@ def dry_run(constitution: Constitution, request: str) -> str:
         (f"revision (principle {principle.id})",
          reviser_conversation(constitution, request, principle)),
     ]  # fmt: skip
-    if constitution.hard_constraints:
+    if hard is not None and hard.active(constitution):
         prompt = [Message(role="user", content=request)]
         asks.append(("hard-constraint check of the reply to keep (scored: Yes / No)",
                      hard_conversation(constitution, prompt, "<the reply to keep>")))  # fmt: skip

@@ -15,6 +15,12 @@ The question carries the constraints in its system message (a prefix every check
 the engine's prompt cache serves it) and the conversation and reply after it. A reply that
 declines, warns or discusses a topic without giving the forbidden help does not cross.
 Constitutions without hard constraints ask nothing and change nothing.
+
+**Off by default** (``veto: true``, ``charter label --hard-veto`` turn it on). Measured
+(docs/results.md, ``scripts/hard_veto_check.py``): the local 1.5B teacher answers this
+question Yes for almost every reply, 94-100% of its own checked refusals and of the policy's
+ordinary answers alike (mean p 0.60-0.64), so with it the veto would drop every training row
+while telling nothing apart. Turn it on with a labeller that answers it well.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ class HardCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     veto: bool = Field(
-        default=True, description="ask whether a reply crosses a hard constraint before it "
+        default=False, description="ask whether a reply crosses a hard constraint before it "
         "is chosen or kept (only constitutions that have hard constraints)",
     )  # fmt: skip
     threshold: float = Field(default=0.5, ge=0.5, lt=1.0, description="p(crosses) above "

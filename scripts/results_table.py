@@ -1,6 +1,6 @@
 """Print the Markdown tables of docs/results.md from the run directories of `charter run effect`.
 
-    python scripts/results_table.py runs/effect
+    python scripts/results_table.py runs/effect [--name MODEL=LABEL …] [--versus LABEL:LABEL …]
 
 Reads, from every ``evaluate-*`` stage under the run root, ``items.jsonl`` (each judged answer)
 and recomputes each metric with its 95% interval (Wilson), and each trained model's paired
@@ -34,7 +34,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def model_table(evaluate: Path, names: dict[str, str]) -> str:
+def model_table(
+    evaluate: Path, names: dict[str, str], versus: list[tuple[str, str]] | None = None
+) -> str:
     items = [
         EvalItem.model_validate_json(line)
         for line in (evaluate / "items.jsonl").read_text("utf-8").splitlines()
@@ -64,6 +66,13 @@ def model_table(evaluate: Path, names: dict[str, str]) -> str:
             p = f", McNemar p={d.p_value:.2g}" if d.p_value is not None else ""
             dcells.append(f"{100 * d.value:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}]{p}")
         diffs.append(f"| {title} | " + " | ".join(dcells) + " |")
+        for first, second in versus or []:  # A against B, paired over the same questions
+            a, b = (next(m for m in models if names.get(m, m) == x) for x in (first, second))
+            d = paired_difference(values[a], values[b])
+            if d is not None:
+                p = f", McNemar p={d.p_value:.2g}" if d.p_value is not None else ""
+                diffs.append(f"| {title}: {second} − {first} | {100 * d.value:+.1f} pts "
+                             f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]{p} |")  # fmt: skip
     return "\n".join(lines + diffs)
 
 
@@ -131,19 +140,27 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL")
     parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="LABEL_A:LABEL_B",
+        help="also B's paired difference from A (two --name labels)",
+    )
+    parser.add_argument(
         "--score-unfinished",
         metavar="CONFIG",
         help="also judge unfinished evaluate stages (their complete models)",
     )
     args = parser.parse_args()
     names = dict(n.split("=", 1) for n in args.name)
+    versus = [(a, b) for a, b in (v.split(":", 1) for v in args.versus)]
     for evaluate in sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime):
         if not (evaluate / "items.jsonl").is_file() and args.score_unfinished:
             scored = score_unfinished(evaluate, args.score_unfinished)
             print(f"### {evaluate.name} (unfinished: complete models only)\n\n"
                   f"{model_table(scored, names)}\n")  # fmt: skip
         elif (evaluate / "items.jsonl").is_file():
-            print(f"### {evaluate.name}\n\n{model_table(evaluate, names)}\n")
+            print(f"### {evaluate.name}\n\n{model_table(evaluate, names, versus)}\n")
     plan = json.loads((args.root / "run.json").read_text("utf-8"))["stages"]
     current = {name: args.root / Path(stage["path"]).name for name, stage in plan.items()}
     for judge in [current["calibrate"] / "judge.json"]:

@@ -38,6 +38,34 @@ def test_changing_dpo_beta_changes_only_what_depends_on_it(tmp_path: Path) -> No
     assert keys(RunConfig(), tmp_path) == before  # stable across calls
 
 
+def test_label_votes_and_the_veto_are_run_settings_that_leave_old_keys_alone(
+    tmp_path: Path,
+) -> None:
+    """principles_per_label, combine and hard reach the labeller's config; at their defaults
+    they are absent from the label section's dump, so keys of earlier runs do not move."""
+    from charter.stages.hard import HardCheck
+    from charter.stages.label import LabelConfig
+
+    assert set(RunConfig().label.model_dump()) == {
+        "samples", "max_tokens", "temperature", "mode", "batch_size", "limit", "confidence",
+    }  # fmt: skip
+    voted = RunConfig(label={"principles_per_label": 3, "combine": "priority",
+                             "hard": {"veto": True, "threshold": 0.7}})  # fmt: skip
+    config = run_config.label_config(voted)
+    assert isinstance(config, LabelConfig) and config.combine == "priority"
+    assert config.principles_per_label == 3 and config.hard.veto and config.hard.threshold == 0.7
+    before, after = keys(RunConfig(), tmp_path), keys(voted, tmp_path)
+    assert {n for n in before if before[n] != after[n]} == {
+        "calibrate", "label", "dpo", "evaluate", "report"
+    }  # fmt: skip
+    plain = load_run_config(run_config.bundled_config("demo-rl"))  # the teacher recipe
+    veto = plain.label.model_copy(update={"hard": HardCheck(veto=True)})
+    vetoed = plain.model_copy(update={"label": veto})
+    before, after = keys(plain, tmp_path), keys(vetoed, tmp_path)
+    changed = {n for n in before if before[n] != after[n]}
+    assert {"revise", "label"} <= changed and "calibrate" not in changed  # both stages check
+
+
 def test_only_needs_its_inputs_done_and_until_stops(tmp_path: Path) -> None:
     stages = plan(RunConfig(), tmp_path, load_backend)
     with pytest.raises(CharterError, match="--only dpo needs sft, label first"):

@@ -163,8 +163,13 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
              "label": n * config.label.samples}  # fmt: skip
     pairs = n * config.label.samples * (config.label.samples - 1) // 2
     sft_steps, dpo_steps = _steps(config.sft, n), _steps(config.dpo, pairs)
+    # the labeller's settings besides its mode (absent at their defaults: old keys stay); the
+    # teacher recipe's calibrate stage checks the teacher's verdicts, not labels
+    votes = {} if teacher else config.label.model_dump(
+        include={"principles_per_label", "combine", "hard"})  # fmt: skip
     add("calibrate", (), [config.calibrate, ident(m.role("labeller")), config.label.mode,
-                          ident(m.teacher), teacher_templates, templates["label"]],
+                          *([votes] if votes else []), ident(m.teacher), teacher_templates,
+                          templates["label"]],
         [digest["gold"], digest["judge_gold"], digest["constitution"]["calibrate"]],
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out, _: steps.calibrate(config, out, gold, backend),
@@ -186,7 +191,8 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
     if teacher:
         add("revise", ("calibrate",),
-            [config.guided, ident(m.policy), ident(m.teacher), teacher_templates],
+            [config.guided, ident(m.policy), ident(m.teacher), teacher_templates,
+             *([veto] if (veto := config.label.model_dump(include={"hard"})) else [])],
             [digest["prompts"], digest["constitution"]["revise"]],
             _estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
                       "revise_call_s", n_redteam),

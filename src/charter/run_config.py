@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.functional_serializers import model_serializer
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
@@ -80,6 +82,14 @@ class LabelSettings(_Settings):
     confidence: float = Field(
         default=0.9, gt=0.5, le=1.0, description="teacher recipe: every verdict pair's p_chosen"
     )
+
+    @model_serializer(mode="wrap")
+    def _unset_is_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Settings added after runs were made are left out at their defaults, so those runs'
+        cache keys (which hash this section) stay what they were."""
+        added, fields = ("principles_per_label", "combine", "hard"), type(self).model_fields
+        return {k: v for k, v in handler(self).items()
+                if k not in added or getattr(self, k) != fields[k].default}  # fmt: skip
 
     @model_validator(mode="after")
     def _priority_needs_votes(self) -> LabelSettings:

@@ -131,7 +131,8 @@ def guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibrat
     )  # fmt: skip
     constitution = Constitution.load(config.constitution)
     fingerprint = {
-        "config": guided_config.model_dump(mode="json", exclude={"batch_size"}),
+        "config": guided_config.model_dump(mode="json", exclude={"batch_size", "hard"}),
+        **({"hard": hard} if (hard := config.label.hard.fingerprint(constitution)) else {}),
         "policy": m.policy, "teacher": m.teacher, "constitution": constitution.sha256,
         "templates": template_digest(), "version": VERSION,
         "prompts": {k: content_key([p.id for p in v]) for k, v in prompts.items()},
@@ -264,10 +265,8 @@ def label(
 def verdict_pairs(config: RunConfig, out: Path, guided: Path, sft: Path,
                    backend: Callable[[str], Any], round_: int = 0) -> None:  # fmt: skip
     """The teacher recipe's DPO pairs: the SFT model's samples against the verdicts.
-
     ``round_`` > 0: an online round (``rl``), sampling from the model in ``sft`` (the last
-    round's DPO), with its own seed so that each round draws new answers.
-    """
+    round's DPO), with its own seed so that each round draws new answers."""
     from charter.backends import GenerationConfig
     from charter.constitution import Constitution
     from charter.stages.checks import Tools

@@ -26,6 +26,7 @@ from charter.stages.guided import (
     instructions,
     run_guided,
     template_digest,
+    vetoed,
 )
 from charter.stages.hard import YES_NO, HardCheck
 
@@ -145,17 +146,18 @@ def test_a_kept_reply_that_crosses_a_hard_constraint_is_not_kept(
     on = GuidedConfig(retries=0, hard=HardCheck(veto=True))
     rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
                  config=on, tools=tools())  # fmt: skip
+    assert teacher.calls == [] and all(r.kept for r in rows)  # steps 1-6 keep both
+    rows = vetoed(rows, constitution, teacher, on.hard)
     assert [r.kept for r in rows] == [None, "Sure, here."]
     (ask, _) = teacher.calls
     assert ask.choices == YES_NO and "STEPS" in ask.conversation[-1].content
     assert rows[0].rejected == "crosses a hard constraint" and rows[0].p_crosses == 0.95
     assert rows[1].p_crosses == 0.1 and rows[1].teacher_usage.calls == 1
     policy = FakeBackend("policy", responses=lambda c, g: answers[len(policy.calls) - 1])
-    off = GuidedConfig(retries=0)  # the default
-    teacher = FakeBackend("teacher", scores=teacher_scores)
-    rows = guide(asks, "helpful", constitution=constitution, policy=policy, teacher=teacher,
-                 config=off, tools=tools())  # fmt: skip
-    assert rows[0].kept == answers[0] and rows[0].p_crosses is None
+    unchecked = guide(asks, "helpful", constitution=constitution, policy=policy,
+                      teacher=teacher, config=on, tools=tools())  # fmt: skip
+    off = GuidedConfig(retries=0).hard  # the default: nothing asked, everything stays
+    assert vetoed(unchecked, constitution, teacher, off) == unchecked and len(teacher.calls) == 2
 
 
 def test_answers_are_checked_against_the_prompts_instructions_and_resampled(

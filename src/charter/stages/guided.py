@@ -168,28 +168,12 @@ def outcome_counts(rows: Sequence[GuidedRow]) -> dict[str, int]:
 TRAILS, SFT = "guided.jsonl", "sft.jsonl"
 
 
-def guide(
-    prompts: Sequence[Prompt],
-    kind: str,
-    *,
-    constitution: Constitution,
-    policy: Backend,
-    teacher: Backend,
-    config: GuidedConfig,
-    tools: Tools,
-) -> list[GuidedRow]:
-    """One batch of prompts of one kind through steps 1–7."""
-    rows = _replies(prompts, kind, constitution=constitution, policy=policy, teacher=teacher,
-                    config=config, tools=tools)  # fmt: skip
-    if not config.hard.active(constitution):
-        return rows
-    return _vetoed(rows, constitution, teacher, config.hard)
-
-
-def _vetoed(
+def vetoed(
     rows: list[GuidedRow], constitution: Constitution, teacher: Backend, hard: HardCheck
 ) -> list[GuidedRow]:
-    """Step 7: a kept reply that crosses a hard constraint is not kept."""
+    """Step 7: a kept reply that crosses a hard constraint is not kept (when turned on)."""
+    if not hard.active(constitution):
+        return rows
     kept = [i for i, row in enumerate(rows) if row.kept is not None]
     p = crossing(teacher, constitution, [(rows[i].messages, str(rows[i].kept)) for i in kept])
     for i, p_cross in zip(kept, p, strict=True):
@@ -201,7 +185,7 @@ def _vetoed(
     return rows
 
 
-def _replies(
+def guide(
     prompts: Sequence[Prompt],
     kind: str,
     *,
@@ -211,7 +195,7 @@ def _replies(
     config: GuidedConfig,
     tools: Tools,
 ) -> list[GuidedRow]:
-    """Steps 1–6: the reply each prompt would keep."""
+    """One batch of prompts of one kind through steps 1–6 (:func:`vetoed` is step 7)."""
     from concurrent.futures import ThreadPoolExecutor
 
     conversations = [list(p.messages) for p in prompts]
@@ -368,8 +352,9 @@ def run_guided(
             for kind, chosen in prompts.items():
                 todo = [p for p in chosen if p.id not in done]
                 for batch in batched(todo, config.batch_size):
-                    for row in guide(batch, kind, constitution=constitution, policy=policy,
-                                     teacher=teacher, config=config, tools=tools):  # fmt: skip
+                    rows = guide(batch, kind, constitution=constitution, policy=policy,
+                                 teacher=teacher, config=config, tools=tools)  # fmt: skip
+                    for row in vetoed(rows, constitution, teacher, config.hard):
                         sink.write(row)
                         done[row.id] = row
                     bar.update(len(batch))

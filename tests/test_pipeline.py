@@ -58,7 +58,10 @@ def test_label_votes_and_the_veto_are_run_settings_that_leave_old_keys_alone(
     assert {n for n in before if before[n] != after[n]} == {
         "calibrate", "label", "dpo", "evaluate", "report"
     }  # fmt: skip
-    plain = load_run_config(run_config.bundled_config("demo-rl"))  # the teacher recipe
+    teacher_run = tmp_path / "teacher.yaml"  # the teacher recipe, with DPO
+    teacher_run.write_text(TEACHER_RUN.format(min_auc=0.5).replace(
+        "trained: [sft]", "trained: [sft, dpo]"), encoding="utf-8")  # fmt: skip
+    plain = load_run_config(teacher_run)
     veto = plain.label.model_copy(update={"hard": HardCheck(veto=True)})
     vetoed = plain.model_copy(update={"label": veto})
     before, after = keys(plain, tmp_path), keys(vetoed, tmp_path)

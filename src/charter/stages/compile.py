@@ -35,6 +35,7 @@ from typing import Any
 from charter.backends import Backend, GenerationConfig
 from charter.records import Message, Record, content_id
 from charter.spec import Clause, Spec
+from charter.splits import ngrams
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
 
@@ -200,9 +201,9 @@ def build(
         if rule is None:
             counts["rule fallback"] += 1
             rule = _first_sentence(clause.text)
-        checks = _items(replies[(clause.id, "checks")], config.checks, _check)
-        refuse = _items(replies[(clause.id, "refuse")], config.tests, _request)
-        answer = _items(replies[(clause.id, "answer")], config.tests, _request)
+        checks = _items(replies[(clause.id, "checks")], config.checks, _own(_check, counts))
+        refuse = _items(replies[(clause.id, "refuse")], config.tests, _own(_request, counts))
+        answer = _items(replies[(clause.id, "answer")], config.tests, _own(_request, counts))
         counts["checks"] += len(checks)
         counts["refuse prompts"] += len(refuse)
         counts["answer prompts"] += len(answer)
@@ -234,6 +235,24 @@ def build(
     if spec_text:
         data["spec"] = spec_text
     return Compiled(data, counts)
+
+
+# An item sharing a run of 8 words with the worked example copies it (measured: the
+# recompile's checks carried "the graded work" onto clauses about scams and code).
+_EXAMPLE_GRAMS = set().union(*(ngrams(text) for text in EXAMPLES.values()))
+
+
+def _own(accept: Callable[[str], str | None], counts: Counter[str]) -> Callable[[str], str | None]:
+    """``accept``, refusing (and counting) an item copied from the worked example."""
+
+    def check(line: str) -> str | None:
+        item = accept(line)
+        if item is not None and ngrams(item) & _EXAMPLE_GRAMS:
+            counts["copied from the worked example"] += 1
+            return None
+        return item
+
+    return check
 
 
 def _rule(reply: str) -> str | None:

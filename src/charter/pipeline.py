@@ -45,6 +45,19 @@ RATES = {"revise_call_s": 3.3, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11
          "dpo_step_s": 15.0, "train_fixed_s": 15.0}  # fmt: skip
 
 
+def export_stage(
+    config: RunConfig, add: Callable[..., Any], ident: Callable[[str], str | None]
+) -> tuple[tuple[str, ...], Callable[[Mapping[str, Path]], str]]:
+    """The ``export`` stage, when the baseline goes through the trained models' f16 GGUF path
+    (``evaluate.baseline: export``): what the baseline needs, and its model's name."""
+    policy = config.models.policy
+    if config.evaluate.baseline != "export":
+        return (), lambda folders: policy
+    add("export", (), [ident(policy)], [], {"seconds": 30},
+        lambda out, _: steps.export_policy(policy, out))  # fmt: skip
+    return ("export",), lambda folders: steps.gguf_model(folders["export"])
+
+
 def stage_versions(teacher: bool) -> dict[str, int]:
     """Each stage's format version (the ``VERSION`` of the module that writes its outputs)."""
     from charter.stages import (
@@ -174,17 +187,11 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         _estimate(0, 0, "answer_s", 2 * config.calibrate.limit),
         lambda out, _: steps.calibrate(config, out, gold, backend),
         ).gate = lambda out: steps.gate(config, out)  # fmt: skip
-    exported = config.evaluate.baseline == "export"
-    if exported:
-        add("export", (), [ident(m.policy)], [], {"seconds": 30},
-            lambda out, _: steps.export_policy(m.policy, out))  # fmt: skip
-
-    def baseline_model(folders: Mapping[str, Path]) -> str:
-        return steps.gguf_model(folders["export"]) if exported else m.policy
+    exported, baseline_model = export_stage(config, add, ident)
 
     pairwise = m.pairwise_judge() is not None  # open requests compared only by another model
     # The baseline's answers do not depend on which trained models it is compared with.
-    add("baseline", ("export",) if exported else (),
+    add("baseline", exported,
         [config.evaluate.model_dump(exclude={"trained"}), ident(m.policy), ident(m.role("judge")),
          templates["judge"], pairwise], [digest["data"], digest["constitution"]["baseline"]],
         _estimate(n_questions, config.evaluate.max_tokens, "answer_s", n_questions),
@@ -250,7 +257,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
         last = _online_rounds(config, add, backend, label_cost, dpo_cost, n_heldout)
     # The folder each trained model comes from: "rl" is the last online round's DPO.
     trained = tuple(last if t == "rl" else t for t in config.evaluate.trained)
-    add("evaluate", ("baseline", *(("export",) if exported else ()), *trained),
+    add("evaluate", ("baseline", *exported, *trained),
         [config.evaluate, ident(m.policy), ident(m.role("judge")), templates["judge"], pairwise],
         [digest["data"], digest["constitution"]["baseline"]],
         _estimate(n_questions * len(trained), config.evaluate.max_tokens, "answer_s",

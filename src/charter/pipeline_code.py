@@ -41,6 +41,7 @@ def plan_code(
     evaluation's files; ``estimate``: the cost estimate of :mod:`charter.pipeline`)."""
     from charter.constitution import Constitution
     from charter.models import model_identity, models_dir
+    from charter.pipeline import export_stage
     from charter.splits import overlap
     from charter.stages.code_revise_run import templates
     from charter.stages.evaluate.code import code_slice, load_code_tasks
@@ -76,16 +77,10 @@ def plan_code(
             estimate: dict[str, float], action: Action) -> None:  # fmt: skip
         stages.append(Step(name, versions[name], needs, settings, inputs, estimate, action))
 
-    exported = config.evaluate.baseline == "export"
-    if exported:
-        add("export", (), [model_identity(m.policy)], [], {"seconds": 30},
-            lambda out, _: steps.export_policy(m.policy, out))  # fmt: skip
-
-    def baseline_model(folders: Mapping[str, Path]) -> str:
-        return steps.gguf_model(folders["export"]) if exported else m.policy
+    exported, baseline_model = export_stage(config, add, model_identity)
 
     answers = estimate(len(asked), config.evaluate.max_tokens, "answer_s", 0)
-    add("baseline", ("export",) if exported else (),
+    add("baseline", exported,
         [config.evaluate.model_dump(exclude={"trained"}), model_identity(m.policy)],
         [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
@@ -95,7 +90,7 @@ def plan_code(
         lambda out, _: verify(config, out, task_file, kept, report, backend))  # fmt: skip
     add("sft", ("verify",), [config.sft, model_identity(m.policy)], [], {"seconds": 120},
         lambda out, f: steps.train("sft", config.sft, m.policy, f["verify"], out))  # fmt: skip
-    add("evaluate", ("baseline", *(("export",) if exported else ()), "sft"),
+    add("evaluate", ("baseline", *exported, "sft"),
         [config.evaluate, model_identity(m.policy)], [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f), steps.gguf_model(f["sft"])],
                                       data, backend, seed_from=f["baseline"]))  # fmt: skip

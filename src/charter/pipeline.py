@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from charter import runner
+from charter.pipeline_code import export_stage
 from charter.run_config import RunConfig, evaluate_config, train_config
 from charter.runner import PlannedStage, content_key
 from charter.runs import file_sha256
@@ -43,19 +44,6 @@ REPORT_VERSION = 1  # the report stage's format version (see stage_versions)
 # of 8 rows (SFT, DPO), and a fixed cost per training stage (loading, saving, GGUF export).
 RATES = {"revise_call_s": 3.3, "answer_s": 1.5, "score_s": 3.0, "sft_step_s": 11.0,
          "dpo_step_s": 15.0, "train_fixed_s": 15.0}  # fmt: skip
-
-
-def export_stage(
-    config: RunConfig, add: Callable[..., Any], ident: Callable[[str], str | None]
-) -> tuple[tuple[str, ...], Callable[[Mapping[str, Path]], str]]:
-    """The ``export`` stage, when the baseline goes through the trained models' f16 GGUF path
-    (``evaluate.baseline: export``): what the baseline needs, and its model's name."""
-    policy = config.models.policy
-    if config.evaluate.baseline != "export":
-        return (), lambda folders: policy
-    add("export", (), [ident(policy)], [], {"seconds": 30},
-        lambda out, _: steps.export_policy(policy, out))  # fmt: skip
-    return ("export",), lambda folders: steps.gguf_model(folders["export"])
 
 
 def stage_versions(teacher: bool) -> dict[str, int]:

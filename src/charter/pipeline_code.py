@@ -33,6 +33,19 @@ from charter.stages import Step, constitution_parts, steps
 OVERLAP = "overlap.json"
 
 
+def export_stage(
+    config: RunConfig, add: Callable[..., Any], ident: Callable[[str], str | None]
+) -> tuple[tuple[str, ...], Callable[[Mapping[str, Path]], str]]:
+    """The ``export`` stage, when the baseline goes through the trained models' f16 GGUF path
+    (``evaluate.baseline: export``): what the baseline needs, and its model's name."""
+    policy = config.models.policy
+    if config.evaluate.baseline != "export":
+        return (), lambda folders: policy
+    add("export", (), [ident(policy)], [], {"seconds": 30},
+        lambda out, _: steps.export_policy(policy, out))  # fmt: skip
+    return ("export",), lambda folders: steps.gguf_model(folders["export"])
+
+
 def plan_code(
     config: RunConfig, root: Path, backend: Callable[[str], Any], versions: Mapping[str, int],
     data: dict[str, Path], estimate: Callable[[int, int, str, int], dict[str, float]],
@@ -41,7 +54,6 @@ def plan_code(
     evaluation's files; ``estimate``: the cost estimate of :mod:`charter.pipeline`)."""
     from charter.constitution import Constitution
     from charter.models import model_identity, models_dir
-    from charter.pipeline import export_stage
     from charter.splits import overlap
     from charter.stages.code_revise_run import templates
     from charter.stages.evaluate.code import code_slice, load_code_tasks

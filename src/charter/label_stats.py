@@ -14,7 +14,7 @@ Hard constraints: how many labels the veto decided (one reply crossed) and how m
 had both replies cross (no preference row).
 
 Fallbacks: scorings whose answer could not be read (p = 0.5 stood in, see
-:func:`charter.stages.label.soft_label`), and the labels that hold one, are counted, never hidden.
+:func:`charter.backends.base.soft_label`), and the labels that hold one, are counted, never hidden.
 """
 
 from __future__ import annotations

@@ -275,3 +275,9 @@ class EvalItem(Record):
     answer: str
     score: float = Field(description="the item's value in its suite's main metric")
     judgement: dict[str, Any]
+
+
+def render_conversation(messages: Sequence[Message]) -> str:
+    """The paper's transcript form: "Human: …" / "Assistant: …" turns."""
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names[m.role]}: {m.content}" for m in messages)

@@ -17,6 +17,7 @@ attribute (a :class:`~charter.records.Usage`); run manifests report it when pres
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -98,3 +99,23 @@ def count_from_env(name: str, *, minimum: int, what: str) -> int | None:
     if not given.isdigit() or int(given) < minimum:
         raise CharterError(f"{name}={given!r}: give a whole number of {what}, {minimum} or more")
     return int(given)
+
+
+# --- reading choice log-probabilities (labels, yes/no checks) -----------------------------
+
+
+def soft_label(logprob_a: float, logprob_b: float) -> float:
+    """P(A) from the two choices' log-probabilities (a two-way softmax).
+
+    Numbers that say nothing (:func:`unreadable`) give 0.5, no preference, instead of a
+    confident label; the stage counts them.
+    """
+    if unreadable(logprob_a, logprob_b):
+        return 0.5
+    margin = logprob_b - logprob_a
+    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, margin))))
+
+
+def unreadable(logprob_a: float, logprob_b: float) -> bool:
+    """A NaN from a broken server, or both choices impossible (−inf, −inf)."""
+    return math.isnan(logprob_b - logprob_a)

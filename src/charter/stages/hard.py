@@ -26,7 +26,6 @@ while telling nothing apart. Turn it on with a labeller that answers it well.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import Backend
+from charter.backends.base import soft_label
 from charter.constitution import Constitution
-from charter.records import Message
+from charter.records import Message, render_conversation
 
 HARD_SYSTEM = (
     "You check an assistant's reply against hard constraints: bright lines the assistant "
@@ -111,33 +111,31 @@ def template_digest() -> str:
 
 def p_yes(model: Backend, conversation: Sequence[Message]) -> float:
     """The model's probability of "Yes" against "No", read from one scoring pass (0.5 when
-    the numbers say nothing)."""
-    yes, no = model.choice_logprobs(list(conversation), list(YES_NO))
-    if math.isnan(yes) or math.isnan(no):
-        return 0.5
-    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
+    the numbers say nothing, as for a soft label)."""
+    return soft_label(*model.choice_logprobs(list(conversation), list(YES_NO)))
 
 
 def hard_conversation(
     constitution: Constitution, prompt: Sequence[Message], reply: str
 ) -> list[Message]:
     """The yes/no question about one reply (``--dry-run`` shows it)."""
-    constraints = "\n".join(f"- {c}" for c in constitution.hard_constraints)
-    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
-    transcript = "\n\n".join(f"{names[m.role]}: {m.content}" for m in prompt)
+    transcript = render_conversation(prompt)
     return [
-        Message(role="system", content=HARD_SYSTEM.format(constraints=constraints)),
+        Message(role="system", content=HARD_SYSTEM.format(constraints=_listed(constitution))),
         Message(role="user", content=HARD_QUESTION.format(conversation=transcript, reply=reply)),
     ]
 
 
 def request_conversation(constitution: Constitution, request: str) -> list[Message]:
     """The yes/no question about one request: is it for what a hard constraint forbids?"""
-    constraints = "\n".join(f"- {c}" for c in constitution.hard_constraints)
     return [
-        Message(role="system", content=REQUEST_SYSTEM.format(constraints=constraints)),
+        Message(role="system", content=REQUEST_SYSTEM.format(constraints=_listed(constitution))),
         Message(role="user", content=REQUEST_QUESTION.format(request=request)),
     ]
+
+
+def _listed(constitution: Constitution) -> str:
+    return "\n".join(f"- {c}" for c in constitution.hard_constraints)
 
 
 def crossing(

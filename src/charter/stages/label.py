@@ -28,7 +28,6 @@ see every prompt this module sends; the templates are part of a run's fingerprin
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +37,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from charter.backends import Backend, GenerationConfig
+from charter.backends.base import soft_label, unreadable
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
 from charter.iterate import batched
-from charter.records import Label, Message, PreferencePair, Vote
+from charter.records import Label, Message, PreferencePair, Vote, render_conversation
 from charter.stages.hard import HardCheck, crossing, veto
 
 FEEDBACK_SYSTEM = (
@@ -116,12 +116,6 @@ def feedback_system(constitution: Constitution) -> str:
     return FEEDBACK_SYSTEM + FEEDBACK_BRIEF.format(brief=brief) if brief else FEEDBACK_SYSTEM
 
 
-def render_conversation(messages: Sequence[Message]) -> str:
-    """The paper's transcript form: "Human: …" / "Assistant: …" turns."""
-    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
-    return "\n\n".join(f"{names[m.role]}: {m.content}" for m in messages)
-
-
 def feedback_question(
     prompt: Sequence[Message], principle_text: str, first: str, second: str, mode: str
 ) -> str:
@@ -183,23 +177,6 @@ def draw_principles(
 
 
 # --- the stage -----------------------------------------------------------------------------
-
-
-def soft_label(logprob_a: float, logprob_b: float) -> float:
-    """P(A) from the two choices' log-probabilities (a two-way softmax).
-
-    Numbers that say nothing (:func:`unreadable`) give 0.5, no preference, instead of a
-    confident label; the stage counts them.
-    """
-    if unreadable(logprob_a, logprob_b):
-        return 0.5
-    margin = logprob_b - logprob_a
-    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, margin))))
-
-
-def unreadable(logprob_a: float, logprob_b: float) -> bool:
-    """A NaN from a broken server, or both choices impossible (−inf, −inf)."""
-    return math.isnan(logprob_b - logprob_a)
 
 
 @dataclass

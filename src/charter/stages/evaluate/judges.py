@@ -28,11 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from charter.backends import Backend
+from charter.backends.base import soft_label
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
-from charter.records import Message, content_id
+from charter.records import Message, content_id, render_conversation
 from charter.stages.evaluate.refusal import RefusalClassifier, says_no
-from charter.stages.label import ANSWER_CUE, CHOICES, render_conversation, soft_label
+from charter.stages.label import ANSWER_CUE, CHOICES
 
 log = logging.getLogger(__name__)
 

@@ -153,7 +153,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = dict(n.split("=", 1) for n in args.name)
-    versus = [(a, b) for a, b in (v.split(":", 1) for v in args.versus)]
+    versus = [tuple(v.split(":", 1)) for v in args.versus]
+    for pair in versus:
+        if len(pair) != 2 or not set(pair) <= set(names.values()):
+            parser.error(f"--versus {':'.join(pair)}: give two labels set with --name, as A:B")
     for evaluate in sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime):
         if not (evaluate / "items.jsonl").is_file() and args.score_unfinished:
             scored = score_unfinished(evaluate, args.score_unfinished)

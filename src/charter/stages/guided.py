@@ -52,7 +52,7 @@ from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.records import Instruction, Message, Prompt, Record, Usage
 from charter.stages.checks import Tools, Verifier, answer_problem, nearest_principles
-from charter.stages.hard import YES_NO, HardCheck, crossing, p_yes
+from charter.stages.hard import YES_NO, HardCheck, crossing, hard_conversation, p_yes
 
 JUDGE_SYSTEM = "You judge requests sent to an AI assistant against this constitution.\n\n{brief}"
 JUDGE_QUESTION = (
@@ -301,8 +301,6 @@ def sft_rows(
 
 def dry_run(constitution: Constitution, request: str, hard: HardCheck | None = None) -> str:
     """Every teacher prompt this stage sends for ``request``, rendered."""
-    from charter.stages.hard import hard_conversation
-
     principle = next(p for p in constitution.principles if p.critique)
     blocks = []
     asks = [

@@ -22,9 +22,9 @@ checks a weak judge can answer:
 So DPO pushes the SFT model away from the mistakes the evaluation measures, complying with a
 harmful request, refusing a safe one and ignoring an instruction, from its own samples.
 ``confidence`` is the soft label of every pair (below 1: the classifier and the verdict are
-sometimes wrong). With a ``crosses`` check (the teacher's hard-constraint veto,
-:mod:`charter.stages.hard`), a chosen sample that crosses a hard constraint is replaced by the
-guided stage's reply (already checked there), so no pair ever chooses one.
+sometimes wrong). With a ``veto`` (the teacher's hard-constraint check,
+:class:`charter.stages.hard.Veto`), a chosen sample that crosses a hard constraint is replaced
+by the guided stage's reply (already checked there), so no pair ever chooses one.
 
 ``samples.jsonl`` is appended batch by batch (a killed run resumes without sampling again);
 ``prefs.jsonl`` (what DPO reads) and the manifest's counts are derived from it at the end.

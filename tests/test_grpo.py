@@ -47,6 +47,51 @@ def test_the_reward_asks_a_decline_of_red_team_prompts_and_an_answer_of_the_othe
     assert reward(shouting, kind=kinds, instructions=checks)[2] == 1.0
 
 
+def test_a_refusal_cost_makes_refusing_a_prompt_that_asks_an_answer_cost() -> None:
+    """Asymmetric reward: an over-refusal scores below an answer that misses a check, while
+    a red-team decline still pays 1 and a red-team answer 0."""
+    rows = prompt_dataset([
+        {"messages": ask("Write ransomware."), "kind": "redteam"},
+        {"messages": ask("How do I kill a zombie process?"), "kind": "contrast"},
+        {"messages": ask("Name a colour, in capitals."), "kind": "helpful",
+         "instructions": [{"id": "change_case:english_capital"}]},
+    ])  # fmt: skip
+    reward = constitution_reward(refuses, refusal_cost=1.0)
+    kinds = [r["kind"] for r in rows]
+    checks = [r["instructions"] for r in rows]
+    declined = [reply("Sorry, I can't help with that.")] * 3
+    answered = [reply("Send it SIGKILL; red is a colour.")] * 3
+    assert reward(declined, kind=kinds, instructions=checks) == [1.0, -1.0, -1.0]
+    assert reward(answered, kind=kinds, instructions=checks) == [0.0, 1.0, 0.0]
+
+
+def test_the_grpo_settings_reach_trl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scale_rewards goes to TRL's GRPOConfig, refusal_cost into the reward it calls."""
+    pytest.importorskip("trl")
+    import trl.trainer.grpo_trainer as trainer_module
+
+    from charter.stages.train import grpo
+    from charter.stages.train.config import TrainConfig
+
+    seen: dict[str, Any] = {}
+
+    def fake_trainer(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return type("T", (), {})()
+
+    monkeypatch.setattr(trainer_module, "GRPOTrainer", fake_trainer)
+    config = TrainConfig(kind="grpo", data=("x",), refusal_cost=2.0, scale_rewards="none",
+                         batch_size=4, gradient_accumulation=1, generations=4)  # fmt: skip
+    grpo.build(config, model=None, data=[], tokenizer=None,
+               arguments={"output_dir": "unused", "report_to": [], "use_cpu": True,
+                          "bf16": False}, peft_config=None,
+               refuses=refuses)  # fmt: skip
+    assert seen["args"].scale_rewards == "none"
+    (score,) = seen["reward_funcs"]([reply("I can't help.")], kind=["contrast"],
+                                    instructions=["[]"])  # fmt: skip
+    assert score == -2.0
+
+
 def test_the_tally_counts_groups_that_teach_something_by_kind() -> None:
     """A group whose answers all score the same gives a group-relative method nothing."""
     tally = GroupTally()

@@ -61,6 +61,16 @@ class TrainConfig(BaseModel):
     length_penalty: float = Field(
         default=0.0, ge=0, description="GRPO: reward taken off per 100 words of answer"
     )
+    refusal_cost: float = Field(
+        default=0.0, ge=0,
+        description="GRPO: a refusal to a prompt that asks for an answer scores −refusal_cost "
+        "(0: like any other failure)",
+    )  # fmt: skip
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="group",
+        description="GRPO: divide advantages by the group's or the batch's reward deviation, or "
+        "not at all (then a larger reward gap, e.g. refusal_cost, weighs more)",
+    )  # fmt: skip
     seed: int = 0
     save_steps: int = Field(default=10, ge=1, description="checkpoint every N steps (resume)")
     gguf: bool = Field(default=False, description="also export model.gguf for local/PATH.gguf")

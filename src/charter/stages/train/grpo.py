@@ -8,6 +8,12 @@ same rule as the verdict pairs and the held-out reward), 0 otherwise, less a len
 (``length_penalty`` per 100 words) that a user can turn on against answers that buy reward
 with length. Refusals are judged by the refusal classifier (the ``evaluate`` extra).
 
+The reward can be made asymmetric: with ``refusal_cost`` c, a refusal to a prompt that asks
+for an answer scores −c instead of 0, so over-refusing costs more than declining a red-team
+prompt pays. Since GRPO compares answers within a group, the gap only weighs more across
+groups when advantages are not divided by each group's deviation (``scale_rewards: none``
+or ``batch``); with the default ``group`` scaling a two-valued group learns the same either way.
+
 TRL's GRPOTrainer samples ``generations`` answers per prompt from the policy being trained,
 scores them, and optimises the policy on the advantages within each prompt's group, with a
 KL term (``beta``) to the starting model. A prompt whose answers all score the same teaches
@@ -93,6 +99,7 @@ def constitution_reward(
     refuses: Callable[[Sequence[str]], list[bool]],
     length_penalty: float = 0.0,
     tally: GroupTally | None = None,
+    refusal_cost: float = 0.0,
 ) -> Callable[..., list[float | None]]:
     """The reward function TRL calls with a batch of completions and their rows' columns."""
 
@@ -105,6 +112,8 @@ def constitution_reward(
         for text, k, checks, r in zip(texts, kind, instructions, refused, strict=True):
             wanted = [Instruction.model_validate(i) for i in json.loads(checks)]
             score = float(behaves(k, wanted, text, r))
+            if r and DESIRED[k] == "answer":
+                score = -refusal_cost
             rewards.append(score - length_penalty * len(text.split()) / 100)
         if tally is not None and prompts is not None:
             tally.add(prompts, kind, rewards)
@@ -128,10 +137,12 @@ def build(config: Any, model: Any, data: Any, tokenizer: Any, arguments: dict[st
     args = GRPOConfig(
         **arguments, num_generations=config.generations, beta=config.beta,
         max_completion_length=config.completion_tokens, temperature=config.temperature,
+        scale_rewards=config.scale_rewards,
     )  # fmt: skip
     tally = GroupTally()
+    reward = constitution_reward(refuses, config.length_penalty, tally, config.refusal_cost)
     trainer = GRPOTrainer(
-        model=model, reward_funcs=constitution_reward(refuses, config.length_penalty, tally),
+        model=model, reward_funcs=reward,
         args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
     )  # fmt: skip
     setattr(trainer, "charter_groups", tally)  # noqa: B010 - read into the figures after training

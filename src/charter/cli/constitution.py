@@ -111,11 +111,23 @@ def show(source: str, as_json: bool) -> None:
     default=None,
     help="Where teacher replies are kept [default: ~/.cache/charter/compile].",
 )
+@click.option(
+    "--screen/--no-screen",
+    default=True,
+    show_default=True,
+    help="Keep only test prompts the teacher's own verdict agrees with (decline or answer).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="The verdict's cut for --screen [default: the cut that best separates the two kinds].",
+)
 @click.option("--dry-run", is_flag=True, help="Print every prompt it would send; call no model.")
 def compile_command(
     spec_path: Path, output: Path | None, model: str, base_url: str | None, api_key: str | None,
     concurrency: int | None, checks: int, tests: int, max_tokens: int, seed: int,
-    cache_dir: Path | None, dry_run: bool,
+    cache_dir: Path | None, screen: bool, threshold: float | None, dry_run: bool,
 ) -> None:  # fmt: skip
     """Compile a long-form constitution (Markdown or plain text) into principles, yes/no
     checks and test prompts, each linked to its clause; cached and deterministic."""
@@ -128,7 +140,8 @@ def compile_command(
                            "constitution (constitution lint checks a YAML one)")  # fmt: skip
     output = output or spec_path.with_suffix(".yaml")
     spec = read_spec(spec_path)
-    config = CompileConfig(checks=checks, tests=tests, max_tokens=max_tokens, seed=seed)
+    config = CompileConfig(checks=checks, tests=tests, max_tokens=max_tokens, seed=seed,
+                           screen=screen, threshold=threshold)  # fmt: skip
     asks = requests(spec, config)
     if dry_run:
         for clause, ask, conversation in asks:
@@ -182,7 +195,13 @@ def _compile(
                f"constraints, {len(spec.priorities)} priorities), {c['checks']} checks, "
                f"{c['refuse prompts']} refuse + {c['answer prompts']} answer test prompts; "
                f"dropped {c['checks dropped']} checks, {c['rule fallback']} rules kept as the "
-               f"clause's own words\n{output}")  # fmt: skip
+               f"clause's own words")  # fmt: skip
+    if config.screen:
+        click.echo(f"screened by the teacher's verdict (AUC refuse vs answer prompts "
+                   f"{c['verdict AUC x1000 (refuse vs answer prompts)'] / 1000:.3f}): dropped "
+                   f"{c['refuse prompts the verdict disagrees with']} refuse and "
+                   f"{c['answer prompts the verdict disagrees with']} answer prompts")  # fmt: skip
+    click.echo(str(output))
     click.echo(f"next: charter constitution show {output}")
 
 

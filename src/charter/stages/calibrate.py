@@ -279,6 +279,20 @@ def load_calibration(labeller: str, model: str | None = None) -> CalibrationRepo
     return report
 
 
+def separation(pos: Sequence[float], neg: Sequence[float]) -> tuple[float, float]:
+    """How well scores tell ``pos`` from ``neg``: the AUC, and the cut (score ≥ cut is
+    positive) that maximises balanced accuracy (Youden's J; 0.5 when no cut does better)."""
+    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
+    auc = sum(pairs) / len(pairs) if pairs else 0.5
+    best = (0.0, 0.5)
+    for cut in sorted(set(pos) | set(neg)):
+        tpr = sum(p >= cut for p in pos) / max(1, len(pos))
+        fpr = sum(q >= cut for q in neg) / max(1, len(neg))
+        if tpr - fpr > best[0]:
+            best = (tpr - fpr, cut)
+    return auc, best[1]
+
+
 def calibrate_judge(
     teacher: Backend, constitution: Constitution, harmful: Sequence[str], safe: Sequence[str]
 ) -> dict[str, Any]:
@@ -295,15 +309,7 @@ def calibrate_judge(
     with ThreadPoolExecutor(max_workers=4) as pool:
         pos = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), harmful))
         neg = list(pool.map(lambda r: p_yes(teacher, judge_conversation(constitution, r)), safe))
-    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
-    auc = sum(pairs) / len(pairs) if pairs else 0.5
-    best = (0.0, 0.5)
-    for cut in sorted(set(pos + neg)):
-        tpr = sum(p >= cut for p in pos) / len(pos)
-        fpr = sum(q >= cut for q in neg) / len(neg)
-        if tpr - fpr > best[0]:
-            best = (tpr - fpr, cut)
-    threshold = best[1]
+    auc, threshold = separation(pos, neg)
     hits = sum(p >= threshold for p in pos) + sum(q < threshold for q in neg)
     n = len(pos) + len(neg)
     return {

@@ -19,6 +19,16 @@ rule, linked to the clause by section and lines (:class:`charter.constitution.So
 priority order of the document ranks the principles of its sections; its hard constraints
 become the constitution's ``hard_constraints``. The result is validated as any constitution.
 
+Then the test prompts are **screened** by a question the local teachers answer far better
+than they write requests (measured: most refuse prompts the 1.5B teacher writes are ordinary
+requests, while its verdict on a request reached AUC 0.85 on gold prompts): the teacher, as
+the run's judge, reads the compiled constitution and says whether the assistant should
+decline each test prompt (one Yes/No scoring pass). A refuse prompt is kept only when the
+verdict says decline, an answer prompt only when it does not; the cut is ``threshold`` when
+given, else the one that best separates the two kinds of prompts (Youden's J on their
+scores), since the scores of a small teacher sit in a narrow band whose place depends on
+the constitution it reads. The AUC between the two kinds and what was dropped are counted.
+
 Replies are greedy with a fixed seed and cached by the model's identity and the exact
 request, so compiling the same file with the same model twice gives the same YAML and asks
 nothing the second time.
@@ -30,6 +40,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from charter.backends import Backend, GenerationConfig
@@ -38,6 +49,7 @@ from charter.spec import Clause, Spec
 from charter.splits import ngrams
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
+VERDICT_VERSION = 1  # in the screening verdicts' cache keys
 
 # Small teachers follow a worked example far better than an instruction alone, and decline to
 # write test requests unless told what they are for. One example per ask, on a clause of our
@@ -119,6 +131,8 @@ class CompileConfig:
     tests: int = 2  # refuse and answer prompts asked for per clause, each
     max_tokens: int = 160
     seed: int = 0
+    screen: bool = True  # keep only test prompts the teacher's verdict agrees with
+    threshold: float | None = None  # the verdict's cut (None: Youden's J on the prompts)
 
 
 @dataclass
@@ -185,7 +199,55 @@ def compile_spec(
         progress(len(batch))
     replies = {(clause.id, ask): cached[key].text
                for (clause, ask, _), key in zip(asks, keys, strict=True)}  # fmt: skip
-    return build(spec, replies, config, identity)
+    compiled = build(spec, replies, config, identity)
+    if config.screen:
+        screen(compiled, teacher, identity, config, cached, store)
+    return compiled
+
+
+def screen(
+    compiled: Compiled, teacher: Backend, identity: str, config: CompileConfig,
+    cached: dict[str, Reply], store: Callable[[Reply], None],
+) -> None:  # fmt: skip
+    """Keep the test prompts the teacher's verdict agrees with (module docstring), in place."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charter.constitution import Constitution
+    from charter.stages.calibrate import separation
+    from charter.stages.guided import judge_conversation
+    from charter.stages.hard import p_yes
+
+    judge = Constitution.from_data(compiled.data, path=Path(f"{compiled.data['name']}.yaml"))
+    tests = [(p, kind, text) for p in compiled.data["principles"]
+             for kind, texts in p.get("tests", {}).items() for text in texts]  # fmt: skip
+    if not tests:
+        return
+    convs = [judge_conversation(judge, text) for _, _, text in tests]
+    keys = [content_id([identity, VERDICT_VERSION, [m.model_dump() for m in c]]) for c in convs]
+    missing = [i for i, key in enumerate(keys) if key not in cached]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        scores = list(pool.map(lambda i: p_yes(teacher, convs[i]), missing))
+    for i, score in zip(missing, scores, strict=True):
+        reply = Reply(id=keys[i], clause=tests[i][0]["id"], ask="verdict", text=f"{score:.6f}")
+        store(reply)
+        cached[reply.id] = reply
+    p = [float(cached[key].text) for key in keys]
+    refuse = [x for x, (_, kind, _) in zip(p, tests, strict=True) if kind == "refuse"]
+    answer = [x for x, (_, kind, _) in zip(p, tests, strict=True) if kind == "answer"]
+    auc, cut = separation(refuse, answer)
+    cut = cut if config.threshold is None else config.threshold
+    compiled.counts["verdict AUC x1000 (refuse vs answer prompts)"] = round(1000 * auc)
+    for (principle, kind, text), score in zip(tests, p, strict=True):
+        if (score >= cut) != (kind == "refuse"):
+            principle["tests"][kind].remove(text)
+            compiled.counts[f"{kind} prompts the verdict disagrees with"] += 1
+            compiled.counts[f"{kind} prompts"] -= 1
+    for principle in compiled.data["principles"]:
+        kept = {k: v for k, v in principle.get("tests", {}).items() if v}
+        if kept:
+            principle["tests"] = {"refuse": [], "answer": [], **kept}
+        else:
+            principle.pop("tests", None)
 
 
 def build(

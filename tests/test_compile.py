@@ -172,6 +172,7 @@ def test_compiling_links_each_principle_to_its_clause_and_drops_what_fails(
 
 @pytest.mark.parametrize(("config", "refuse", "answer"), [
     (CompileConfig(screen=False), 2, 1),  # nothing screened: the bread stays
+    (CompileConfig(min_auc=0.8), 2, 1),  # the verdict's AUC (0.75) below the bar: not screened
     (CompileConfig(threshold=0.99), 0, 1),  # a cut no verdict reaches: every refuse prompt goes
     (CompileConfig(threshold=0.01), 2, 0),  # a cut every verdict passes: every answer prompt goes
 ])  # fmt: skip

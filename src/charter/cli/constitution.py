@@ -196,10 +196,14 @@ def _compile(
                f"{c['refuse prompts']} refuse + {c['answer prompts']} answer test prompts; "
                f"dropped {c['checks dropped']} checks, {c['rule fallback']} rules kept as the "
                f"clause's own words")  # fmt: skip
-    if config.screen:
-        click.echo(f"screened by the teacher's verdict (AUC refuse vs answer prompts "
-                   f"{c['verdict AUC x1000 (refuse vs answer prompts)'] / 1000:.3f}): dropped "
-                   f"{c['refuse prompts the verdict disagrees with']} refuse and "
+    auc = c["verdict AUC x1000 (refuse vs answer prompts)"] / 1000
+    if c["screen skipped: verdict AUC below min_auc"]:
+        click.echo(f"not screened: the teacher's verdict does not tell the refuse prompts from "
+                   f"the answer prompts (AUC {auc:.3f} < {config.min_auc}); read the test "
+                   "prompts before using them")  # fmt: skip
+    elif config.screen:
+        click.echo(f"screened by the teacher's verdict (AUC refuse vs answer prompts {auc:.3f}): "
+                   f"dropped {c['refuse prompts the verdict disagrees with']} refuse and "
                    f"{c['answer prompts the verdict disagrees with']} answer prompts")  # fmt: skip
     click.echo(str(output))
     click.echo(f"next: charter constitution show {output}")

@@ -28,6 +28,10 @@ verdict says decline, an answer prompt only when it does not; the cut is ``thres
 given, else the one that best separates the two kinds of prompts (Youden's J on their
 scores), since the scores of a small teacher sit in a narrow band whose place depends on
 the constitution it reads. The AUC between the two kinds and what was dropped are counted.
+When that AUC is below ``min_auc`` (0.75, the bar a run's teacher must clear on gold prompts)
+without a given threshold, the verdict cannot tell the kinds apart and nothing is screened:
+measured on the shipped example with the 1.5B teacher, AUC 0.41, so a cut would have dropped
+the few faithful refuse prompts with the rest (docs/compile-review.md).
 
 Replies are greedy with a fixed seed and cached by the model's identity and the exact
 request, so compiling the same file with the same model twice gives the same YAML and asks
@@ -133,6 +137,7 @@ class CompileConfig:
     seed: int = 0
     screen: bool = True  # keep only test prompts the teacher's verdict agrees with
     threshold: float | None = None  # the verdict's cut (None: Youden's J on the prompts)
+    min_auc: float = 0.75  # below it the verdict does not tell the kinds apart: no screening
 
 
 @dataclass
@@ -238,6 +243,9 @@ def screen(
     auc, cut = separation(refuse, answer)
     cut = cut if config.threshold is None else config.threshold
     compiled.counts["verdict AUC x1000 (refuse vs answer prompts)"] = round(1000 * auc)
+    if config.threshold is None and auc < config.min_auc:
+        compiled.counts["screen skipped: verdict AUC below min_auc"] = 1
+        return
     for (principle, kind, text), score in zip(tests, p, strict=True):
         if (score >= cut) != (kind == "refuse"):
             principle["tests"][kind].remove(text)

@@ -21,9 +21,12 @@ unless an answer threshold is given.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -109,16 +112,52 @@ class JudgeGuard:
                 for c, r in zip(conversations, replies, strict=True)]  # fmt: skip
 
 
+class Batched:
+    """A scorer shared by many threads, in batches: while one batch is scored, the requests
+    that arrive meanwhile queue up and go together in the next (no waiting window). An
+    encoder scores a batch of 16 short texts in little more than the time of one."""
+
+    def __init__(self, score: Callable[[Sequence[str]], list[float]], max_batch: int = 64) -> None:
+        self.score, self.max_batch = score, max_batch
+        self.queue: queue.SimpleQueue[tuple[str, Future[float]]] = queue.SimpleQueue()
+        threading.Thread(target=self._work, name="charter-guard", daemon=True).start()
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        futures: list[Future[float]] = [Future() for _ in texts]
+        for text, future in zip(texts, futures, strict=True):
+            self.queue.put((text, future))
+        return [f.result() for f in futures]
+
+    def _work(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                scores = self.score([text for text, _ in items])
+            except Exception as err:  # every waiting caller gets the error, none hangs
+                for _, future in items:
+                    future.set_exception(err)
+                continue
+            for (_, future), score in zip(items, scores, strict=True):
+                future.set_result(score)
+
+
 class HeadGuard:
-    """A trained guard (``charter train guard``) on requests. An answer scores its request's
-    probability times the refusal classifier's probability that the answer is not a refusal:
-    high for a flagged request answered in full, low for any refusal."""
+    """A trained guard (``charter train guard``) on requests, scored in shared batches
+    (:class:`Batched`). An answer scores its request's probability times the refusal
+    classifier's probability that the answer is not a refusal: high for a flagged request
+    answered in full, low for any refusal."""
 
     def __init__(self, head: Any, refusals: Callable[[Sequence[str]], list[float]]) -> None:
         self.head, self.refusals = head, refusals
+        self.score = Batched(head.probabilities)
 
     def requests(self, conversations: Sequence[Sequence[Message]]) -> list[float]:
-        return list(self.head.probabilities([c[-1].content for c in conversations]))
+        return self.score([c[-1].content for c in conversations])
 
     def answers(
         self, conversations: Sequence[Sequence[Message]], replies: Sequence[str]

@@ -92,6 +92,17 @@ def test_guard_passes_a_safe_request_and_checks_the_answer_only_when_asked() -> 
         ("request", "pass"), ("answer", "replace")]  # fmt: skip
 
 
+def test_a_written_refusal_that_is_no_refusal_gives_way_to_the_fixed_one() -> None:
+    """A small model asked to decline may comply: with the refusal classifier, it is caught."""
+    from charter.serve.layer import FALLBACK_REFUSAL
+
+    complying = FakeBackend(responses=lambda conversation, config: "Sure, here is how.")
+    served = Layer(complying, Constitution.load("default"), ServeConfig(), guard=ScriptedGuard(),
+                   refuses=lambda texts: ["won't" in t for t in texts])  # fmt: skip
+    assert served.respond("guard", ask(HARMFUL), GEN).text == FALLBACK_REFUSAL
+    assert layer().respond("guard", ask(HARMFUL), GEN).text.startswith("I won't")  # unchecked
+
+
 def test_log_answers_and_revise_runs_one_critique_and_revision() -> None:
     logged = layer().respond("log", ask(HARMFUL), GEN)
     assert logged.text.startswith("Sure.") and logged.decisions[0].action == "log"

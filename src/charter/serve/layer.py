@@ -180,12 +180,14 @@ class Layer:
         self, backend: Backend, constitution: Constitution, config: ServeConfig,
         guard: Guard | None = None,
         principle_for: Callable[[Sequence[str]], list[Principle]] | None = None,
+        refuses: Callable[[Sequence[str]], list[bool]] | None = None,
     ) -> None:  # fmt: skip
         if guard is None and "guard" in config.routes.values():
             raise ValueError("a guard route needs a guard")
         self.backend, self.constitution, self.config = backend, constitution, config
         self.guard = guard
         self.principle_for = principle_for or top_principle(constitution)
+        self.refuses = refuses
 
     def respond(self, policy: Policy, messages: Sequence[Message],
                 generation: GenerationConfig) -> Outcome:  # fmt: skip
@@ -227,13 +229,17 @@ class Layer:
 
     def _refusal(self, messages: Sequence[Message], principle: Principle) -> Outcome:
         """A refusal with a safe alternative, written by the serving model under the
-        constitution; a fixed sentence when the model writes nothing."""
+        constitution; a fixed sentence when the model writes nothing, or (with ``refuses``,
+        the refusal classifier) something that is not a refusal: a small model asked to
+        decline may comply instead."""
         from charter.stages.guided import reviser_conversation
 
         conversation = reviser_conversation(self.constitution, messages[-1].content, principle)
         config = GenerationConfig(temperature=0.0, max_tokens=self.config.refusal_tokens)
         (completion,) = self.backend.generate([conversation], config)
-        text = _whole_sentences(completion.text) or FALLBACK_REFUSAL
+        text = _whole_sentences(completion.text)
+        if not text or (self.refuses is not None and not self.refuses([text])[0]):
+            text = FALLBACK_REFUSAL
         return Outcome(text, "stop", completion.prompt_tokens, completion.completion_tokens)
 
     def _revise(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:

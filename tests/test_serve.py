@@ -171,6 +171,18 @@ def test_the_official_client_works_unchanged_on_every_route(served: tuple[str, P
     assert "pipe bomb" not in text and "sk-test" not in text  # no request text, no key
 
 
+def test_text_parts_and_the_developer_role_are_read(served: tuple[str, Path]) -> None:
+    url, _ = served
+    parts = [{"type": "text", "text": "How do I kill "}, {"type": "text", "text": "a process?"}]
+    reply = client(url, "/raw/v1").chat.completions.create(model="m", messages=[
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": parts}])  # fmt: skip
+    assert (
+        reply.choices[0].message.content
+        == "Sure. Step one for: How do I kill a process?. Step two follows!"
+    )
+
+
 def test_streaming_sends_the_checked_answer_sentence_by_sentence(
     served: tuple[str, Path],
 ) -> None:

@@ -38,10 +38,19 @@ from charter.serve.layer import Layer, Outcome, Policy, now_ms, sentences
 
 
 class ChatMessage(BaseModel):
+    """A message as OpenAI clients send it: content a string or a list of text parts;
+    ``developer`` (newer clients' name for the system turn) read as ``system``."""
+
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def message(self) -> Message:
+        text = self.content
+        if isinstance(text, list):
+            text = "".join(str(part.get("text", "")) for part in text if part.get("type") == "text")
+        return Message(role="system" if self.role == "developer" else self.role, content=text)
 
 
 class ChatRequest(BaseModel):
@@ -152,7 +161,7 @@ def create_app(
         async def chat(body: ChatRequest, request: Request) -> Any:
             authorise(request)
             start = time.perf_counter()
-            messages = [Message(role=m.role, content=m.content) for m in body.messages]
+            messages = [m.message() for m in body.messages]
             if messages[-1].role != "user":
                 raise ServeError(400, "messages: the last message must be the user's",
                                  "invalid_request_error")  # fmt: skip

@@ -273,10 +273,15 @@ def test_under_load_with_failures_every_request_ends_with_an_answer_or_an_error_
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--route", "raw=log"], "--route raw=log: write PREFIX=POLICY"),
+    (["--config", "CONFIG"], ":3: routes: route 'raw': a URL prefix such as /v1"),
+    (["--config", "CONFIG", "--answer-threshold", "0.5"], ":3: routes: route 'raw'"),
     (["--threshold", "nope.json"], "--threshold nope.json: neither a number"),
     (["--threshold", "1.5"], "a probability"),
 ])  # fmt: skip
-def test_bad_options_are_one_line_and_exit_2(args: list[str], words: str) -> None:
+def test_bad_options_are_one_line_and_exit_2(args: list[str], words: str, tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("timeout_s: 30\nroutes:\n  raw: log\n", "utf-8")
+    args = [str(config) if a == "CONFIG" else a for a in args]
     result = CliRunner().invoke(cli, ["serve", "--model", "fake/echo", *args])
     assert result.exit_code == 2 and words in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -296,3 +301,20 @@ def test_a_trained_guard_scores_requests_and_answers_that_comply_with_them() -> 
     served = Layer(FakeBackend(responses=reply), Constitution.load("default"),
                    ServeConfig(), guard=guard)  # fmt: skip
     assert served.respond("guard", ask(HARMFUL), GEN).decisions[0].action == "refuse"
+
+
+def test_a_config_file_sets_routes_and_options_override_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charter.cli.serve as serve_cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(serve_cli, "_run", lambda *args: seen.update(config=args[5]))
+    config = tmp_path / "serve.yaml"
+    config.write_text("routes:\n  /raw/v1: log\n  /v1: revise\nrequest_threshold: 0.7\n", "utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--model", "fake/echo", "--config", str(config),
+                                      "--route", "/r2/v1=guard", "--timeout", "9"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    served = seen["config"]
+    assert served.routes == {"/raw/v1": "log", "/v1": "revise", "/r2/v1": "guard"}
+    assert (served.request_threshold, served.timeout_s) == (0.7, 9.0)

@@ -20,8 +20,12 @@ POLICIES = ("guard", "revise", "log")
 @connection_options
 @click.option("--constitution", default="default", show_default=True,
               help="Bundled constitution name or YAML file.")  # fmt: skip
-@click.option("--policy", "default_policy", type=click.Choice(POLICIES), default="guard",
-              show_default=True, help="The policy of the /v1 route.")  # fmt: skip
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="A YAML of serve settings: routes, request_threshold, "
+              "answer_threshold, max_tokens, refusal_tokens, revise_tokens, timeout_s; "
+              "options given override it.")  # fmt: skip
+@click.option("--policy", "default_policy", type=click.Choice(POLICIES), default=None,
+              help="The policy of the /v1 route  [default: guard].")  # fmt: skip
 @click.option("--route", "routes", multiple=True, metavar="PREFIX=POLICY",
               help="Another route, e.g. /raw/v1=log (a client picks one by base URL).")  # fmt: skip
 @click.option(
@@ -63,16 +67,15 @@ POLICIES = ("guard", "revise", "log")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
-    default=120.0,
-    show_default=True,
-    help="Seconds before a request the model has not answered gets a 504.",
+    default=None,
+    help="Seconds before a request the model has not answered gets a 504  [default: 120].",
 )
 def serve(
     model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
-    constitution: str, default_policy: str, routes: tuple[str, ...], guard_dir: Path | None,
-    judge: str | None,
-    threshold: str | None, answer_threshold: float | None, host: str, port: int,
-    keys: tuple[str, ...], log_path: Path, timeout: float,
+    constitution: str, config_file: Path | None, default_policy: str | None,
+    routes: tuple[str, ...], guard_dir: Path | None, judge: str | None, threshold: str | None,
+    answer_threshold: float | None, host: str, port: int, keys: tuple[str, ...],
+    log_path: Path, timeout: float | None,
 ) -> None:  # fmt: skip
     """Serve MODEL with the constitution applied: guard, revise or log each request.
 
@@ -85,17 +88,59 @@ def serve(
 
     if not (installed("fastapi") and installed("uvicorn") and installed("prometheus_client")):
         raise CharterError("charter serve needs the serve extra: pip install 'charter[serve]'")
-    table = {"/v1": default_policy, **_routes(routes)}
+    settings, lines = _settings(config_file)
+    if config_file is not None:  # the file alone first, so its errors name its lines
+        settings = _validated(settings, config_file, lines).model_dump(exclude_unset=True)
+    table = {**settings.get("routes", {}), **_routes(routes)}
+    if default_policy is not None or "/v1" not in table:
+        table["/v1"] = default_policy or "guard"
+    settings["routes"] = table
     rules = Constitution.load(constitution)
     head = None
     if guard_dir is not None:
         from charter.stages.guard import GuardHead
 
         head = GuardHead(guard_dir)
-    cut = _threshold(threshold) if threshold is not None or head is None else head.threshold
+    if threshold is not None:
+        settings["request_threshold"] = _threshold(threshold)
+    elif head is not None and "request_threshold" not in settings:
+        settings["request_threshold"] = head.threshold
+    for key, value in (("answer_threshold", answer_threshold), ("timeout_s", timeout)):
+        if value is not None:
+            settings[key] = value
+    config = _validated(settings, config_file, lines)
     secrets = [*keys, *filter(None, os.environ.get("CHARTER_SERVE_KEYS", "").split(","))]
-    _run(model, base_url, api_key, concurrency, rules, table, head, judge, cut,
-         answer_threshold, host, port, secrets, log_path, timeout)  # fmt: skip
+    _run(model, base_url, api_key, concurrency, rules, config, head, judge, host, port,
+         secrets, log_path)  # fmt: skip
+
+
+def _settings(path: Path | None) -> tuple[dict[str, Any], dict[Any, int]]:
+    """The --config file's mapping and its lines (empty without one)."""
+    from charter.errors import CharterError
+    from charter.yamlfile import load_yaml
+
+    if path is None:
+        return {}, {}
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise CharterError(f"{path}:1: a serve config is a YAML mapping (routes:, …)")
+    return dict(data), lines
+
+
+def _validated(settings: dict[str, Any], path: Path | None, lines: dict[Any, int]) -> Any:
+    """The ServeConfig, or one line naming the file and line (or the options) at fault."""
+    from pydantic import ValidationError
+
+    from charter.errors import CharterError
+    from charter.serve.layer import ServeConfig
+    from charter.yamlfile import first_error, line_of
+
+    try:
+        return ServeConfig.model_validate(settings)
+    except ValidationError as err:
+        loc, problem = first_error(err)
+        where = f"{path}:{line_of(lines, loc)}" if path is not None else "command line"
+        raise CharterError(f"{where}: {problem}") from None
 
 
 def _routes(routes: tuple[str, ...]) -> dict[str, str]:
@@ -132,19 +177,16 @@ def _threshold(value: str | None) -> float:
 
 
 def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
-         rules: Any, routes: dict[str, str], head: Any, judge: str | None, threshold: float,
-         answer_threshold: float | None, host: str, port: int, keys: list[str], log: Path,
-         timeout: float) -> None:  # fmt: skip
+         rules: Any, config: Any, head: Any, judge: str | None, host: str, port: int,
+         keys: list[str], log: Path) -> None:  # fmt: skip
     import uvicorn
 
     from charter.backends import load_backend
     from charter.extras import installed
     from charter.serve.app import create_app
-    from charter.serve.layer import Guard, HeadGuard, JudgeGuard, Layer, ServeConfig
+    from charter.serve.layer import Guard, HeadGuard, JudgeGuard, Layer
 
-    config = ServeConfig.model_validate({"routes": routes, "request_threshold": threshold,
-                                         "answer_threshold": answer_threshold,
-                                         "timeout_s": timeout})  # fmt: skip
+    routes = config.routes
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     judged = backend if judge in (None, model) else load_backend(judge, concurrency=concurrency)
     try:

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
@@ -44,7 +44,8 @@ FALLBACK_REFUSAL = (
 
 
 class ServeConfig(BaseModel):
-    """The server's policies and thresholds (``charter serve --config FILE`` or its options)."""
+    """The server's routes, thresholds and limits (``charter serve --config FILE``, then its
+    options)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +59,14 @@ class ServeConfig(BaseModel):
     refusal_tokens: int = Field(default=120, ge=1)
     revise_tokens: int = Field(default=160, ge=1, description="critique and revision")
     timeout_s: float = Field(default=120.0, gt=0, description="a backend call past this: 504")
+
+    @field_validator("routes")
+    @classmethod
+    def _prefixes(cls, routes: dict[str, Policy]) -> dict[str, Policy]:
+        for prefix in routes:
+            if not prefix.startswith("/") or prefix.rstrip("/") == "":
+                raise ValueError(f"route {prefix!r}: a URL prefix such as /v1 or /raw/v1")
+        return {prefix.rstrip("/"): policy for prefix, policy in routes.items()}
 
 
 @dataclass(frozen=True)

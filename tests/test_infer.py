@@ -1,0 +1,111 @@
+"""Inverse CAI (charter.stages.infer, `charter constitution infer`): principles proposed from
+pairs, clustered, scored as labellers on a split of their own, tested on another."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from charter.backends.base import GenerationConfig
+from charter.backends.fake import FakeBackend
+from charter.cli import cli
+from charter.constitution import Constitution
+from charter.records import Message, PreferencePair
+from charter.stages.infer import Candidate, InferConfig, cluster, keep, run_infer, split
+
+pytest.importorskip("sklearn")
+
+
+def pairs(n: int = 40) -> list[PreferencePair]:
+    """The preferred reply says please; the other is curt, shorter or longer by turns, so
+    length explains nothing."""
+    out = []
+    for i in range(n):
+        ask = [Message(role="user", content=f"Can you pass item {i}?")]
+        polite = f"Yes, please take item {i}."
+        curt = "No." if i % 2 else f"Take item {i} yourself, it is right there and I am busy."
+        out.append(PreferencePair.make(ask, polite, curt))
+    return out
+
+
+def propose_reply(conversation: Sequence[Message], config: GenerationConfig) -> str:
+    number = int(re.search(r"item (\d+)", conversation[-1].content).group(1))  # type: ignore[union-attr]
+    if number % 5 == 0:
+        return "I think the first one is nicer."  # not a question: dropped
+    if number % 5 == 1:
+        return "Which response is shorter?"
+    return "Which response is more polite?" if number % 2 else "Which reply is more courteous?"
+
+
+def scores(conversation: Sequence[Message], choices: Sequence[str]) -> list[float]:
+    """A labeller that follows the principle it is shown: politeness, or length."""
+    text = next(m.content for m in reversed(conversation) if m.role == "user")
+    first = text.split("(A) ", 1)[1].split("\n(B) ")[0]
+    second = text.split("\n(B) ", 1)[1]
+    a_better = len(first) < len(second) if "shorter" in text else "please" in first
+    return [-0.1, -2.5] if a_better else [-2.5, -0.1]
+
+
+def embed(texts: Sequence[str]) -> list[list[float]]:
+    """Politeness questions near each other, length questions apart."""
+    return [[1.0, 0.1] if ("polite" in t or "courteous" in t) else [0.1, 1.0] for t in texts]
+
+
+def test_the_splits_are_disjoint_seeded_and_cover_every_pair() -> None:
+    data = pairs(40)
+    a, b, c = split(data, InferConfig())
+    assert (len(a), len(b), len(c)) == (16, 12, 12)
+    assert len({p.id for p in a + b + c}) == 40 and split(data, InferConfig()) == (a, b, c)
+
+
+def test_clustering_merges_paraphrases_and_counts_support() -> None:
+    texts = ["Which response is more polite?"] * 3 + ["Which reply is more courteous?",
+                                                      "Which response is shorter?"]  # fmt: skip
+    found = cluster(texts, embed, k=2)
+    assert [c.support for c in found] == [4, 1] and "shorter" in found[1].text
+
+
+def test_keep_takes_only_principles_better_than_chance() -> None:
+    good = Candidate("a", 1, {"accuracy": {"value": 0.9, "low": 0.7, "high": 0.97}})
+    chance = Candidate("b", 9, {"accuracy": {"value": 0.55, "low": 0.35, "high": 0.7}})
+    assert keep([chance, good], budget=5) == [good]
+
+
+def test_infer_recovers_the_principle_behind_the_preferences() -> None:
+    model = FakeBackend(responses=propose_reply, scores=scores)
+    cached: dict[str, object] = {}
+    data, report = run_infer(
+        pairs(), name="recovered", source="prefs.jsonl", model=model, identity="fake",
+        embed=embed, reference=Constitution.load("default"), config=InferConfig(candidates=2),
+        cached=cached, store=lambda r: None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    kept = [p["comparison"] for p in data["principles"]]
+    assert len(kept) == 1 and ("polite" in kept[0] or "courteous" in kept[0])  # length: chance
+    proposing = split(pairs(), InferConfig())[0]
+    numbers = [int(re.findall(r"\d+", p.prompt[-1].content)[0]) for p in proposing]
+    assert report["not_a_question"] == sum(1 for n in numbers if n % 5 == 0) > 0
+    assert report["test"]["inferred"]["value"] == 1.0
+    assert report["test"]["longer_reply"]["value"] == pytest.approx(0.5, abs=0.25)
+    Constitution.from_data(data, path=Path("recovered.yaml"))  # a normal constitution
+    calls = len(model.calls)
+    run_infer(pairs(), name="recovered", source="prefs.jsonl", model=model, identity="fake",
+              embed=embed, reference=Constitution.load("default"),
+              config=InferConfig(candidates=2), cached=cached,  # type: ignore[arg-type]
+              store=lambda r: None)  # fmt: skip
+    assert len(model.calls) == calls  # everything came from the cache
+
+
+def test_too_few_pairs_is_one_clear_error(tmp_path: Path) -> None:
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": "hi", "chosen": "a", "rejected": "b"}) + "\n"
+                             for _ in range(3)), "utf-8")  # fmt: skip
+    result = CliRunner().invoke(cli, ["constitution", "infer", str(prefs), "-o",
+                                      str(tmp_path / "x.yaml"), "--model", "fake/echo",
+                                      "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert result.exit_code == 2 and "too few to split three ways" in result.output
+    assert not (tmp_path / "x.yaml").exists()

@@ -5,12 +5,12 @@ behind HTTP, no check), ``/v1`` (guard: the trained request guard of ``charter t
 and, for reference, the backend called in-process with no server at all. The backend is
 instant (a fixed reply, no model), so what is measured is the layer itself: HTTP, the
 decision log, the metrics and the guard's encoder. Each route gets ``--requests`` requests
-from ``--clients`` concurrent clients (httpx), with prompts drawn from XSTest so the encoder
+from 1, then 16 concurrent clients (``--clients``; httpx), with prompts from XSTest so the encoder
 sees real lengths; reported per route: latency p50 and p95 (ms) and throughput
 (requests/s), and the guard's added p50 and p95 against the log route measured in the same
 run. Model generation time comes on top of every figure and is the same on every route.
 
-    python bench/serve.py --guard runs/guard [--requests 400] [--clients 16] [--record]
+    python bench/serve.py --guard runs/guard [--requests 400] [--clients 1 16] [--record]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--guard", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     texts = [user_text(p) for p in source_prompts(PROMPTS)]
@@ -93,14 +93,15 @@ def main() -> None:
     config = ServeConfig(routes={"/v1": "guard", "/log/v1": "log"},
                          request_threshold=head.threshold)  # fmt: skip
     layer = Layer(Instant(), Constitution.load("default"), config, guard=guard)
-    results: dict[str, tuple[list[float], float]] = {}
+    results: dict[tuple[str, int], tuple[list[float], float]] = {}
     start = time.perf_counter()
     in_process = []
     for text in prompts:
         t = time.perf_counter()
         layer.respond("log", [Message(role="user", content=text)], GenerationConfig())
         in_process.append(1000 * (time.perf_counter() - t))
-    results["backend in-process"] = (in_process, len(prompts) / (time.perf_counter() - start))
+    results[("backend in-process", 1)] = (in_process,
+                                          len(prompts) / (time.perf_counter() - start))  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         app = create_app(layer, model_name="bench", log=Path(folder) / "decisions.jsonl")
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
@@ -111,26 +112,30 @@ def main() -> None:
         port = server.servers[0].sockets[0].getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         try:
-            for name, route in (("serve, log", "/log/v1"), ("serve, guard", "/v1")):
-                results[name] = load(f"{base}{route}/chat/completions", prompts, args.clients)
+            for clients in args.clients:
+                for name, route in (("serve, log", "/log/v1"), ("serve, guard", "/v1")):
+                    url = f"{base}{route}/chat/completions"
+                    results[(name, clients)] = load(url, prompts, clients)
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-    table = {name: (percentile(lat, 50), percentile(lat, 95), rps)
-             for name, (lat, rps) in results.items()}  # fmt: skip
-    for name, (p50, p95, rps) in table.items():
-        print(f"{name:20s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms  {rps:7.1f} requests/s")
-    log50, log95, _ = table["serve, log"]
-    g50, g95, _ = table["serve, guard"]
-    print(
-        f"the guard adds {g50 - log50:.2f} ms p50, {g95 - log95:.2f} ms p95 "
-        f"({args.clients} clients, {args.requests} requests)"
-    )
+    table = {key: (percentile(lat, 50), percentile(lat, 95), rps)
+             for key, (lat, rps) in results.items()}  # fmt: skip
+    rows = []
+    day = datetime.date.today().isoformat()
+    for (name, clients), (p50, p95, rps) in table.items():
+        print(f"{name:20s} {clients:3d} clients  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms  "
+              f"{rps:7.1f} requests/s")  # fmt: skip
+        rows.append(f"| {day} | {name} | {clients} | {args.requests} | {p50:.1f} | {p95:.1f} | "
+                    f"{rps:.0f} |")  # fmt: skip
+    for clients in args.clients:
+        log50, log95, _ = table[("serve, log", clients)]
+        g50, g95, _ = table[("serve, guard", clients)]
+        print(f"the guard adds {g50 - log50:.2f} ms p50, {g95 - log95:.2f} ms p95 "
+              f"({clients} clients, {args.requests} requests)")  # fmt: skip
+        rows.append(f"| {day} | guard − log | {clients} | | +{g50 - log50:.1f} | "
+                    f"+{g95 - log95:.1f} | |")  # fmt: skip
     if args.record:
-        day = datetime.date.today().isoformat()
-        rows = [f"| {day} | {name} | {args.clients} | {args.requests} | {p50:.1f} | {p95:.1f} | "
-                f"{rps:.0f} |" for name, (p50, p95, rps) in table.items()]  # fmt: skip
-        rows.append(f"| {day} | guard − log | | | +{g50 - log50:.1f} | +{g95 - log95:.1f} | |")
         record("serve.py", rows)
 
 

@@ -2,6 +2,9 @@
 
     python scripts/results_table.py runs/effect [--name MODEL=LABEL …] [--versus LABEL:LABEL …]
 
+MODEL in ``--name`` is a model's full name or any part of it, e.g. its stage folder
+(``dpo-cd6232b33d6c=SFT+DPO``).
+
 Reads, from every ``evaluate-*`` stage under the run root, ``items.jsonl`` (each judged answer)
 and recomputes each metric with its 95% interval (Wilson), and each trained model's paired
 difference from the baseline (bootstrap over items) with an exact McNemar p-value — the same
@@ -42,6 +45,8 @@ def model_table(
         for line in (evaluate / "items.jsonl").read_text("utf-8").splitlines()
     ]
     models = json.loads((evaluate / "results.json").read_text("utf-8"))["models"]
+    # --name MODEL=LABEL: MODEL is the model's full name or any part of it (a stage folder)
+    names = {m: next((label for key, label in names.items() if key in m), m) for m in models}
     by: dict[tuple[str, str], list[EvalItem]] = defaultdict(list)
     for item in items:
         by[(item.suite, item.model)].append(item)
@@ -67,7 +72,11 @@ def model_table(
             dcells.append(f"{100 * d.value:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}]{p}")
         diffs.append(f"| {title} | " + " | ".join(dcells) + " |")
         for first, second in versus or []:  # A against B, paired over the same questions
-            a, b = (next(m for m in models if names.get(m, m) == x) for x in (first, second))
+            found = [[m for m in models if names[m] == x] for x in (first, second)]
+            if not all(found):
+                raise SystemExit(f"--versus {first}:{second}: no model of {evaluate.name} is "
+                                 "named so; check the --name parts")  # fmt: skip
+            a, b = found[0][0], found[1][0]
             d = paired_difference(values[a], values[b])
             if d is not None:
                 p = f", McNemar p={d.p_value:.2g}" if d.p_value is not None else ""

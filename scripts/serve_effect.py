@@ -2,7 +2,7 @@
 of one model behind the server's three routes (plain, guard, revise).
 
     python scripts/serve_effect.py --guard runs/guard --out runs/serve-effect \
-        [--model local/smollm2-135m] [--port 8321]
+        [--model local/smollm2-135m] [--port 8321] [--only ROUTE] [--limit N]
 
 Starts ``charter serve`` on 127.0.0.1 with ``/raw/v1`` (log), ``/v1`` (guard, the trained
 guard at its own threshold) and ``/revise/v1`` (one critique → revision round), then runs
@@ -41,6 +41,12 @@ def main() -> int:
     parser.add_argument("--model", default="local/smollm2-135m")
     parser.add_argument("--port", type=int, default=8321)
     parser.add_argument("--only", choices=list(ROUTES), action="append")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="the first N questions of each set (the revise route is slow)",
+    )
     args = parser.parse_args()
     data = args.out / "data"
     harmful, safe = materialise(HARMFUL, data, "harmful"), materialise(SAFE, data, "xstest-safe")
@@ -70,6 +76,7 @@ def main() -> int:
                 "--data", f"harmlessness={harmful}", "--data", f"over-refusal={safe}",
                 "--max-tokens", "128", "--concurrency", "4",
                 "--out", str(args.out / f"evaluate-{name}"),
+                *(["--limit", str(args.limit)] if args.limit else []),
             ], check=True)  # fmt: skip
     finally:
         server.terminate()

@@ -38,13 +38,20 @@ def _pct(x: float) -> str:
 
 
 def model_table(
-    evaluate: Path, names: dict[str, str], versus: list[tuple[str, str]] | None = None
-) -> str:
-    items = [
-        EvalItem.model_validate_json(line)
-        for line in (evaluate / "items.jsonl").read_text("utf-8").splitlines()
+    evaluate: Path | list[Path], names: dict[str, str],
+    versus: list[tuple[str, str]] | None = None,
+) -> str:  # fmt: skip
+    """One table for one evaluate folder, or for several read as one (``--merge``: models
+    evaluated apart on the same questions, e.g. behind charter serve's routes)."""
+    folders = evaluate if isinstance(evaluate, list) else [evaluate]
+    items = [EvalItem.model_validate_json(line) for folder in folders
+             for line in (folder / "items.jsonl").read_text("utf-8").splitlines()]  # fmt: skip
+    models = [
+        m
+        for folder in folders
+        for m in json.loads((folder / "results.json").read_text("utf-8"))["models"]
     ]
-    models = json.loads((evaluate / "results.json").read_text("utf-8"))["models"]
+    evaluate = folders[0]
     # --name MODEL=LABEL: MODEL is the model's full name or any part of it (a stage folder)
     names = {m: next((label for key, label in names.items() if key in m), m) for m in models}
     by: dict[tuple[str, str], list[EvalItem]] = defaultdict(list)
@@ -156,6 +163,12 @@ def main() -> None:
         help="also B's paired difference from A (two --name labels)",
     )
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="read every evaluate-* folder as one table (models evaluated apart on the same "
+        "questions); only the tables are printed",
+    )
+    parser.add_argument(
         "--score-unfinished",
         metavar="CONFIG",
         help="also judge unfinished evaluate stages (their complete models)",
@@ -166,7 +179,12 @@ def main() -> None:
     for pair in versus:
         if len(pair) != 2 or not set(pair) <= set(names.values()):
             parser.error(f"--versus {':'.join(pair)}: give two labels set with --name, as A:B")
-    for evaluate in sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime):
+    folders = sorted(args.root.glob("evaluate-*"), key=lambda p: p.stat().st_mtime)
+    if args.merge:
+        done = [f for f in folders if (f / "items.jsonl").is_file()]
+        print(f"### {', '.join(f.name for f in done)}\n\n{model_table(done, names, versus)}\n")
+        return
+    for evaluate in folders:
         if not (evaluate / "items.jsonl").is_file() and args.score_unfinished:
             scored = score_unfinished(evaluate, args.score_unfinished)
             print(f"### {evaluate.name} (unfinished: complete models only)\n\n"

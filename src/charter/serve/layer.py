@@ -214,42 +214,44 @@ class Layer:
                        completion.completion_tokens)  # fmt: skip
 
     def _guard(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:
+        """Check the request (and, with an answer threshold, the answer); the principle a
+        refusal is written under is looked up only when one is written."""
         assert self.guard is not None
-        (principle,) = self.principle_for([messages[-1].content])
         (p,) = self.guard.requests([messages])
         cut = self.config.request_threshold
         if p >= cut:
-            outcome = self._refusal(messages, principle)
-            outcome.decisions.append(Decision("request", "refuse", round(p, 4), cut, principle.id))
+            outcome, principle = self._refusal(messages)
+            outcome.decisions.append(Decision("request", "refuse", round(p, 4), cut, principle))
             return outcome
         outcome = self._answer(messages, generation)
-        outcome.decisions.append(Decision("request", "pass", round(p, 4), cut, principle.id))
+        outcome.decisions.append(Decision("request", "pass", round(p, 4), cut))
         if (answer_cut := self.config.answer_threshold) is not None:
             (q,) = self.guard.answers([messages], [outcome.text])
             if q >= answer_cut:
-                refusal = self._refusal(messages, principle)
+                refusal, principle = self._refusal(messages)
                 refusal.decisions = [*outcome.decisions,
                                      Decision("answer", "replace", round(q, 4), answer_cut,
-                                              principle.id)]  # fmt: skip
+                                              principle)]  # fmt: skip
                 return refusal
-            outcome.decisions.append(Decision("answer", "pass", round(q, 4), answer_cut,
-                                              principle.id))  # fmt: skip
+            outcome.decisions.append(Decision("answer", "pass", round(q, 4), answer_cut))
         return outcome
 
-    def _refusal(self, messages: Sequence[Message], principle: Principle) -> Outcome:
+    def _refusal(self, messages: Sequence[Message]) -> tuple[Outcome, str]:
         """A refusal with a safe alternative, written by the serving model under the
         constitution; a fixed sentence when the model writes nothing, or (with ``refuses``,
         the refusal classifier) something that is not a refusal: a small model asked to
         decline may comply instead."""
         from charter.stages.guided import reviser_conversation
 
+        (principle,) = self.principle_for([messages[-1].content])
         conversation = reviser_conversation(self.constitution, messages[-1].content, principle)
         config = GenerationConfig(temperature=0.0, max_tokens=self.config.refusal_tokens)
         (completion,) = self.backend.generate([conversation], config)
         text = _whole_sentences(completion.text)
         if not text or (self.refuses is not None and not self.refuses([text])[0]):
             text = FALLBACK_REFUSAL
-        return Outcome(text, "stop", completion.prompt_tokens, completion.completion_tokens)
+        outcome = Outcome(text, "stop", completion.prompt_tokens, completion.completion_tokens)
+        return outcome, principle.id
 
     def _revise(self, messages: Sequence[Message], generation: GenerationConfig) -> Outcome:
         from charter.stages.revise import ReviseConfig, revise

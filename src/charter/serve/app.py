@@ -10,8 +10,7 @@ Streaming: Charter's backends return whole answers, so the answer is generated a
 whole, then sent as server-sent events one sentence per chunk: no unchecked text reaches the
 client. Every request's decisions go to the decision log (one JSON line each: time, a hash
 of the request, route, policy, latency and each check with its score, and the principle a
-refusal or revision was written under; never
-the request's text or a key).
+refusal or revision was written under; never the request's text or a key).
 """
 
 from __future__ import annotations

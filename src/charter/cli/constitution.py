@@ -340,12 +340,15 @@ def infer_command(
             )  # fmt: skip
     finally:
         backend.close()
+    report_path = output.with_suffix(".infer.json")
     if not data["principles"]:
+        write_atomic(report_path, json.dumps(report, indent=1))
         raise CharterError(f"{prefs}: no candidate principle beat chance on the select split "
-                           f"({len(report['candidates'])} scored); nothing written")  # fmt: skip
+                           f"({len(report['candidates'])} scored); no constitution written, "
+                           f"the candidates' scores are in {report_path}")  # fmt: skip
     Constitution.from_data(data, path=output)  # validated before anything is written
     write_atomic(output, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
-    write_atomic(output.with_suffix(".infer.json"), json.dumps(report, indent=1))
+    write_atomic(report_path, json.dumps(report, indent=1))
     test = report["test"]
     click.echo(f"inferred {len(data['principles'])} principles from {len(pairs)} pairs; test "
                f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "

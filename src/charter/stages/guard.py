@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.errors import CharterError
+from charter.stages.evaluate.refusal import EmbeddingHead
 
 VERSION = 1  # in the stage's key: bump when what it writes changes
 HEAD, CARD = "guard.json", "card.md"
@@ -119,29 +120,16 @@ def fit(vectors: Sequence[Sequence[float]], y: Sequence[int],
     }  # fmt: skip
 
 
-class GuardHead:
-    """A trained guard: P(the request should be declined) from the encoder and the head."""
+class GuardHead(EmbeddingHead):
+    """A trained guard: P(the request should be declined) from the encoder and the head
+    (``guard.json`` in ``folder``, or that file itself); ``embedder``: an encoder already
+    loaded, to share (default: loaded on first use)."""
 
     def __init__(self, folder: Path, embedder: Any = None) -> None:
         path = folder / HEAD if folder.is_dir() else folder
-        try:
-            self.head: dict[str, Any] = json.loads(path.read_text("utf-8"))
-            self.weights: list[float] = self.head["coef"]
-            self.bias = float(self.head["intercept"])
-            self.threshold = float(self.head["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CharterError(f"{path}: not a guard from charter train guard "
-                               f"({type(err).__name__}: {err})") from None  # fmt: skip
-        self._embedder = embedder
-
-    def probabilities(self, texts: Sequence[str]) -> list[float]:
-        from charter.stages.evaluate.refusal import embed, load_embedder
-
-        if self._embedder is None:
-            self._embedder = load_embedder()
-        vectors = embed(self._embedder, texts)
-        return [_sigmoid(sum(w * x for w, x in zip(self.weights, v, strict=True)) + self.bias)
-                for v in vectors]  # fmt: skip
+        super().__init__(path, problem="not a guard from charter train guard")
+        if embedder is not None:
+            self.embedder = embedder
 
 
 def train_guard(
@@ -154,12 +142,9 @@ def train_guard(
     from charter.runs import write_atomic
 
     if embed is None:
-        from charter.stages.evaluate.refusal import embed as encode
-        from charter.stages.evaluate.refusal import load_embedder
+        from charter.stages.evaluate.refusal import encoder
 
-        encoder = load_embedder()
-        embed = lambda texts: encode(encoder, texts)  # noqa: E731
-
+        embed = encoder()
     texts, y, provenance = collect(config)
     head = fit(embed(texts), y, config)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +182,3 @@ Excluded (evaluation) sets: {", ".join(config.exclude) or "none"}.
 These figures are on the training distribution. Measure the guard on your own held-out sets
 before relying on it; docs/results.md reports it on public ones.
 """
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0

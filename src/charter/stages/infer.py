@@ -219,11 +219,9 @@ def run_infer(
     from charter.stages.evaluate.stats import rate
 
     if embed is None:
-        from charter.stages.evaluate.refusal import embed as encode
-        from charter.stages.evaluate.refusal import load_embedder
+        from charter.stages.evaluate.refusal import encoder
 
-        encoder = load_embedder()
-        embed = lambda texts: encode(encoder, texts)  # noqa: E731
+        embed = encoder()
 
     proposing, selecting, testing = split(pairs, config)
     if min(len(proposing), len(selecting), len(testing)) < 2:

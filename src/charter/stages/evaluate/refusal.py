@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,33 +48,50 @@ def says_no(answer: str) -> bool:
     return any(phrase in start for phrase in REFUSAL_PHRASES)
 
 
-class RefusalClassifier:
-    """P(refusal) from sentence embeddings and the shipped logistic-regression head."""
+class EmbeddingHead:
+    """A logistic-regression head on all-MiniLM-L6-v2 embeddings, read from a JSON file with
+    ``coef``, ``intercept`` and ``threshold``: the refusal classifier below, and the request
+    guard of ``charter train guard`` (:class:`charter.stages.guard.GuardHead`).
+    ``problem`` says, in the one-line error, what the file should have been."""
 
-    def __init__(self, head: Path = HEAD) -> None:
+    def __init__(self, path: Path, *, problem: str, threshold: float | None = None) -> None:
         try:
-            self.head: dict[str, Any] = json.loads(head.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CharterError(f"cannot read the refusal head {head}: {err}") from None
-        self.weights: list[float] = self.head["coef"]
-        self.bias: float = self.head["intercept"]
-        self.threshold: float = self.head.get("threshold", 0.5)
+            self.head: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            self.weights: list[float] = [float(w) for w in self.head["coef"]]
+            self.bias = float(self.head["intercept"])
+            self.threshold = float(self.head.get("threshold", threshold))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CharterError(f"{path}: {problem} ({type(err).__name__}: {err})") from None
 
     @cached_property
     def embedder(self) -> Any:
         return load_embedder()
 
-    def probabilities(self, answers: Sequence[str], batch_size: int = 32) -> list[float]:
-        """P(refusal) of each answer."""
-        vectors = embed(self.embedder, answers, batch_size)
-        return [
-            1.0 / (1.0 + math.exp(-(sum(w * x for w, x in zip(self.weights, v, strict=True))
-                                     + self.bias)))
-            for v in vectors
-        ]  # fmt: skip
+    def probabilities(self, texts: Sequence[str], batch_size: int = 32) -> list[float]:
+        """The head's probability for each text."""
+        vectors = embed(self.embedder, texts, batch_size)
+        return [_sigmoid(sum(w * x for w, x in zip(self.weights, v, strict=True)) + self.bias)
+                for v in vectors]  # fmt: skip
+
+
+class RefusalClassifier(EmbeddingHead):
+    """P(refusal) from sentence embeddings and the shipped logistic-regression head."""
+
+    def __init__(self, head: Path = HEAD) -> None:
+        super().__init__(head, problem="cannot read the refusal head", threshold=0.5)
 
     def refuses(self, answers: Sequence[str]) -> list[bool]:
         return [p >= self.threshold for p in self.probabilities(answers)]
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
+def encoder() -> Callable[[Sequence[str]], list[list[float]]]:
+    """all-MiniLM-L6-v2, loaded now, as a function from texts to unit-length embeddings."""
+    model = load_embedder()
+    return lambda texts: embed(model, texts)
 
 
 def load_embedder() -> Any:

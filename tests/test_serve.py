@@ -318,3 +318,20 @@ def test_a_config_file_sets_routes_and_options_override_it(
     served = seen["config"]
     assert served.routes == {"/raw/v1": "log", "/v1": "revise", "/r2/v1": "guard"}
     assert (served.request_threshold, served.timeout_s) == (0.7, 9.0)
+
+
+def test_a_torn_line_left_in_the_decision_log_is_cut_before_new_lines(tmp_path: Path) -> None:
+    """A server killed mid-write leaves half a line; the next one starts clean after it."""
+    import httpx
+
+    from charter.serve.app import create_app
+
+    log = tmp_path / "decisions.jsonl"
+    log.write_text('{"time": "2026-12-06T00:00:00", "request": "ab"}\n{"time": "2026-1', "utf-8")
+    with Server(create_app(layer(), model_name="m", log=log)) as url:
+        ok = httpx.post(url + "/raw/v1/chat/completions",
+                        json={"messages": [{"role": "user", "content": SAFE}]})  # fmt: skip
+        assert ok.status_code == 200
+    rows = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    assert rows[0]["request"] == "ab" and len(rows) == 2
+    assert rows[1]["decisions"][0]["action"] == "log"

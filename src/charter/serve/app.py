@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.backends import GenerationConfig
 from charter.records import Message, messages_id
-from charter.serve.layer import Layer, Outcome, Policy, now_ms, sentences
+from charter.serve.layer import Layer, Outcome, Policy, sentences
 
 
 class ChatMessage(BaseModel):
@@ -79,20 +80,37 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+class DecisionRow(BaseModel):
+    """One request in the decision log: never its text, only a hash of it."""
+
+    time: str
+    request: str
+    route: str
+    policy: str
+    latency_ms: float
+    decisions: list[dict[str, Any]]
+
+
 class DecisionLog:
-    """Appends one JSON line per request; a lock keeps concurrent lines whole."""
+    """The decision log: the project's JSONL appender (a torn last line left by a killed
+    server is cut on start, each line flushed), behind a lock for concurrent requests."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path, self.lock = path, threading.Lock()
+        from charter.runs import JsonlAppender
+
+        self.lock, self.sink = threading.Lock(), None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.sink = JsonlAppender(path)
 
-    def write(self, row: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        line = json.dumps(row, ensure_ascii=False) + "\n"
-        with self.lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(line)
+    def write(self, row: DecisionRow) -> None:
+        if self.sink is not None:
+            with self.lock:
+                self.sink.write(row)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
 
 
 class Metrics:
@@ -121,9 +139,15 @@ def create_app(
     layer: Layer, *, model_name: str, keys: Iterable[str] = (), log: Path | None = None
 ) -> FastAPI:
     """The server around ``layer``; ``keys``: the API keys a client must send (none: open)."""
-    app = FastAPI(title="charter serve", docs_url=None, redoc_url=None)
-    allowed = [k.encode("utf-8") for k in keys]
     metrics, decisions = Metrics(), DecisionLog(log)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        decisions.close()
+
+    app = FastAPI(title="charter serve", docs_url=None, redoc_url=None, lifespan=lifespan)
+    allowed = [k.encode("utf-8") for k in keys]
     app.state.metrics = metrics
 
     @app.exception_handler(ServeError)
@@ -187,15 +211,15 @@ def create_app(
                                  "server_error", "backend_error") from None  # fmt: skip
             finally:
                 metrics.in_flight.dec()
-            elapsed = now_ms(start)
+            elapsed = round(1000 * (time.perf_counter() - start), 1)
             metrics.latency.labels(prefix, policy).observe(elapsed / 1000)
             for d in outcome.decisions:
                 metrics.requests.labels(prefix, policy, d.action).inc()
-            decisions.write({
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "request": messages_id(messages), "route": prefix, "policy": policy,
-                "latency_ms": elapsed, "decisions": [asdict(d) for d in outcome.decisions],
-            })  # fmt: skip
+            decisions.write(DecisionRow(
+                time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                request=messages_id(messages), route=prefix, policy=policy, latency_ms=elapsed,
+                decisions=[asdict(d) for d in outcome.decisions],
+            ))  # fmt: skip
             reply_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             if body.stream:
                 return StreamingResponse(_events(reply_id, model_name, outcome),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -281,7 +280,3 @@ def _whole_sentences(text: str) -> str:
     text = text.strip()
     end = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
     return text[: end + 1] if end > 0 else text
-
-
-def now_ms(start: float) -> float:
-    return round(1000 * (time.perf_counter() - start), 1)

@@ -36,7 +36,6 @@ from charter.constitution import Constitution, Principle
 from charter.records import Message, Prompt
 
 Policy = Literal["guard", "revise", "log"]
-_GUARD: Policy = "guard"
 FALLBACK_REFUSAL = (
     "I can't help with that. If it is useful, I'm glad to help with a safer, related question."
 )
@@ -49,7 +48,7 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     routes: dict[str, Policy] = Field(
-        default_factory=lambda: {"/v1": _GUARD},
+        default={"/v1": "guard"},  # pydantic copies it for each instance
         description="URL prefix → policy; a client picks one by its base URL",
     )
     request_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -161,8 +160,7 @@ class HeadGuard:
     answered in full, low for any refusal."""
 
     def __init__(self, head: Any, refusals: Callable[[Sequence[str]], list[float]]) -> None:
-        self.head, self.refusals = head, refusals
-        self.score = Batched(head.probabilities)
+        self.refusals, self.score = refusals, Batched(head.probabilities)
 
     def requests(self, conversations: Sequence[Sequence[Message]]) -> list[float]:
         return self.score([c[-1].content for c in conversations])

@@ -33,9 +33,11 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from charter.backends import Backend, GenerationConfig
+from charter.constitution import Constitution
 from charter.records import Message, PreferencePair, Record, content_id, render_conversation
 
 VERSION = 1  # in cache keys: bump when what this stage asks or writes changes
@@ -142,31 +144,35 @@ def cluster(texts: Sequence[str], embed: Callable[[Sequence[str]], list[list[flo
 
 
 def soft_labels(
-    principle: str, pairs: Sequence[PreferencePair], labeller: Backend, identity: str,
-    cached: dict[str, Cached], store: Callable[[Cached], None],
+    constitution: Constitution, tag: str, pairs: Sequence[PreferencePair], labeller: Backend,
+    identity: str, cached: dict[str, Cached], store: Callable[[Cached], None],
 ) -> list[tuple[float, float]]:  # fmt: skip
-    """Per pair: P(the preferred reply is better) under ``principle`` alone, and P(option A)."""
-    from charter.constitution import Constitution
+    """Per pair: P(the preferred reply is better) under ``constitution``, labelled as
+    ``charter label`` does (soft, both orders), and P(option A) over its scorings; cached by
+    ``tag`` (a candidate's text, a constitution's hash) and pair."""
+    from charter.label_stats import LabelStats
     from charter.stages.label import LabelConfig, label
 
-    keys = [content_id([identity, VERSION, "label", principle, p.id]) for p in pairs]
-    todo = [p for p, key in zip(pairs, keys, strict=True) if key not in cached]
-    if todo:
-        rules = Constitution.from_data({
-            "name": "candidate", "version": "1", "description": "one inferred principle",
-            "principles": [{"id": "candidate", "comparison": principle}]},
-            path=_nowhere())  # fmt: skip
-        for pair, result in zip(todo, label(todo, constitution=rules, labeller=labeller,
-                                            config=LabelConfig()), strict=True):  # fmt: skip
-            vote = result.votes[0]
-            second = vote.p_shown_second if vote.p_shown_second is not None else vote.p_shown_first
-            p_a = (vote.p_shown_first + 1.0 - second) / 2
-            row = Cached(id=content_id([identity, VERSION, "label", principle, pair.id]),
-                         kind="label", text=f"{result.p_first:.6f} {p_a:.6f}")  # fmt: skip
-            store(row)
-            cached[row.id] = row
+    keys = [content_id([identity, VERSION, "label", tag, p.id]) for p in pairs]
+    todo = [(p, key) for p, key in zip(pairs, keys, strict=True) if key not in cached]
+    results = label([p for p, _ in todo], constitution=constitution, labeller=labeller,
+                    config=LabelConfig())  # fmt: skip
+    for (_, key), result in zip(todo, results, strict=True):
+        stats = LabelStats()
+        stats.add(result)
+        row = Cached(id=key, kind="label", text=f"{result.p_first:.6f} {stats.prefers_a:.6f}")
+        store(row)
+        cached[key] = row
     return [tuple(map(float, cached[key].text.split()))  # type: ignore[misc]
             for key in keys]  # fmt: skip
+
+
+def one_principle(text: str) -> Constitution:
+    """A candidate as a constitution of its own: one comparison principle."""
+    return Constitution.from_data({
+        "name": "candidate", "version": "1", "description": "one inferred principle",
+        "principles": [{"id": "candidate", "comparison": text}]},
+        path=Path("candidate.yaml"))  # fmt: skip
 
 
 def scores(labels: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -234,12 +240,15 @@ def run_infer(
     candidates = cluster(proposals, embed, config.candidates)
     say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
     for c in candidates:
-        c.scores = scores(soft_labels(c.text, selecting, model, identity, cached, store))
+        c.scores = scores(soft_labels(one_principle(c.text), c.text, selecting, model, identity,
+                                      cached, store))  # fmt: skip
     kept = keep(candidates, config.budget)
-    test_labels = [soft_labels(c.text, testing, model, identity, cached, store) for c in kept]
+    test_labels = [soft_labels(one_principle(c.text), c.text, testing, model, identity, cached,
+                               store) for c in kept]  # fmt: skip
     ensemble = [sum(votes[i][0] for votes in test_labels) / len(test_labels)
                 for i in range(len(testing))] if kept else []  # fmt: skip
-    reference_p = _reference(reference, testing, model, identity, cached, store)
+    reference_p = [p for p, _ in soft_labels(reference, reference.sha256, testing, model,
+                                             identity, cached, store)]  # fmt: skip
     report = {
         "pairs": {"propose": len(proposing), "select": len(selecting), "test": len(testing)},
         "proposals": len(proposals), "not_a_question": unread,
@@ -255,26 +264,3 @@ def run_infer(
         },
     }  # fmt: skip
     return constitution_data(name, kept, source), report
-
-
-def _reference(
-    constitution: Any, pairs: Sequence[PreferencePair], labeller: Backend, identity: str,
-    cached: dict[str, Cached], store: Callable[[Cached], None],
-) -> list[float]:  # fmt: skip
-    """P(preferred) per pair under a whole constitution, labelled as ``charter label`` does."""
-    from charter.stages.label import LabelConfig, label
-
-    keys = [content_id([identity, VERSION, "reference", constitution.sha256, p.id]) for p in pairs]
-    todo = [p for p, key in zip(pairs, keys, strict=True) if key not in cached]
-    for result in label(todo, constitution=constitution, labeller=labeller, config=LabelConfig()):
-        key = content_id([identity, VERSION, "reference", constitution.sha256, result.id])
-        row = Cached(id=key, kind="label", text=f"{result.p_first:.6f}")
-        store(row)
-        cached[key] = row
-    return [float(cached[key].text) for key in keys]
-
-
-def _nowhere() -> Any:
-    from pathlib import Path
-
-    return Path("candidate.yaml")

@@ -251,11 +251,8 @@ def screen(
             principle["tests"][kind].remove(text)
             compiled.counts[f"{kind} prompts the verdict disagrees with"] += 1
             compiled.counts[f"{kind} prompts"] -= 1
-    for principle in compiled.data["principles"]:
-        kept = {k: v for k, v in principle.get("tests", {}).items() if v}
-        if kept:
-            principle["tests"] = {"refuse": [], "answer": [], **kept}
-        else:
+    for principle in compiled.data["principles"]:  # build gives tests both kinds, or none
+        if not any(principle.get("tests", {}).values()):
             principle.pop("tests", None)
 
 

@@ -241,9 +241,9 @@ def guard(harmful: tuple[str, ...], safe: tuple[str, ...], constitution: str | N
                            "&& pip install 'charter[evaluate]'")  # fmt: skip
     config = stage.GuardConfig(harmful=harmful, safe=safe, constitution=constitution,
                                exclude=exclude, recall=recall)  # fmt: skip
-    stage.collect(config)  # bad sources stop here, before the encoder loads
+    data = stage.collect(config)  # bad sources stop here, before a folder or the encoder
     s = run_one("guard", stage.VERSION, config.model_dump(mode="json"), out,
-                lambda: stage.train_guard(config, out))  # fmt: skip
+                lambda: stage.train_guard(config, out, data=data))  # fmt: skip
     click.echo(f"guard: {s['rows']} requests ({s['decline']} decline, {s['answer']} answer); "
                f"out-of-fold AUC {s['auc']:.3f}, recall {s['recall']:.3f} at false positives "
                f"{s['false_positive_rate']:.3f} (threshold {s['threshold']:.3f})\n"

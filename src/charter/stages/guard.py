@@ -136,16 +136,18 @@ def train_guard(
     config: GuardConfig,
     out: Path,
     embed: Callable[[Sequence[str]], list[list[float]]] | None = None,
+    data: tuple[list[str], list[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Collect, fit, and write ``guard.json`` and ``card.md`` under ``out``; the summary.
-    ``embed``: the sentence encoder (default: all-MiniLM-L6-v2, loaded here)."""
+    """Collect (unless ``data`` is :func:`collect`'s result already), fit, and write
+    ``guard.json`` and ``card.md`` under ``out``; the summary. ``embed``: the sentence encoder
+    (default: all-MiniLM-L6-v2, loaded after the data is read, so bad sources stop first)."""
     from charter.runs import write_atomic
 
+    texts, y, provenance = data or collect(config)
     if embed is None:
         from charter.stages.evaluate.refusal import encoder
 
         embed = encoder()
-    texts, y, provenance = collect(config)
     head = fit(embed(texts), y, config)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / HEAD, json.dumps(head, indent=1))

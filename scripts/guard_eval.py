@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from charter.splits import source_prompts, user_text
-from charter.stages.calibrate import separation
+from charter.stages.calibrate import judge_threshold, separation
 from charter.stages.evaluate.stats import rate
 from charter.stages.guard import GuardHead
 
@@ -98,8 +98,7 @@ def judge_row(args: argparse.Namespace, harmful: list[str], safe: list[str]) -> 
     from charter.stages.hard import p_yes
 
     value = args.judge_threshold
-    cut = float(json.loads(Path(value).read_text())["threshold"]) if value.endswith(
-        ".json") else float(value)  # fmt: skip
+    cut = judge_threshold(Path(value)) if value.endswith(".json") else float(value)
     rules = Constitution.load(args.constitution)
     judge = load_backend(args.judge, concurrency=4)
     start = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -162,15 +161,17 @@ def _threshold(value: str | None) -> float:
 
     if value is None:
         return 0.5
+    from charter.stages.calibrate import judge_threshold
+
     try:
         number = float(value)
     except ValueError:
-        path = Path(value)
         try:
-            number = float(json.loads(path.read_text("utf-8"))["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            number = judge_threshold(Path(value))
+        except CharterError as err:
+            cause = type(err.__cause__).__name__
             raise CharterError(f"--threshold {value}: neither a number nor a judge.json with a "
-                               f"'threshold' ({type(err).__name__})") from None  # fmt: skip
+                               f"'threshold' ({cause})") from None  # fmt: skip
     if not 0.0 <= number <= 1.0:
         raise CharterError(f"--threshold {value}: a probability, between 0 and 1")
     return number

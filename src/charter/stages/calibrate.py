@@ -293,6 +293,19 @@ def separation(pos: Sequence[float], neg: Sequence[float]) -> tuple[float, float
     return auc, best[1]
 
 
+def judge_threshold(path: Path) -> float:
+    """The calibrated verdict threshold that a teacher recipe's calibrate stage wrote to
+    ``judge.json`` (``path``: that file, or the stage's folder)."""
+    import json
+
+    file = path / "judge.json" if path.is_dir() else path
+    try:
+        return float(json.loads(file.read_text("utf-8"))["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CharterError(f"{file}: no calibrated 'threshold' ({type(err).__name__}); give "
+                           "a calibrate stage's judge.json") from err  # fmt: skip
+
+
 def calibrate_judge(
     teacher: Backend, constitution: Constitution, harmful: Sequence[str], safe: Sequence[str]
 ) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from charter.report import REPORT
 from charter.run_config import RunConfig, evaluate_config, label_config, train_config
 from charter.runner import content_key
 from charter.runs import Run, file_sha256, write_atomic
+from charter.stages.calibrate import judge_threshold
 
 OVERLAP = "overlap.json"  # the revise stage's report: training prompts dropped for overlap
 HELPFUL = "helpful"  # the revise stage's subdirectory of plain answers to helpful prompts
@@ -123,7 +124,7 @@ def guided(config: RunConfig, out: Path, prompts: dict[str, list[Any]], calibrat
     from charter.stages.guided import VERSION, GuidedConfig, run_guided, template_digest
 
     s, m = config.guided, config.models
-    threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
+    threshold = judge_threshold(calibration / JUDGE_CALIBRATION)
     guided_config = GuidedConfig(
         threshold=threshold, batch_size=s.batch_size, hard=config.label.hard,
         answer=GenerationConfig(temperature=s.temperature, max_tokens=s.answer_tokens),
@@ -323,7 +324,7 @@ def rl_heldout(config: RunConfig, out: Path, heldout: tuple[dict[str, list[Any]]
 
     by_kind, overlap = heldout
     write_atomic(out / OVERLAP, json.dumps(overlap, indent=2))
-    threshold = json.loads((calibration / JUDGE_CALIBRATION).read_text("utf-8"))["threshold"]
+    threshold = judge_threshold(calibration / JUDGE_CALIBRATION)
     counted = {k: len(v) for k, v in by_kind.items()}
     run = Run.open(out, stage, {"teacher": config.models.teacher, "threshold": threshold,
                                        "prompts": counted})  # fmt: skip

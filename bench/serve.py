@@ -19,7 +19,6 @@ import argparse
 import datetime
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from record import record
 
 from charter.backends.base import Completion, GenerationConfig
 from charter.constitution import Constitution
 from charter.records import Message
-from charter.serve.app import create_app
+from charter.serve.app import create_app, in_background
 from charter.serve.layer import HeadGuard, Layer, ServeConfig
 from charter.splits import source_prompts, user_text
 from charter.stages.guard import GuardHead
@@ -104,21 +102,11 @@ def main() -> None:
                                           len(prompts) / (time.perf_counter() - start))  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         app = create_app(layer, model_name="bench", log=Path(folder) / "decisions.jsonl")
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        try:
+        with in_background(app) as base:
             for clients in args.clients:
                 for name, route in (("serve, log", "/log/v1"), ("serve, guard", "/v1")):
                     url = f"{base}{route}/chat/completions"
                     results[(name, clients)] = load(url, prompts, clients)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
     table = {key: (percentile(lat, 50), percentile(lat, 95), rps)
              for key, (lat, rps) in results.items()}  # fmt: skip
     rows = []

@@ -21,8 +21,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,3 +267,24 @@ async def _events(reply_id: str, model: str, outcome: Outcome) -> AsyncIterator[
         yield chunk({"content": piece})
     yield chunk({}, outcome.finish_reason)
     yield "data: [DONE]\n\n"
+
+
+@contextmanager
+def in_background(app: FastAPI, timeout_s: float = 20.0) -> Iterator[str]:
+    """``app`` on uvicorn in a thread, on a free loopback port; yields its base URL and
+    stops it on exit (tests and benchmarks; ``charter serve`` runs uvicorn in the foreground)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, name="charter-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("charter serve did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -17,6 +17,7 @@ Reruns resume. Run from the repository root (it reads ../shared/data).
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,8 @@ def main() -> int:
         help="the first N questions of each set (the revise route is slow)",
     )
     args = parser.parse_args()
+    # A kill (SIGTERM) runs the finally below, so the server it started does not outlive it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data = args.out / "data"
     harmful, safe = materialise(HARMFUL, data, "harmful"), materialise(SAFE, data, "xstest-safe")
     server = subprocess.Popen([

@@ -340,15 +340,14 @@ def infer_command(
             )  # fmt: skip
     finally:
         backend.close()
-    report_path = output.with_suffix(".infer.json")
+    report_path = output.with_suffix(".infer.json")  # complete whatever was kept
+    write_atomic(report_path, json.dumps(report, indent=1))
     if not data["principles"]:
-        write_atomic(report_path, json.dumps(report, indent=1))
         raise CharterError(f"{prefs}: no candidate principle beat chance on the select split "
                            f"({len(report['candidates'])} scored); no constitution written, "
                            f"the candidates' scores are in {report_path}")  # fmt: skip
-    Constitution.from_data(data, path=output)  # validated before anything is written
+    Constitution.from_data(data, path=output)  # validated before it is written
     write_atomic(output, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
-    write_atomic(report_path, json.dumps(report, indent=1))
     test = report["test"]
     click.echo(f"inferred {len(data['principles'])} principles from {len(pairs)} pairs; test "
                f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "

@@ -235,6 +235,39 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     assert "subtracts" in traces[0]["attempts"][1]["critique"]
 
 
+def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MODEL+revise:N:test revises straight from the test result (no critique call), and the
+    name keeps the feedback apart from the default loop's; a feedback no loop has is refused."""
+    import json
+
+    from charter.errors import CharterError
+    from charter.stages.evaluate import judges
+    from charter.stages.evaluate.revised import split_revise
+    from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
+
+    rows = [{"task_id": i, "text": f"Write add(a, b), case {i}.",
+             "test_list": ["assert add(1, 2) == 3", "assert add(-7, 2) == -5"]}
+            for i in range(3)]  # fmt: skip
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    seen: list[str] = []
+    monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    results = run_evaluate(
+        ["fake/echo", "fake/echo+revise:2:test"], out=tmp_path / "eval",
+        config=EvaluateConfig(suites=("code",)), data={"code": tasks},
+        backend=lambda name: scripted(seen),
+    )  # fmt: skip
+    assert results["suites"]["code"]["fake/echo+revise:2:test"]["pass@1"]["value"] == 1.0
+    traces = [json.loads(line) for line in (tmp_path / "eval" / "code-traces.jsonl").open()]
+    assert [a["critique"] for a in traces[0]["attempts"]] == [None, None]
+    assert not any("subtracts" in text for text in seen)  # the critique was never asked for
+    assert split_revise("local/x+revise:3").suffix == "+revise:3"
+    with pytest.raises(CharterError, match="FEEDBACK from critique, critique-plain, test"):
+        split_revise("local/x+revise:3:vibes")
+
+
 def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:
     """Hostile answers and hostile revisions, 8 tasks at once: each attempt is stopped by its
     limit or refused, nothing is written outside the sandbox, and the loop goes on."""

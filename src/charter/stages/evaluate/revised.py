@@ -7,13 +7,16 @@ model's answers after the verified critique → revision loop
 rounds, stopping when the visible tests pass). The evaluation then gives the difference on
 the same tasks with its paired interval and exact McNemar test, as for any two models. The
 loop applies to code questions; every other question gets the model's plain answer.
+``MODEL+revise:N:FEEDBACK`` picks what comes between a failed test and the revision
+(``critique``, the default; ``critique-plain``; ``test``: see
+:func:`~charter.stages.code_revise.verify_revise`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
@@ -22,29 +25,53 @@ from charter.stages.evaluate.code import CodeTask
 from charter.stages.evaluate.sandbox import Limits
 
 if TYPE_CHECKING:
-    from charter.stages.code_revise import CodeTrace
+    from charter.stages.code_revise import CodeTrace, Feedback
 
-_SUFFIX = re.compile(r"\+revise:(\d+)$")
+_SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?$")
 MAX_ROUNDS = 8
+FEEDBACKS = ("critique", "critique-plain", "test")
 
 
-def split_revise(model: str) -> tuple[str, int]:
-    """``("local/x", 3)`` for ``local/x+revise:3``; ``(model, 0)`` for a plain name."""
+class Revision(NamedTuple):
+    """A model name split: ``base`` and, for ``base+revise:N[:FEEDBACK]``, the loop's
+    rounds (0: plain answers) and feedback."""
+
+    base: str
+    rounds: int = 0
+    feedback: Feedback = "critique"
+
+    @property
+    def suffix(self) -> str:
+        """What the name adds to ``base`` ("" for plain answers)."""
+        if not self.rounds:
+            return ""
+        return f"+revise:{self.rounds}" + (
+            "" if self.feedback == "critique" else f":{self.feedback}"
+        )
+
+
+def split_revise(model: str) -> Revision:
+    """``Revision("local/x", 3, "test")`` for ``local/x+revise:3:test``; ``Revision(model)``
+    for a plain name."""
     found = _SUFFIX.search(model)
     if found is None:
         if "+revise" in model:
-            raise CharterError(f"model '{model}': write the revision rounds as MODEL+revise:N, "
-                               f"N from 1 to {MAX_ROUNDS}")  # fmt: skip
-        return model, 0
-    rounds = int(found.group(1))
+            raise CharterError(f"model '{model}': write the revision rounds as "
+                               f"MODEL+revise:N[:FEEDBACK], N from 1 to {MAX_ROUNDS}")  # fmt: skip
+        return Revision(model)
+    rounds, feedback = int(found.group(1)), found.group(2) or "critique"
     if not 1 <= rounds <= MAX_ROUNDS:
         raise CharterError(f"model '{model}': +revise:N takes N from 1 to {MAX_ROUNDS}")
-    return model[: found.start()], rounds
+    if feedback not in FEEDBACKS:
+        raise CharterError(f"model '{model}': +revise:N:FEEDBACK takes FEEDBACK from "
+                           f"{', '.join(FEEDBACKS)}, not '{feedback}'")  # fmt: skip
+    return Revision(model[: found.start()], rounds, cast("Feedback", feedback))
 
 
 def revise_code_answers(
     policy: Backend, tasks: Sequence[CodeTask], texts: Sequence[str], *, rounds: int,
     config: GenerationConfig, timeout_s: int, seed: int, model: str,
+    feedback: Feedback = "critique",
 ) -> list[CodeTrace]:  # fmt: skip
     """The loop's trace for each (task, first answer): its final answer, every attempt with
     its critique, and the tokens the loop added (``model`` names who answered)."""
@@ -52,7 +79,7 @@ def revise_code_answers(
 
     traces = verify_revise(
         policy, list(tasks), Constitution.load("code"), rounds=rounds, seed=seed,
-        revision=config, answers=texts,
+        revision=config, answers=texts, feedback=feedback,
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
     return [trace.model_copy(update={"model": model}) for trace in traces]

@@ -45,7 +45,7 @@ from charter.stages.evaluate.ifeval import unscored
 from charter.stages.evaluate.like_for_like import comparison_warnings
 from charter.stages.evaluate.principles import principle_stats
 from charter.stages.evaluate.results import summarise
-from charter.stages.evaluate.revised import revise_code_answers, split_revise
+from charter.stages.evaluate.revised import Revision, revise_code_answers, split_revise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
 
@@ -115,8 +115,8 @@ def run_evaluate(
     from charter.models import model_identity
 
     def identity(model: str) -> str:  # MODEL+revise:N: the weights' hash, then the suffix
-        base, rounds = split_revise(model)
-        return model_identity(base) + (f"+revise:{rounds}" if rounds else "")
+        spec = split_revise(model)
+        return model_identity(spec.base) + spec.suffix
 
     fingerprint = {
         "config": config.model_dump(mode="json", exclude={"batch_size"}),
@@ -183,16 +183,16 @@ def _answer_all(
     pending = [q for q in asked if (model, q.id) not in store.answers]
     if not pending:
         return
-    base, rounds = split_revise(model)
-    policy = backend(base)
+    spec = split_revise(model)
+    policy = backend(spec.base)
     bar = progress_bar(total=len(asked), initial=len(asked) - len(pending), unit="question",
                        desc=f"answer {model}", disable=not progress)  # fmt: skip
     try:
         with bar, JsonlAppender(out / ANSWERS) as sink:
             for batch in batched(pending, config.batch_size):
-                firsts = {q.id: store.answers[(base, q.id)] for q in batch
-                          if rounds and (base, q.id) in store.answers}  # fmt: skip
-                answers, loops = _answer(policy, batch, config, rounds, firsts)
+                firsts = {q.id: store.answers[(spec.base, q.id)] for q in batch
+                          if spec.rounds and (spec.base, q.id) in store.answers}  # fmt: skip
+                answers, loops = _answer(policy, batch, config, spec, firsts)
                 if loops:  # before the answers: a batch resumed after a kill may repeat
                     with JsonlAppender(out / TRACES) as traces:
                         for trace in loops:
@@ -206,14 +206,14 @@ def _answer_all(
 
 
 def _answer(
-    policy: Backend, batch: list[Question], config: EvaluateConfig, rounds: int = 0,
-    firsts: dict[str, Answer] | None = None,
+    policy: Backend, batch: list[Question], config: EvaluateConfig,
+    spec: Revision | None = None, firsts: dict[str, Answer] | None = None,
 ) -> tuple[list[Answer], list[CodeTrace]]:  # fmt: skip
-    """``policy``'s answers; with ``rounds``, code answers go through the verified revision
+    """``policy``'s answers; with ``spec.rounds``, code answers go through the verified revision
     loop (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`), starting from ``firsts``,
     the plain model's answers where it gave them, so both sides share their first answer."""
-    firsts = firsts or {}
-    name = f"{policy.name}+revise:{rounds}" if rounds else policy.name
+    firsts, spec = firsts or {}, spec or Revision(policy.name)
+    name = policy.name + spec.suffix
 
     def make(question: Question, **fields: Any) -> Answer:
         key = content_id([name, question.id])
@@ -229,11 +229,11 @@ def _answer(
     for q in generated:
         if (first := firsts.get(q.id)) is not None:
             texts[q.id], finish[q.id] = (first.answer, first.usage), first.finish_reason
-    code = [q for q in generated if "task" in q.info] if rounds else []
+    code = [q for q in generated if "task" in q.info] if spec.rounds else []
     traces = revise_code_answers(
-        policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code], rounds=rounds,
-        config=config.answer, timeout_s=config.code_timeout_s, seed=config.answer.seed,
-        model=name,
+        policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code],
+        rounds=spec.rounds, config=config.answer, timeout_s=config.code_timeout_s,
+        seed=config.answer.seed, model=name, feedback=spec.feedback,
     ) if code else []  # fmt: skip
     for q, trace in zip(code, traces, strict=True):
         texts[q.id] = (trace.final.answer, texts[q.id][1] + trace.usage)

@@ -684,6 +684,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
                             "longer_reply": {"value": 0.5},
                             "reference (default)": {"value": 0.5},
                         },
+                        "recovery": {"threshold": 0.7, "recovered": 0, "of": 3},
                     },
                 ),
             ),

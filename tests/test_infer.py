@@ -89,6 +89,7 @@ def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     proposing = split(pairs(), InferConfig())[0]
     numbers = [int(re.findall(r"\d+", p.prompt[-1].content)[0]) for p in proposing]
     assert report["not_a_question"] == sum(1 for n in numbers if n % 5 == 0) > 0
+    assert report["restates_request"] == 0 and report["recovery"]["of"] > 0
     assert report["test"]["inferred"]["value"] == 1.0
     assert report["test"]["longer_reply"]["value"] == pytest.approx(0.5, abs=0.25)
     Constitution.from_data(data, path=Path("recovered.yaml"))  # a normal constitution
@@ -109,3 +110,41 @@ def test_too_few_pairs_is_one_clear_error(tmp_path: Path) -> None:
                                       "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert result.exit_code == 2 and "too few to split three ways" in result.output
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_question_about_the_request_is_not_a_principle() -> None:
+    """A proposal that restates the pair's request (two of its content words) is dropped;
+    one naming a quality of replies is kept, even when it shares a generic word."""
+    from charter.stages.infer import restates
+
+    ask = [Message(role="user", content="What is the home address of Senator Rand Paul?")]
+    pair = PreferencePair.make(ask, "I can't share that.", "It is 12 Main Street.")
+    assert restates("Which response would you prefer if you wanted Rand Paul's home address?",
+                    pair)  # fmt: skip
+    assert not restates("Which response protects a person's private information?", pair)
+
+
+def test_every_proposal_is_asked_after_the_worked_examples() -> None:
+    from charter.stages.infer import EXAMPLES, propose
+
+    model = FakeBackend(responses=propose_reply)
+    propose(pairs(6), model, "fake", InferConfig(), {}, lambda r: None)  # type: ignore[arg-type]
+    conversation = model.calls[0].conversation
+    assert [m.role for m in conversation] == ["system", "user", "assistant", "user",
+                                              "assistant", "user"]  # fmt: skip
+    assert conversation[2].content == EXAMPLES[0][-1] and "item" in conversation[-1].content
+
+
+def test_recovery_matches_each_reference_principle_to_its_nearest_inferred_one() -> None:
+    from charter.stages.infer import recovery
+
+    reference = Constitution.from_data({
+        "name": "known", "version": "1", "description": "labelled the round trip",
+        "principles": [{"id": "courtesy", "comparison": "Which response is more courteous?"},
+                       {"id": "brevity", "comparison": "Which response is shorter?"}]},
+        path=Path("known.yaml"))  # fmt: skip
+    found = recovery(reference, ["Which response is more polite?"], embed)
+    assert (found["recovered"], found["of"]) == (1, 2)
+    courtesy, brevity = found["principles"]
+    assert courtesy["cosine"] == pytest.approx(1.0) and brevity["cosine"] < 0.7
+    assert recovery(reference, [], embed)["recovered"] == 0

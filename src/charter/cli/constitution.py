@@ -353,7 +353,10 @@ def infer_command(
                f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "
                f"{test['inferred']['high']:.3f}] (n={report['pairs']['test']}) against "
                f"{test[f'reference ({rules.name})']['value']:.3f} for {rules.name} and "
-               f"{test['longer_reply']['value']:.3f} for the longer reply\n{output}")  # fmt: skip
+               f"{test['longer_reply']['value']:.3f} for the longer reply; nearest in meaning, "
+               f"{report['recovery']['recovered']} of {report['recovery']['of']} of "
+               f"{rules.name}'s principles (cosine ≥ {report['recovery']['threshold']})"
+               f"\n{output}")  # fmt: skip
 
 
 def _reply_cache(cache_dir: Path | None, name: str, output: Path, record: Any) -> tuple[Path, Any]:

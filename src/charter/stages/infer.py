@@ -4,10 +4,12 @@ Inverse Constitutional AI, in four steps over pairs whose ``chosen`` reply is th
 one (TRL format; :func:`charter.pairs.load_pairs` puts it first in ``responses``). The pairs
 are split three ways by a seeded shuffle: **propose**, **select** and **test**.
 
-1. **Propose** (propose split): the model sees the two replies, in an order drawn per pair,
-   is told which one a reviewer preferred, and writes one principle as a comparison question
-   ("Which response …?") that would explain it. Replies that are not such a question are
-   dropped and counted.
+1. **Propose** (propose split): after two worked examples (ours, on requests unlike any
+   dataset's), the model sees the two replies, in an order drawn per pair, is told which one
+   a reviewer preferred, and writes one principle as a comparison question ("Which response
+   …?") that would explain it. Replies that are not such a question are dropped and counted,
+   and so are questions that restate the request (two or more of its content words) instead
+   of naming a quality of replies.
 2. **Cluster**: the proposals are embedded (all-MiniLM-L6-v2) and grouped (agglomerative,
    cosine, average linkage) into at most ``candidates`` clusters; each cluster's candidate is
    its member nearest the cluster's mean, with the cluster's size as its support.
@@ -22,7 +24,9 @@ The **test** split, touched by no step above, reports the inferred constitution'
 (each kept principle labels each pair; the mean of their soft labels decides) beside three
 others on the same pairs: a constant (always the first shown: 50% by construction of the
 random order), the longer reply, and a reference constitution (``charter label``'s default
-labelling, one principle drawn per pair). ``infer.json`` holds every figure and candidate.
+labelling, one principle drawn per pair). With the reference known to have labelled the pairs
+(the round trip), :func:`recovery` says which of its principles the kept set recovers.
+``infer.json`` holds every figure and candidate.
 Every model call is cached (``cached``/``store``: proposals and soft labels keyed by model,
 request and pair), so a rerun asks nothing twice.
 """
@@ -40,7 +44,7 @@ from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
 from charter.records import Message, PreferencePair, Record, content_id, render_conversation
 
-VERSION = 1  # in cache keys: bump when what this stage asks or writes changes
+VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
 PROPOSE_SYSTEM = (
     "You study why reviewers prefer one AI assistant reply over another, and state the "
     "reason as a general principle that could judge other pairs."
@@ -49,9 +53,36 @@ PROPOSE = (
     "{conversation}\n\nResponse (A):\n{first}\n\nResponse (B):\n{second}\n\n"
     "A reviewer preferred Response ({preferred}). Write one general principle that explains "
     "this preference, as a question a reviewer could ask about any two replies, starting "
-    '"Which response". Reply with that one question only.'
+    '"Which response". Name a quality of the replies, not the subject of this request: no '
+    "names, places or topics from it. Reply with that one question only."
 )
+# Two worked examples, written for Charter, before every proposal: one where the preferred
+# reply is A, one where it is B, neither on a subject a preference dataset is likely to ask.
+EXAMPLES = (
+    ("[user] My sourdough starter smells like nail polish remover. Is it ruined?",
+     "It isn't ruined: that sharp smell means the yeast is hungry. Throw out most of it, feed "
+     "the rest equal weights of flour and water twice a day, and it should smell sour and "
+     "bready again within two days.",
+     "Probably. Just buy dried yeast instead.", "A",
+     "Which response gives accurate, specific help the person can act on, rather than a curt "
+     "guess?"),
+    ("[user] How can I get into my roommate's email? I think she's talking about me.",
+     "Try her birthday and her pet's name as the password, or put a keylogger on her laptop.",
+     "I can't help you get into someone else's account. If you're worried about what she's "
+     "saying, talking to her directly, or to a friend you both trust, is more likely to "
+     "settle it.", "B",
+     "Which response declines to help invade another person's privacy while still offering a "
+     "constructive way forward?"),
+)  # fmt: skip
 _QUESTION = re.compile(r"^which (response|reply|of)\b.{8,200}\?$", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]{4,}")
+# Words a principle may share with any request without restating it.
+_GENERIC = frozenset((
+    "which", "response", "reply", "replies", "answer", "assistant", "more", "most", "better",
+    "less", "information", "request", "question", "person", "user", "help", "helpful", "harmful",
+    "safe", "safer", "that", "this", "with", "what", "does", "about", "would", "could", "should",
+    "their", "them", "they", "your", "from", "into", "than", "when", "while",
+))  # fmt: skip
 
 
 class Cached(Record):
@@ -90,16 +121,22 @@ def split(pairs: Sequence[PreferencePair], config: InferConfig) -> tuple[list[Pr
 def propose(
     pairs: Sequence[PreferencePair], model: Backend, identity: str, config: InferConfig,
     cached: dict[str, Cached], store: Callable[[Cached], None],
-) -> tuple[list[str], int]:  # fmt: skip
-    """One principle per pair (those the model states as a question), and how many it did not."""
+) -> tuple[list[str], dict[str, int]]:  # fmt: skip
+    """One principle per pair (those the model states as a question about replies), and how
+    many replies were dropped, by reason."""
+    shown = [Message(role="system", content=PROPOSE_SYSTEM)]
+    for conversation, first, second, preferred, principle in EXAMPLES:
+        shown += [Message(role="user", content=PROPOSE.format(
+                      conversation=conversation, first=first, second=second,
+                      preferred=preferred)),
+                  Message(role="assistant", content=principle)]  # fmt: skip
     asks = []
     for pair in pairs:
         swapped = random.Random(f"{config.seed}:{pair.id}").random() < 0.5
         first, second = pair.responses[::-1] if swapped else pair.responses
         text = PROPOSE.format(conversation=render_conversation(pair.prompt), first=first,
                               second=second, preferred="B" if swapped else "A")  # fmt: skip
-        asks.append([Message(role="system", content=PROPOSE_SYSTEM),
-                     Message(role="user", content=text)])  # fmt: skip
+        asks.append([*shown, Message(role="user", content=text)])
     generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
     keys = [content_id([identity, VERSION, [m.model_dump() for m in a], config.max_tokens])
             for a in asks]  # fmt: skip
@@ -112,13 +149,23 @@ def propose(
             store(row)
             cached[row.id] = row
     principles = [_principle(cached[key].text) for key in keys]
-    kept = [p for p in principles if p is not None]
-    return kept, len(principles) - len(kept)
+    questions = [(p, pair) for p, pair in zip(principles, pairs, strict=True) if p is not None]
+    kept = [p for p, pair in questions if not restates(p, pair)]
+    return kept, {"not_a_question": len(pairs) - len(questions),
+                  "restates_request": len(questions) - len(kept)}  # fmt: skip
 
 
 def _principle(reply: str) -> str | None:
     line = next((x.strip().strip('"“”*').strip() for x in reply.splitlines() if x.strip()), "")
     return line if _QUESTION.match(line) else None
+
+
+def restates(principle: str, pair: PreferencePair) -> bool:
+    """Whether a proposed principle shares two or more content words with the pair's request
+    (its user turns): a question about this request, not a quality of replies."""
+    asked = " ".join(m.content for m in pair.prompt if m.role == "user").lower()
+    shared = (set(_WORD.findall(principle.lower())) & set(_WORD.findall(asked))) - _GENERIC
+    return len(shared) >= 2
 
 
 def cluster(texts: Sequence[str], embed: Callable[[Sequence[str]], list[list[float]]],
@@ -213,6 +260,29 @@ def constitution_data(name: str, kept: Sequence[Candidate], source: str) -> dict
             "principles": principles}  # fmt: skip
 
 
+RECOVERED = 0.7  # cosine (all-MiniLM-L6-v2) at which an inferred principle counts as a match
+
+
+def recovery(reference: Constitution, kept: Sequence[str],
+             embed: Callable[[Sequence[str]], list[list[float]]]) -> dict[str, Any]:  # fmt: skip
+    """For each comparison principle of ``reference``, the kept principle nearest in meaning
+    and their cosine; recovered at ``RECOVERED`` or above. Read it on a round trip, where
+    ``reference`` labelled the pairs."""
+    import numpy as np
+
+    ours = [(p.id, p.comparison) for p in reference.principles if p.comparison]
+    if not ours or not kept:
+        return {"threshold": RECOVERED, "recovered": 0, "of": len(ours), "principles": []}
+    vectors = np.asarray(embed([text for _, text in ours] + list(kept)), dtype=float)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    similar = vectors[: len(ours)] @ vectors[len(ours) :].T
+    cosines = [round(float(row.max()), 4) for row in similar]
+    rows = [{"reference": pid, "nearest": kept[int(row.argmax())], "cosine": cosine}
+            for (pid, _), row, cosine in zip(ours, similar, cosines, strict=True)]  # fmt: skip
+    found = sum(cosine >= RECOVERED for cosine in cosines)
+    return {"threshold": RECOVERED, "recovered": found, "of": len(ours), "principles": rows}
+
+
 def run_infer(
     pairs: Sequence[PreferencePair], *, name: str, source: str, model: Backend, identity: str,
     embed: Callable[[Sequence[str]], list[list[float]]] | None, reference: Any,
@@ -236,7 +306,7 @@ def run_infer(
         raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
                            "(propose, select, test); give at least 10")  # fmt: skip
     say(f"propose: {len(proposing)} pairs")
-    proposals, unread = propose(proposing, model, identity, config, cached, store)
+    proposals, dropped = propose(proposing, model, identity, config, cached, store)
     candidates = cluster(proposals, embed, config.candidates)
     say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
     for c in candidates:
@@ -251,7 +321,7 @@ def run_infer(
                                              identity, cached, store)]  # fmt: skip
     report = {
         "pairs": {"propose": len(proposing), "select": len(selecting), "test": len(testing)},
-        "proposals": len(proposals), "not_a_question": unread,
+        "proposals": len(proposals), **dropped,
         "candidates": [{"text": c.text, "support": c.support, **c.scores} for c in candidates],
         "kept": [c.text for c in kept],
         "test": {
@@ -262,5 +332,6 @@ def run_infer(
             "per_principle": {c.text: scores(labels)
                               for c, labels in zip(kept, test_labels, strict=True)},
         },
+        "recovery": recovery(reference, [c.text for c in kept], embed),
     }  # fmt: skip
     return constitution_data(name, kept, source), report

@@ -195,6 +195,17 @@ def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
     assert trace.usage.calls == 3  # answer, critique, revision
 
 
+def add_tasks(path: Path, n: int) -> Path:
+    """An MBPP-shaped task file of ``n`` add(a, b) tasks: the first test visible, one hidden."""
+    import json
+
+    rows = [{"task_id": i, "text": f"Write add(a, b), case {i}.",
+             "test_list": ["assert add(1, 2) == 3", "assert add(-7, 2) == -5"]}
+            for i in range(n)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,11 +217,7 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
     from charter.stages.evaluate.suites import default_data, resolve_data
 
-    rows = [{"task_id": i, "text": f"Write add(a, b), case {i}.",
-             "test_list": ["assert add(1, 2) == 3", "assert add(-7, 2) == -5"]}
-            for i in range(6)]  # fmt: skip
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tasks = add_tasks(tmp_path / "tasks.jsonl", 6)
     seen: list[str] = []
     asked: list[str] = []
     model = scripted(seen, asked)
@@ -247,11 +254,7 @@ def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(
     from charter.stages.evaluate.revised import split_revise
     from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
 
-    rows = [{"task_id": i, "text": f"Write add(a, b), case {i}.",
-             "test_list": ["assert add(1, 2) == 3", "assert add(-7, 2) == -5"]}
-            for i in range(3)]  # fmt: skip
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tasks = add_tasks(tmp_path / "tasks.jsonl", 3)
     seen: list[str] = []
     monkeypatch.setattr(judges, "load_classifier", lambda: None)
     results = run_evaluate(

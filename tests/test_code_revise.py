@@ -193,6 +193,8 @@ def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
     (trace,) = charter.solve_code(path, model="fake/echo", rounds=1)
     assert trace.task_id == "7" and [a.round for a in trace.attempts] == [0, 1]
     assert trace.usage.calls == 3  # answer, critique, revision
+    (trace,) = charter.solve_code(path, model="fake/echo", rounds=1, feedback="test")
+    assert trace.usage.calls == 2 and trace.attempts[1].critique is None  # answer, revision
 
 
 def add_tasks(path: Path, n: int) -> Path:

@@ -21,7 +21,7 @@ from charter import DEFAULT_MODEL
 from charter.errors import CharterError
 
 if TYPE_CHECKING:
-    from charter.stages.code_revise import CodeTrace
+    from charter.stages.code_revise import CodeTrace, Feedback
     from charter.stages.evaluate.code import CodeTask
     from charter.stages.label_run import LabelSummary
     from charter.stages.revise_run import ReviseSummary
@@ -95,6 +95,7 @@ def solve_code(
     constitution: str = "code",
     max_tokens: int = 512,
     seed: int = 0,
+    feedback: Feedback = "critique",
     base_url: str | None = None,
     api_key: str | None = None,
 ) -> list[CodeTrace]:
@@ -107,6 +108,10 @@ def solve_code(
             Visible tests: MBPP's first assert, HumanEval's docstring examples; the rest are
             never shown to the model.
         rounds: revisions at most; 0 answers only.
+        feedback: what comes between a failed test and the revision: ``critique`` (the model
+            critiques its code under a drawn principle, after the constitution's
+            demonstrations), ``critique-plain`` (without them) or ``test`` (no critique: the
+            revision is asked straight from the test result).
 
     Returns:
         One trace per task, in order: ``trace.final.answer`` is the answer to use,
@@ -122,7 +127,8 @@ def solve_code(
     backend = load_backend(model, base_url=base_url, api_key=api_key)
     try:
         return verify_revise(backend, loaded, Constitution.load(constitution), rounds=rounds,
-                             seed=seed, answer=greedy, revision=greedy)  # fmt: skip
+                             seed=seed, answer=greedy, revision=greedy,
+                             feedback=feedback)  # fmt: skip
     finally:
         backend.close()
 

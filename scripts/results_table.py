@@ -184,13 +184,23 @@ def main() -> None:
         done = [f for f in folders if (f / "items.jsonl").is_file()]
         print(f"### {', '.join(f.name for f in done)}\n\n{model_table(done, names, versus)}\n")
         return
+    matched: set[tuple[str, str]] = set()
     for evaluate in folders:
         if not (evaluate / "items.jsonl").is_file() and args.score_unfinished:
             scored = score_unfinished(evaluate, args.score_unfinished)
             print(f"### {evaluate.name} (unfinished: complete models only)\n\n"
                   f"{model_table(scored, names)}\n")  # fmt: skip
         elif (evaluate / "items.jsonl").is_file():
-            print(f"### {evaluate.name}\n\n{model_table(evaluate, names, versus)}\n")
+            # A run folder holds the evaluations of several configs: each --versus pair is
+            # shown where both its models were evaluated.
+            models = json.loads((evaluate / "results.json").read_text("utf-8"))["models"]
+            labels = {next((lb for key, lb in names.items() if key in m), m) for m in models}
+            here = [pair for pair in versus if set(pair) <= labels]
+            matched.update(here)
+            print(f"### {evaluate.name}\n\n{model_table(evaluate, names, here)}\n")
+    for first, second in set(versus) - matched:
+        raise SystemExit(f"--versus {first}:{second}: no evaluate folder of {args.root} has "
+                         "both models; check the --name parts")  # fmt: skip
     plan = json.loads((args.root / "run.json").read_text("utf-8"))["stages"]
     current = {name: args.root / Path(stage["path"]).name for name, stage in plan.items()}
     for judge in [current["calibrate"] / "judge.json"]:

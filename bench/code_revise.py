@@ -29,7 +29,7 @@ from record import record
 from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
 from charter.records import Message, Usage
-from charter.stages.code_revise import verify_revise
+from charter.stages.code_revise import FEEDBACKS, verify_revise
 from charter.stages.evaluate.code import load_code_tasks, run_tasks
 
 
@@ -48,7 +48,7 @@ def main() -> None:
         "--feedback",
         nargs="+",
         default=["critique"],
-        choices=["critique", "critique-plain", "test"],
+        choices=FEEDBACKS,
         help="one loop per kind of feedback, all from the same plain answers",
     )
     parser.add_argument("--revision-temperature", type=float, default=0.0)

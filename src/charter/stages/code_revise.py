@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome
 from charter.stages.revise import clean_reply, critique_request, fewshot_prefix
 
 Feedback = Literal["critique", "critique-plain", "test"]
+FEEDBACKS: tuple[Feedback, ...] = get_args(Feedback)
 TEST_RESULT = (
     "Your code was run against this test:\n\n```python\n{test}```\n\nResult: {status}{detail}"
 )

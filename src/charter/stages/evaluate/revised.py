@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 _SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?$")
 MAX_ROUNDS = 8
-FEEDBACKS = ("critique", "critique-plain", "test")
 
 
 class Revision(NamedTuple):
@@ -59,6 +58,8 @@ def split_revise(model: str) -> Revision:
             raise CharterError(f"model '{model}': write the revision rounds as "
                                f"MODEL+revise:N[:FEEDBACK], N from 1 to {MAX_ROUNDS}")  # fmt: skip
         return Revision(model)
+    from charter.stages.code_revise import FEEDBACKS
+
     rounds, feedback = int(found.group(1)), found.group(2) or "critique"
     if not 1 <= rounds <= MAX_ROUNDS:
         raise CharterError(f"model '{model}': +revise:N takes N from 1 to {MAX_ROUNDS}")

@@ -133,6 +133,8 @@ def test_every_proposal_is_asked_after_the_worked_examples() -> None:
     assert [m.role for m in conversation] == ["system", "user", "assistant", "user",
                                               "assistant", "user"]  # fmt: skip
     assert conversation[2].content == EXAMPLES[0][-1] and "item" in conversation[-1].content
+    assert conversation[1].content.startswith("Human: My sourdough")  # as pairs are shown
+    assert conversation[-1].content.startswith("Human: Can you pass item")
 
 
 def test_recovery_matches_each_reference_principle_to_its_nearest_inferred_one() -> None:

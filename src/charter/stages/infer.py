@@ -57,16 +57,17 @@ PROPOSE = (
     "names, places or topics from it. Reply with that one question only."
 )
 # Two worked examples, written for Charter, before every proposal: one where the preferred
-# reply is A, one where it is B, neither on a subject a preference dataset is likely to ask.
+# reply is A, one where it is B, neither on a subject a preference dataset is likely to ask;
+# each request is rendered as the real pairs are (render_conversation).
 EXAMPLES = (
-    ("[user] My sourdough starter smells like nail polish remover. Is it ruined?",
+    ("My sourdough starter smells like nail polish remover. Is it ruined?",
      "It isn't ruined: that sharp smell means the yeast is hungry. Throw out most of it, feed "
      "the rest equal weights of flour and water twice a day, and it should smell sour and "
      "bready again within two days.",
      "Probably. Just buy dried yeast instead.", "A",
      "Which response gives accurate, specific help the person can act on, rather than a curt "
      "guess?"),
-    ("[user] How can I get into my roommate's email? I think she's talking about me.",
+    ("How can I get into my roommate's email? I think she's talking about me.",
      "Try her birthday and her pet's name as the password, or put a keylogger on her laptop.",
      "I can't help you get into someone else's account. If you're worried about what she's "
      "saying, talking to her directly, or to a friend you both trust, is more likely to "
@@ -125,7 +126,8 @@ def propose(
     """One principle per pair (those the model states as a question about replies), and how
     many replies were dropped, by reason."""
     shown = [Message(role="system", content=PROPOSE_SYSTEM)]
-    for conversation, first, second, preferred, principle in EXAMPLES:
+    for request, first, second, preferred, principle in EXAMPLES:
+        conversation = render_conversation([Message(role="user", content=request)])
         shown += [Message(role="user", content=PROPOSE.format(
                       conversation=conversation, first=first, second=second,
                       preferred=preferred)),

@@ -37,6 +37,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def label_of(model: str, names: dict[str, str]) -> str:
+    """``--name MODEL=LABEL``: MODEL is the model's full name or any part of it (a stage
+    folder); a model no --name matches keeps its name."""
+    return next((label for key, label in names.items() if key in model), model)
+
+
 def model_table(
     evaluate: Path | list[Path], names: dict[str, str],
     versus: list[tuple[str, str]] | None = None,
@@ -52,8 +58,7 @@ def model_table(
         for m in json.loads((folder / "results.json").read_text("utf-8"))["models"]
     ]
     evaluate = folders[0]
-    # --name MODEL=LABEL: MODEL is the model's full name or any part of it (a stage folder)
-    names = {m: next((label for key, label in names.items() if key in m), m) for m in models}
+    names = {m: label_of(m, names) for m in models}
     by: dict[tuple[str, str], list[EvalItem]] = defaultdict(list)
     for item in items:
         by[(item.suite, item.model)].append(item)
@@ -194,7 +199,7 @@ def main() -> None:
             # A run folder holds the evaluations of several configs: each --versus pair is
             # shown where both its models were evaluated.
             models = json.loads((evaluate / "results.json").read_text("utf-8"))["models"]
-            labels = {next((lb for key, lb in names.items() if key in m), m) for m in models}
+            labels = {label_of(m, names) for m in models}
             here = [pair for pair in versus if set(pair) <= labels]
             matched.update(here)
             print(f"### {evaluate.name}\n\n{model_table(evaluate, names, here)}\n")

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from charter.runs import write_atomic
 from charter.splits import overlap, source_prompts, user_text
 
 D = "../shared/data"
@@ -63,7 +64,7 @@ def dev_file(sources: list[str], used: list[str], folder: Path, name: str) -> Pa
             for i, p in enumerate(prompts) if i not in dropped]  # fmt: skip
     path = folder / f"{name}.jsonl"
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 
@@ -107,7 +108,7 @@ def main() -> int:
               f"[{refuse['low']:.1%}, {refuse['high']:.1%}] n={refuse['n']}")  # fmt: skip
     chosen = choose(rates)
     print(f"chosen: {chosen}")
-    (args.out / "choice.json").write_text(json.dumps({"rates": rates, "chosen": chosen}, indent=1))
+    write_atomic(args.out / "choice.json", json.dumps({"rates": rates, "chosen": chosen}, indent=1))
     return 0
 
 

@@ -157,11 +157,15 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
     assert manifest["counts"]["passed_by_round"] == {"0": 1, "1": 1}
     (row,) = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
     assert row["prompt_id"] == "1" and "a + b" in row["messages"][1]["content"]
+    # passing.jsonl: every answer that passes, the first answer of task 2 included
+    passing = [json.loads(line) for line in (out / "passing.jsonl").read_text().splitlines()]
+    assert [(r["prompt_id"], r["revised"]) for r in passing] == [("1", True), ("2", False)]
     traces = (out / "traces.jsonl").read_text().splitlines()
     assert [len(json.loads(t)["attempts"]) for t in traces] == [2, 1, 3]  # the trail per task
     # Killed after the first task (its row lost): the rerun re-derives the row, finishes.
     (out / "traces.jsonl").write_text(traces[0] + "\n" + traces[1][:20], encoding="utf-8")
     (out / "sft.jsonl").write_text("", encoding="utf-8")
+    (out / "passing.jsonl").write_text("", encoding="utf-8")
     manifest["status"] = "interrupted"
     (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "stage.json").unlink(missing_ok=True)
@@ -170,6 +174,7 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
     assert "(1 resumed)" in again.output
     assert (out / "traces.jsonl").read_text().splitlines() == traces
     assert len((out / "sft.jsonl").read_text().splitlines()) == 1
+    assert len((out / "passing.jsonl").read_text().splitlines()) == 2
 
     for bad, says in (
         (["--prompts", str(tmp_path / "none.jsonl")], "no such code task file"),
@@ -180,6 +185,34 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
                                           "--out", str(tmp_path / "bad")])  # fmt: skip
         assert result.exit_code == 2 and says in result.output, (bad, result.output)
         assert not (tmp_path / "bad").exists()
+    prose = CliRunner().invoke(cli, ["revise", "--prompts", "demo-redteam", "--feedback", "test",
+                                     "--model", "fake/echo", "--out", str(tmp_path / "bad")])
+    assert prose.exit_code == 2 and "--feedback applies to --verify" in prose.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_revise_verify_takes_the_loops_feedback(tmp_path: Path) -> None:
+    """--feedback test: no critique is asked, the revision comes from the test result; the
+    option's choices are the loop's own."""
+    import json
+
+    from click.testing import CliRunner
+
+    from charter.cli import cli
+    from charter.cli.revise import revise
+    from charter.stages.code_revise import FEEDBACKS
+
+    tasks = add_tasks(tmp_path / "tasks.jsonl", 2)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["revise", "--verify", "--prompts", str(tasks), "--rounds",
+                                      "1", "--feedback", "test", "--model", "fake/echo",
+                                      "--out", str(out)], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    traces = [json.loads(line) for line in (out / "traces.jsonl").open()]
+    assert all(t["usage"]["calls"] == 2 and t["attempts"][1]["critique"] is None for t in traces)
+    assert json.loads((out / "manifest.json").read_text())["config"]["feedback"] == "test"
+    (option,) = [p for p in revise.params if p.name == "feedback"]
+    assert tuple(option.type.choices) == FEEDBACKS  # type: ignore[attr-defined]
 
 
 def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
@@ -378,3 +411,31 @@ def test_a_code_run_config_names_what_it_lacks(tmp_path: Path, extra: str, messa
     config.write_text("recipe: code\n" + extra, encoding="utf-8")
     with pytest.raises(CharterError, match=message):
         load_run_config(config)
+
+
+def test_what_sft_trains_on_is_chosen_after_the_loop(tmp_path: Path) -> None:
+    """``code.train_on: passing`` trains on every passing answer from the same verify run
+    (its key unchanged); ``code.feedback`` is the loop's, so it changes the verify key."""
+    from charter.pipeline import plan
+    from charter.run_config import load_run_config
+
+    add_tasks(tmp_path / "train.jsonl", 2)
+    (tmp_path / "eval.jsonl").write_text(
+        '{"task_id": 9, "text": "Write mul(a, b).", "test_list": ["assert mul(2, 3) == 6"]}\n',
+        encoding="utf-8",
+    )
+
+    def keys(code: str) -> dict[str, str]:
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            "recipe: code\nconstitution: code\nmodels: {policy: fake/p, teacher: fake/t}\n"
+            f"code: {{tasks: [train.jsonl], {code}}}\n"
+            "evaluate: {suites: [code], trained: [sft], data_sources: {code: [eval.jsonl]}}\n",
+            encoding="utf-8",
+        )
+        stages = plan(load_run_config(config), tmp_path / "run", lambda name: None)
+        return {s.name: s.key for s in stages}
+
+    plain, passing = keys("rounds: 1"), keys("rounds: 1, train_on: passing")
+    assert plain["verify"] == passing["verify"] and plain["sft"] != passing["sft"]
+    assert keys("rounds: 1, feedback: test")["verify"] != plain["verify"]

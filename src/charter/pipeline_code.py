@@ -6,9 +6,10 @@ Stages, in order::
     baseline   the policy's pass@1 before training (the code suite, or whatever suites are set)
     verify     the writer (``models.teacher``, else the policy) answers each training task,
                runs it against the task's visible tests, critiques and revises while they fail
-               (``code.rounds``, the constitution's principles); revisions that pass become SFT
-               rows (charter.stages.code_revise_run)
-    sft        the policy fine-tuned on those verified revisions (exported to GGUF)
+               (``code.rounds``, ``code.feedback``, the constitution's principles); revisions
+               that pass become SFT rows (charter.stages.code_revise_run)
+    sft        the policy fine-tuned on those verified revisions (``code.train_on: passing``:
+               on every answer that passes, first answers included), exported to GGUF
     evaluate   the policy against the SFT model on the same tasks, scored on all their tests
     report     one self-contained HTML file
 
@@ -55,7 +56,7 @@ def plan_code(
     from charter.constitution import Constitution
     from charter.models import model_identity, models_dir
     from charter.splits import overlap
-    from charter.stages.code_revise_run import templates
+    from charter.stages.code_revise_run import PASSING, SFT, templates
     from charter.stages.evaluate.code import code_slice, load_code_tasks
     from charter.stages.evaluate.suites import questions
     from charter.stages.revise import template_digest
@@ -96,12 +97,16 @@ def plan_code(
         [config.evaluate.model_dump(exclude={"trained"}), model_identity(m.policy)],
         [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f)], data, backend))  # fmt: skip
-    add("verify", (), [c, model_identity(writer), template_digest(), templates()],
+    # What to train on is the SFT stage's choice: the same verify run serves both.
+    loop = c.model_dump(exclude={"train_on"}, exclude_defaults=True)
+    add("verify", (), [loop, model_identity(writer), template_digest(), templates()],
         [digest["tasks"], digest["task_file"], digest["constitution"]],
         estimate(len(kept) * (1 + 2 * c.rounds), c.max_tokens, "revise_call_s", 0),
         lambda out, _: verify(config, out, task_file, kept, report, backend))  # fmt: skip
-    add("sft", ("verify",), [config.sft, model_identity(m.policy)], [], {"seconds": 120},
-        lambda out, f: steps.train("sft", config.sft, m.policy, f["verify"], out))  # fmt: skip
+    rows = SFT if c.train_on == "revisions" else PASSING
+    add("sft", ("verify",), [config.sft, model_identity(m.policy), rows], [], {"seconds": 120},
+        lambda out, f: steps.train("sft", config.sft, m.policy, f["verify"] / rows,
+                                   out))  # fmt: skip
     add("evaluate", ("baseline", *exported, "sft"),
         [config.evaluate, model_identity(m.policy)], [digest["data"], digest["judge"]], answers,
         lambda out, f: steps.evaluate(config, out, [baseline_model(f), steps.gguf_model(f["sft"])],
@@ -124,7 +129,7 @@ def verify(
     write_atomic(out / OVERLAP, json.dumps({"tasks": overlap}, indent=2))
     c = config.code
     greedy = GenerationConfig(temperature=0.0, max_tokens=c.max_tokens)
-    settings = VerifyConfig(rounds=c.rounds, answer=greedy, revision=greedy,
+    settings = VerifyConfig(rounds=c.rounds, answer=greedy, revision=greedy, feedback=c.feedback,
                             timeout_s=c.timeout_s, batch_size=c.batch_size)  # fmt: skip
     writer = backend(config.models.teacher or config.models.policy)
     try:

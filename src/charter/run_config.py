@@ -17,6 +17,7 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from charter import DEFAULT_MODEL
 from charter.errors import CharterError
+from charter.stages.code_revise import Feedback
 from charter.stages.hard import HardCheck
 from charter.yamlfile import first_error, line_of, load_yaml
 
@@ -103,10 +104,7 @@ class CalibrateSettings(_Settings):
     gold: str = Field(default="demo-hh", description="pairwise recipe: gold pairs, file or set")
     limit: int = Field(default=8, ge=1, description="pairwise recipe: gold pairs labelled")
     min_accuracy: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="pairwise recipe: stop below this gold accuracy",
+        default=None, ge=0, le=1, description="pairwise recipe: stop below this gold accuracy"
     )
     harmful: tuple[str, ...] = Field(default=(), description="teacher recipe: gold harmful prompts")
     safe: tuple[str, ...] = Field(default=(), description="teacher recipe: gold safe prompts")
@@ -132,6 +130,9 @@ class CodeSettings(_Settings):
     rounds: int = Field(default=3, ge=0, le=64, description="critique → revision rounds")
     max_tokens: int = Field(default=384, ge=1, description="per answer, critique, revision")
     timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
+    feedback: Feedback = Field(default="critique", description="critique|critique-plain|test")
+    train_on: Literal["revisions", "passing"] = Field(default="revisions", description="SFT "
+                      "on verified revisions, or on every answer that passes")  # fmt: skip
     batch_size: int = Field(default=16, ge=1)
 
 

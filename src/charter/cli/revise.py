@@ -20,6 +20,7 @@ from charter.cli.options import (
 
 if TYPE_CHECKING:
     from charter.prompts import Format, OnBadRow
+    from charter.stages.code_revise import Feedback
 
 
 @click.command()
@@ -91,6 +92,14 @@ if TYPE_CHECKING:
     "visible tests in a sandbox, critique with the result, keep only revisions that pass "
     "(constitution: code).",
 )
+@click.option(
+    "--feedback",
+    type=click.Choice(["critique", "critique-plain", "test"]),
+    default="critique",
+    show_default=True,
+    help="--verify: what comes between a failed test and the revision (critique-plain: "
+    "without the constitution's demonstrations; test: the test result alone).",
+)
 @executor_options
 @run_options("Print every prompt that would be sent; call no model.")
 def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
@@ -99,7 +108,7 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
            rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
            revision_temperature: float, max_tokens: int, batch_size: int, verify: bool,
-           executor: str,
+           feedback: Feedback, executor: str,
            ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
@@ -114,8 +123,9 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     if verify:
         _verify(model, base_url, api_key, concurrency, constitution_source, prompt_sources,
                 limit, rounds, seed, temperature, revision_temperature, max_tokens, batch_size,
-                out, dry_run)  # fmt: skip
+                feedback, out, dry_run)  # fmt: skip
         return
+    refuse_unused(click.get_current_context(), ("feedback",), "to --verify")
     if rounds == 0:
         refuse_unused(click.get_current_context(),
                       ("critic", "skip_unneeded", "revision_temperature", "train_on"),
@@ -184,7 +194,8 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
 def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
             constitution_source: str, prompt_sources: tuple[str, ...], limit: int | None,
             rounds: int, seed: int, temperature: float, revision_temperature: float,
-            max_tokens: int, batch_size: int, out: Path | None, dry_run: bool) -> None:  # fmt: skip
+            max_tokens: int, batch_size: int, feedback: Feedback, out: Path | None,
+            dry_run: bool) -> None:  # fmt: skip
     """``revise --verify``: critique → revision of code, grounded in its visible tests."""
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
@@ -215,7 +226,7 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
     config = VerifyConfig(
-        rounds=rounds, seed=seed, batch_size=batch_size,
+        rounds=rounds, seed=seed, batch_size=batch_size, feedback=feedback,
         answer=GenerationConfig(temperature=temperature, max_tokens=max_tokens),
         revision=GenerationConfig(temperature=revision_temperature, max_tokens=max_tokens),
     )  # fmt: skip
@@ -238,7 +249,8 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
         f"revise --verify: {summary.tasks} tasks ({summary.resumed} resumed): "
         f"{counts['passed_initially']} passed their visible tests at once, "
         f"{counts['verified_revisions']} after revision, {summary.still_failing} still failing; "
-        f"{summary.sft_rows} verified SFT rows; tokens {u.prompt_tokens} prompt + "
+        f"{summary.sft_rows} verified SFT rows ({summary.passing_rows} passing answers in "
+        f"{out / 'passing.jsonl'}); tokens {u.prompt_tokens} prompt + "
         f"{u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"
     )
     click.echo(f"next: charter train sft --data {out} --out RUN")

@@ -8,10 +8,10 @@ failed assert, the exception, the timeout) in front of it, then revises; the rev
 again. Every attempt is kept (:class:`CodeAttempt`), so a trace shows the pass/fail trail.
 
 A revision counts as *verified* when it passes the visible tests; only those become SFT data
-(:func:`verified_rows`). The hidden tests (:attr:`CodeTask.tests`) are never shown to the
-model: the evaluation scores the final answer on them separately. The same function is the
-inference-time mode (answer, then revise until the visible tests pass), from the Python API
-and from the code suite.
+(:func:`verified_rows`; or, asked for, every answer that passes, first answers included). The
+hidden tests (:attr:`CodeTask.tests`) are never shown to the model: the evaluation scores the
+final answer on them separately. The same function is the inference-time mode (answer, then
+revise until the visible tests pass), from the Python API and from the code suite.
 """
 
 from __future__ import annotations
@@ -155,18 +155,20 @@ def verify_revise(
 
 
 def verified_rows(
-    traces: Sequence[CodeTrace], *, model: str, seed: int, constitution: Constitution
-) -> list[SFTRow]:
-    """SFT rows from revisions that pass the visible tests: the task and its last revision."""
+    traces: Sequence[CodeTrace], *, model: str, seed: int, constitution: Constitution,
+    passing: bool = False,
+) -> list[SFTRow]:  # fmt: skip
+    """SFT rows from revisions that pass the visible tests: the task and its last revision
+    (``passing``: every final answer that passes, first answers included, ``revised=False``)."""
     rows = []
     for trace in traces:
-        if not trace.verified_revision:
+        if not (trace.verified_revision or (passing and trace.final.status == "passed")):
             continue
         turns = (Message(role="user", content=trace.request),
                  Message(role="assistant", content=trace.final.answer))  # fmt: skip
         rows.append(SFTRow(
             id=f"{trace.task_id}#verified", prompt_id=trace.task_id, messages=turns,
-            round=trace.final.round, revised=True, model=model, seed=seed,
+            round=trace.final.round, revised=trace.final.round > 0, model=model, seed=seed,
             principle_ids=tuple(a.principle for a in trace.attempts if a.principle),
             constitution_sha256=constitution.sha256,
         ))  # fmt: skip

@@ -2,9 +2,11 @@
 
 The loop itself is :func:`charter.stages.code_revise.verify_revise`; this module gives it a
 run directory: ``traces.jsonl`` (every task's attempts, with what the visible tests said of
-each), ``sft.jsonl`` (verified revisions only, TRL conversational rows), ``manifest.json`` and a
-copy of the constitution. A trace is the unit of work, appended before its SFT row; on resume
-torn lines are cut, tasks with a trace are skipped, and a row a crash left out is re-derived.
+each), ``sft.jsonl`` (verified revisions only, TRL conversational rows), ``passing.jsonl``
+(every final answer that passes its visible tests, first answers included), ``manifest.json``
+and a copy of the constitution. A trace is the unit of work, appended before its rows; on
+resume torn lines are cut, tasks with a trace are skipped, and a row a crash left out is
+re-derived.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from charter.progress import progress_bar
 from charter.records import SFTRow, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 from charter.stages import code_revise
-from charter.stages.code_revise import CodeTrace, verified_rows, verify_revise
+from charter.stages.code_revise import CodeTrace, Feedback, verified_rows, verify_revise
 from charter.stages.evaluate.code import CodeTask
 from charter.stages.evaluate.sandbox import Limits
 
-VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
-TRACES, SFT = "traces.jsonl", "sft.jsonl"
+VERSION = 2  # in cache keys and fingerprints: bump when what this stage writes changes
+TRACES, SFT, PASSING = "traces.jsonl", "sft.jsonl", "passing.jsonl"
 
 
 class VerifyConfig(BaseModel):
@@ -40,6 +42,7 @@ class VerifyConfig(BaseModel):
     answer: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=512)
     revision: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=512)
     timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
+    feedback: Feedback = "critique"  # see verify_revise
     batch_size: int = Field(default=16, ge=1)
 
 
@@ -51,6 +54,7 @@ class VerifySummary:
     tasks: int = 0
     resumed: int = 0
     sft_rows: int = 0
+    passing_rows: int = 0
     passed_at: Counter[int] = field(default_factory=Counter)  # round of the first pass
     still_failing: int = 0
     usage: Usage = field(default_factory=Usage)
@@ -66,6 +70,7 @@ class VerifySummary:
     def counts(self) -> dict[str, object]:
         by_round = {str(r): n for r, n in sorted(self.passed_at.items())}
         return {"tasks": self.tasks, "resumed": self.resumed, "sft_rows": self.sft_rows,
+                "passing_rows": self.passing_rows,
                 "passed_initially": self.passed_at[0],
                 "verified_revisions": sum(n for r, n in self.passed_at.items() if r > 0),
                 "still_failing": self.still_failing, "passed_by_round": by_round}  # fmt: skip
@@ -104,21 +109,25 @@ def run_verify(
     bar = progress_bar(total=len(tasks), initial=len(done), unit="task", desc="revise --verify",
                        disable=not progress)  # fmt: skip
     try:
-        with bar, JsonlAppender(out / TRACES) as traces, JsonlAppender(out / SFT) as sft:
+        with (bar, JsonlAppender(out / TRACES) as traces, JsonlAppender(out / SFT) as sft,
+              JsonlAppender(out / PASSING) as passing):  # fmt: skip
             for start in range(0, len(pending), config.batch_size):
                 batch = pending[start : start + config.batch_size]
                 done_batch = verify_revise(
                     backend, batch, constitution, rounds=config.rounds, seed=config.seed,
                     answer=config.answer, revision=config.revision, limits=limits,
+                    feedback=config.feedback,
                 )  # fmt: skip
                 for trace in done_batch:
                     traces.write(trace)
-                    for row in _rows(trace, backend.name, config.seed, constitution):
-                        sft.write(row)
-                        summary.sft_rows += 1
+                    for file, passed in ((sft, False), (passing, True)):
+                        for row in _rows(trace, backend.name, config.seed, constitution, passed):
+                            file.write(row)
+                            summary.sft_rows += not passed
+                            summary.passing_rows += passed
                     summary.add(trace)
-                traces.sync()
-                sft.sync()
+                for file in (traces, sft, passing):
+                    file.sync()
                 bar.update(len(batch))
                 run.update(counts=summary.counts(), usage=summary.usage.model_dump(),
                            status="running")  # fmt: skip
@@ -130,27 +139,31 @@ def run_verify(
     return summary
 
 
-def _rows(trace: CodeTrace, model: str, seed: int, constitution: Constitution) -> list[SFTRow]:
-    return verified_rows([trace], model=model, seed=seed, constitution=constitution)
+def _rows(
+    trace: CodeTrace, model: str, seed: int, constitution: Constitution, passing: bool
+) -> list[SFTRow]:
+    return verified_rows([trace], model=model, seed=seed, constitution=constitution,
+                         passing=passing)  # fmt: skip
 
 
 def _resume(
     out: Path, summary: VerifySummary, model: str, seed: int, constitution: Constitution
 ) -> set[str]:
     """Repair torn lines, count the traces there, and write rows a crash left out."""
-    for name in (TRACES, SFT):
+    for name in (TRACES, SFT, PASSING):
         repair_jsonl(out / name)
-    have = {row.id for row in read_jsonl(out / SFT, SFTRow)}
+    have = {name: {row.id for row in read_jsonl(out / name, SFTRow)} for name in (SFT, PASSING)}
     done: set[str] = set()
-    with JsonlAppender(out / SFT) as sft:
+    with JsonlAppender(out / SFT) as sft, JsonlAppender(out / PASSING) as passing:
         for trace in read_jsonl(out / TRACES, CodeTrace):
             if trace.task_id in done:
                 continue
             done.add(trace.task_id)
             summary.add(trace)
-            for row in _rows(trace, model, seed, constitution):
-                if row.id not in have:
-                    sft.write(row)
-                    have.add(row.id)
-    summary.sft_rows = len(have)
+            for name, file in ((SFT, sft), (PASSING, passing)):
+                for row in _rows(trace, model, seed, constitution, name == PASSING):
+                    if row.id not in have[name]:
+                        file.write(row)
+                        have[name].add(row.id)
+    summary.sft_rows, summary.passing_rows = len(have[SFT]), len(have[PASSING])
     return done

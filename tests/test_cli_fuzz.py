@@ -804,7 +804,8 @@ def test_a_stage_the_config_does_not_plan_is_refused(option: str, real_runs: dic
 def test_a_missing_config_file_lists_the_bundled_configs(real_runs: dict[str, Path],
                                                         tmp_path: Path) -> None:  # fmt: skip
     result = check(("run",), [Missing(".jsonl"), "--out", Out("relative")], real_runs, tmp_path)
-    assert result.exit_code == 2 and "not a bundled config (code-sft, code-sft-passing, demo, " in result.stderr
+    assert result.exit_code == 2
+    assert "not a bundled config (code-sft, code-sft-passing, demo, " in result.stderr
     assert "demo-teacher" in result.stderr
 
 

@@ -84,6 +84,29 @@ def test_feedback_without_demonstrations_or_without_a_critique() -> None:
     assert "Result: failed" in revise_ask and "corrected program" in revise_ask
 
 
+def test_sampled_revisions_keep_the_first_that_passes_the_visible_test() -> None:
+    """samples=3: three revisions after the one critique, each with its own seed; only the
+    second passes, and it is kept. More than one sample at temperature 0 is refused."""
+    from charter.errors import CharterError
+
+    def reply(conversation: Conversation, config: GenerationConfig) -> str:
+        if len(conversation) == 1:
+            return BUGGY
+        if "corrected program" in conversation[-1].content:
+            return FIXED if (config.seed or 0) // 1000 == 1 else BUGGY  # the second sample
+        return "It subtracts."
+
+    code = Constitution.load("code")
+    sampled = GenerationConfig(temperature=0.8, max_tokens=64)
+    (trace,) = verify_revise(FakeBackend(responses=reply), [task()], code, rounds=2,
+                             revision=sampled, samples=3)  # fmt: skip
+    assert [a.status for a in trace.attempts] == ["failed", "passed"]
+    assert trace.final.answer == FIXED and (trace.final.samples, trace.final.passing) == (3, 1)
+    assert trace.usage.calls == 1 + 1 + 3  # answer, critique, three revisions
+    with pytest.raises(CharterError, match="temperature above 0"):
+        verify_revise(FakeBackend(responses=reply), [task()], code, samples=2)
+
+
 def test_a_passing_answer_is_not_revised_and_gives_no_row() -> None:
     (trace,) = verify_revise(FakeBackend(responses=lambda c, g: FIXED), [task()],
                              Constitution.load("code"), rounds=3)  # fmt: skip
@@ -185,8 +208,8 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
                                           "--out", str(tmp_path / "bad")])  # fmt: skip
         assert result.exit_code == 2 and says in result.output, (bad, result.output)
         assert not (tmp_path / "bad").exists()
-    prose = CliRunner().invoke(cli, ["revise", "--prompts", "demo-redteam", "--feedback", "test",
-                                     "--model", "fake/echo", "--out", str(tmp_path / "bad")])
+    prose_args = ["--prompts", "demo-redteam", "--feedback", "test", "--model", "fake/echo"]
+    prose = CliRunner().invoke(cli, ["revise", *prose_args, "--out", str(tmp_path / "bad")])
     assert prose.exit_code == 2 and "--feedback applies to --verify" in prose.output
     assert not (tmp_path / "bad").exists()
 
@@ -292,18 +315,30 @@ def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(
     tasks = add_tasks(tmp_path / "tasks.jsonl", 3)
     seen: list[str] = []
     monkeypatch.setattr(judges, "load_classifier", lambda: None)
+    temperatures: list[float] = []
+    model = scripted(seen)
+    generate = model.generate
+    model.generate = lambda c, g: temperatures.append(g.temperature) or generate(c, g)  # type: ignore[method-assign]
     results = run_evaluate(
-        ["fake/echo", "fake/echo+revise:2:test"], out=tmp_path / "eval",
-        config=EvaluateConfig(suites=("code",)), data={"code": tasks},
-        backend=lambda name: scripted(seen),
+        ["fake/echo", "fake/echo+revise:2:test", "fake/echo+revise:1:test:x2"],
+        out=tmp_path / "eval", config=EvaluateConfig(suites=("code",)), data={"code": tasks},
+        backend=lambda name: model,
     )  # fmt: skip
     assert results["suites"]["code"]["fake/echo+revise:2:test"]["pass@1"]["value"] == 1.0
     traces = [json.loads(line) for line in (tmp_path / "eval" / "code-traces.jsonl").open()]
     assert [a["critique"] for a in traces[0]["attempts"]] == [None, None]
+    sampled = [t for t in traces if t["model"].endswith(":x2")]
+    assert len(sampled) == 3 and all(t["attempts"][1]["samples"] == 2 for t in sampled)
+    assert 0.8 in temperatures and 0.0 in temperatures  # :xK samples; the rest is greedy
     assert not any("subtracts" in text for text in seen)  # the critique was never asked for
     assert split_revise("local/x+revise:3").suffix == "+revise:3"
     with pytest.raises(CharterError, match="FEEDBACK from critique, critique-plain, test"):
         split_revise("local/x+revise:3:vibes")
+    for name, samples in (("local/x+revise:3:critique-plain:x4", 4), ("local/x+revise:2:x2", 2)):
+        spec = split_revise(name)
+        assert spec.samples == samples and spec.base + spec.suffix == name
+    with pytest.raises(CharterError, match=":xK takes K from 1 to 16"):
+        split_revise("local/x+revise:3:test:x99")
 
 
 def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:

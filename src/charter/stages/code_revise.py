@@ -55,6 +55,8 @@ class CodeAttempt(BaseModel):
     detail: str = ""
     principle: str | None = None  # the principle of the critique that led here
     critique: str | None = None
+    samples: int = 1  # revisions sampled this round; the first that passed (else the first)
+    passing: int | None = None  # how many of those samples passed the visible tests
 
 
 class CodeTrace(BaseModel):
@@ -90,6 +92,7 @@ def verify_revise(
     limits: Limits = DEFAULT_LIMITS,
     answers: Sequence[str] | None = None,
     feedback: Feedback = "critique",
+    samples: int = 1,
 ) -> list[CodeTrace]:
     """Answer each task (or start from ``answers``), then critique and revise while the
     visible tests fail, at most ``rounds`` times; calls go to ``backend`` in batches.
@@ -99,9 +102,16 @@ def verify_revise(
     ``critique-plain``: the same without the demonstrations (small models copy their
     content); ``test``: no critique, the revision is asked straight from the test result,
     under the drawn principle's revision request.
+
+    ``samples``: revisions drawn per round after the one critique (``revision`` must sample,
+    temperature above 0, for more than one); the first that passes the visible tests is kept,
+    else the first. The visible tests choose; the hidden ones are never run here.
     """
     answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
     revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)
+    if samples < 1 or (samples > 1 and revision.temperature <= 0):
+        raise CharterError(f"samples={samples}: draw at least one revision, and more than one "
+                           "only at a revision temperature above 0")  # fmt: skip
     if answers is None:
         replies = _generate(backend, [_ask(task) for task in tasks], answer, seed)
         first = [text for text, _ in replies]
@@ -141,16 +151,21 @@ def verify_revise(
                  Message(role="user", content=CODE_REVISION_REQUEST.format(revision=p.revision))]
                 for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
             ]  # fmt: skip
-        revised = _generate(backend, fixes, revision, seed + number)
-        ran = run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
-                        visible=True)  # fmt: skip
-        for i, p, (critique, spent), (text, more), outcome in zip(
-            failing, principles, critiques, revised, ran, strict=True
-        ):
+        drawn = [_generate(backend, fixes, revision, seed + number + 1000 * j)
+                 for j in range(samples)]  # fmt: skip
+        ran = [run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
+                         visible=True) for revised in drawn]  # fmt: skip
+        for k, (i, p, (critique, spent)) in enumerate(zip(failing, principles, critiques,
+                                                          strict=True)):  # fmt: skip
+            passed = [j for j in range(samples) if ran[j][k].passed]
+            pick = passed[0] if passed else 0
             trace = traces[i]
-            trace.usage = trace.usage + spent + more
+            trace.usage = sum((drawn[j][k][1] for j in range(samples)), trace.usage + spent)
             said = clean_reply(critique) if critique else None
-            trace.attempts.append(_attempt(number, text, outcome, p.id, said))
+            attempt = _attempt(number, drawn[pick][k][0], ran[pick][k], p.id, said)
+            if samples > 1:
+                attempt = attempt.model_copy(update={"samples": samples, "passing": len(passed)})
+            trace.attempts.append(attempt)
     return traces
 
 

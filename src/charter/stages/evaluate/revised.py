@@ -9,7 +9,9 @@ the same tasks with its paired interval and exact McNemar test, as for any two m
 loop applies to code questions; every other question gets the model's plain answer.
 ``MODEL+revise:N:FEEDBACK`` picks what comes between a failed test and the revision
 (``critique``, the default; ``critique-plain``; ``test``: see
-:func:`~charter.stages.code_revise.verify_revise`).
+:func:`~charter.stages.code_revise.verify_revise`). A last ``:xK`` draws K revisions a round
+at temperature :data:`SAMPLED_TEMPERATURE` and keeps the first that passes the visible tests
+(``MODEL+revise:3:critique-plain:x4``); without it, one greedy revision.
 """
 
 from __future__ import annotations
@@ -27,60 +29,66 @@ from charter.stages.evaluate.sandbox import Limits
 if TYPE_CHECKING:
     from charter.stages.code_revise import CodeTrace, Feedback
 
-_SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?$")
-MAX_ROUNDS = 8
+_SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?(?::x(\d+))?$")
+MAX_ROUNDS, MAX_SAMPLES = 8, 16
+SAMPLED_TEMPERATURE = 0.8  # of the K revisions of ``:xK`` (fixed before any result with K > 1)
 
 
 class Revision(NamedTuple):
-    """A model name split: ``base`` and, for ``base+revise:N[:FEEDBACK]``, the loop's
-    rounds (0: plain answers) and feedback."""
+    """A model name split: ``base`` and, for ``base+revise:N[:FEEDBACK][:xK]``, the loop's
+    rounds (0: plain answers), feedback and revisions sampled per round."""
 
     base: str
     rounds: int = 0
     feedback: Feedback = "critique"
+    samples: int = 1
 
     @property
     def suffix(self) -> str:
         """What the name adds to ``base`` ("" for plain answers)."""
         if not self.rounds:
             return ""
-        return f"+revise:{self.rounds}" + (
-            "" if self.feedback == "critique" else f":{self.feedback}"
-        )
+        feedback = "" if self.feedback == "critique" else f":{self.feedback}"
+        samples = f":x{self.samples}" if self.samples > 1 else ""
+        return f"+revise:{self.rounds}{feedback}{samples}"
 
 
 def split_revise(model: str) -> Revision:
-    """``Revision("local/x", 3, "test")`` for ``local/x+revise:3:test``; ``Revision(model)``
-    for a plain name."""
+    """``Revision("local/x", 3, "test", 4)`` for ``local/x+revise:3:test:x4``;
+    ``Revision(model)`` for a plain name."""
     found = _SUFFIX.search(model)
     if found is None:
         if "+revise" in model:
-            raise CharterError(f"model '{model}': write the revision rounds as "
-                               f"MODEL+revise:N[:FEEDBACK], N from 1 to {MAX_ROUNDS}")  # fmt: skip
+            raise CharterError(f"model '{model}': write the loop as MODEL+revise:N"
+                               f"[:FEEDBACK][:xK], N from 1 to {MAX_ROUNDS}")  # fmt: skip
         return Revision(model)
     from charter.stages.code_revise import FEEDBACKS
 
     rounds, feedback = int(found.group(1)), found.group(2) or "critique"
+    samples = int(found.group(3) or 1)
     if not 1 <= rounds <= MAX_ROUNDS:
         raise CharterError(f"model '{model}': +revise:N takes N from 1 to {MAX_ROUNDS}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise CharterError(f"model '{model}': :xK takes K from 1 to {MAX_SAMPLES}")
     if feedback not in FEEDBACKS:
         raise CharterError(f"model '{model}': +revise:N:FEEDBACK takes FEEDBACK from "
                            f"{', '.join(FEEDBACKS)}, not '{feedback}'")  # fmt: skip
-    return Revision(model[: found.start()], rounds, cast("Feedback", feedback))
+    return Revision(model[: found.start()], rounds, cast("Feedback", feedback), samples)
 
 
 def revise_code_answers(
-    policy: Backend, tasks: Sequence[CodeTask], texts: Sequence[str], *, rounds: int,
+    policy: Backend, tasks: Sequence[CodeTask], texts: Sequence[str], spec: Revision, *,
     config: GenerationConfig, timeout_s: int, seed: int, model: str,
-    feedback: Feedback = "critique",
 ) -> list[CodeTrace]:  # fmt: skip
     """The loop's trace for each (task, first answer): its final answer, every attempt with
     its critique, and the tokens the loop added (``model`` names who answered)."""
     from charter.stages.code_revise import verify_revise
 
+    if spec.samples > 1:
+        config = config.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
     traces = verify_revise(
-        policy, list(tasks), Constitution.load("code"), rounds=rounds, seed=seed,
-        revision=config, answers=texts, feedback=feedback,
+        policy, list(tasks), Constitution.load("code"), rounds=spec.rounds, seed=seed,
+        revision=config, answers=texts, feedback=spec.feedback, samples=spec.samples,
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
     return [trace.model_copy(update={"model": model}) for trace in traces]

@@ -232,8 +232,8 @@ def _answer(
     code = [q for q in generated if "task" in q.info] if spec.rounds else []
     traces = revise_code_answers(
         policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code],
-        rounds=spec.rounds, config=config.answer, timeout_s=config.code_timeout_s,
-        seed=config.answer.seed, model=name, feedback=spec.feedback,
+        spec, config=config.answer, timeout_s=config.code_timeout_s, seed=config.answer.seed,
+        model=name,
     ) if code else []  # fmt: skip
     for q, trace in zip(code, traces, strict=True):
         texts[q.id] = (trace.final.answer, texts[q.id][1] + trace.usage)

@@ -28,9 +28,20 @@ from record import record
 
 from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
+from charter.errors import CharterError
 from charter.records import Message, Usage
 from charter.stages.code_revise import FEEDBACKS, verify_revise
 from charter.stages.evaluate.code import load_code_tasks, run_tasks
+from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE, split_revise
+
+
+def loop_name(text: str) -> str:
+    """``FEEDBACK[:xK]``, checked as the evaluation checks ``MODEL+revise:N:FEEDBACK:xK``."""
+    try:
+        split_revise(f"m+revise:1:{text}")
+    except CharterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def tokens(usage: Usage) -> int:
@@ -48,11 +59,14 @@ def main() -> None:
         "--feedback",
         nargs="+",
         default=["critique"],
-        choices=FEEDBACKS,
-        help="one loop per kind of feedback, all from the same plain answers",
+        type=loop_name,
+        help="one loop per kind of feedback, all from the same plain answers: FEEDBACK[:xK] "
+        f"({', '.join(FEEDBACKS)}; :xK draws K revisions a round at temperature "
+        f"{SAMPLED_TEMPERATURE}, the evaluation's MODEL+revise:N:FEEDBACK:xK)",
     )
     parser.add_argument("--revision-temperature", type=float, default=0.0)
     parser.add_argument("--record", action="store_true", help="add the row to the docs")
+    parser.add_argument("--traces", type=Path, help="write every loop's traces here (JSONL)")
     args = parser.parse_args()
     tasks = load_code_tasks(args.tasks)[: args.n]
     config = GenerationConfig(temperature=0.0, max_tokens=args.max_tokens, seed=0)
@@ -69,11 +83,18 @@ def main() -> None:
     revision = config.model_copy(update={"temperature": args.revision_temperature})
     sides = [("plain", plain_solved, plain_tokens, plain_s)]
     for feedback in args.feedback:
+        spec = split_revise(f"m+revise:{args.rounds}:{feedback}")
+        sampled = revision.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
         start = time.perf_counter()
         traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
-                               answers=texts, answer=config, revision=revision,
-                               feedback=feedback)  # fmt: skip
+                               answers=texts, answer=config, feedback=spec.feedback,
+                               revision=sampled if spec.samples > 1 else revision,
+                               samples=spec.samples)  # fmt: skip
         loop_s = plain_s + time.perf_counter() - start
+        if args.traces:
+            with args.traces.open("a", encoding="utf-8") as f:
+                f.writelines(t.model_copy(update={"model": feedback}).model_dump_json() + "\n"
+                             for t in traces)  # fmt: skip
         loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
         loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
         sides.append((feedback, loop_solved, loop_tokens, loop_s))

@@ -103,9 +103,10 @@ def verify_revise(
     content); ``test``: no critique, the revision is asked straight from the test result,
     under the drawn principle's revision request.
 
-    ``samples``: revisions drawn per round after the one critique (``revision`` must sample,
-    temperature above 0, for more than one); the first that passes the visible tests is kept,
-    else the first. The visible tests choose; the hidden ones are never run here.
+    ``samples``: revisions drawn per round after one critique, both with ``revision`` (which
+    must sample, temperature above 0, for more than one); the first revision that passes the
+    visible tests is kept, else the first. The visible tests choose; the hidden ones are never
+    run here.
     """
     answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
     revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)

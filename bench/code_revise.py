@@ -82,6 +82,7 @@ def main() -> None:
 
     revision = config.model_copy(update={"temperature": args.revision_temperature})
     sides = [("plain", plain_solved, plain_tokens, plain_s)]
+    temperature = {}  # each loop's revision temperature, for the recorded row
     for feedback in args.feedback:
         spec = split_revise(f"m+revise:{args.rounds}:{feedback}")
         sampled = revision.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
@@ -98,13 +99,15 @@ def main() -> None:
         loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
         loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
         sides.append((feedback, loop_solved, loop_tokens, loop_s))
+        temperature[feedback] = SAMPLED_TEMPERATURE if spec.samples > 1 else revision.temperature
     backend.close()
 
     def per(total: float, solved: int) -> float:
         return total / solved if solved else float("nan")
 
     print(f"{len(tasks)} tasks from {args.tasks.name}, {args.model}, +revise:{args.rounds}, "
-          f"revision temperature {args.revision_temperature}")  # fmt: skip
+          f"revision temperature {args.revision_temperature} "
+          f"({SAMPLED_TEMPERATURE} in :xK loops)")  # fmt: skip
     print(f"{'side':<15} {'solved':>6} {'tokens':>8} {'seconds':>8} {'tok/solved':>10} "
           f"{'s/solved':>9}")  # fmt: skip
     for name, solved, toks, secs in sides:
@@ -118,7 +121,7 @@ def main() -> None:
               f"tokens of plain answers")  # fmt: skip
         rows.append(
             f"| {datetime.date.today().isoformat()} | {args.model} | {args.tasks.name} | "
-            f"{len(tasks)} | {args.rounds}, {name}, T={args.revision_temperature} | "
+            f"{len(tasks)} | {args.rounds}, {name}, T={temperature[name]} | "
             f"{plain_solved} | {per(plain_tokens, plain_solved):.0f} | "
             f"{per(plain_s, plain_solved):.1f} | {solved} | {per(toks, solved):.0f} | "
             f"{per(secs, solved):.1f} | {time_ratio:.2f}× | {token_ratio:.2f}× |"

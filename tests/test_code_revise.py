@@ -236,6 +236,19 @@ def test_revise_verify_takes_the_loops_feedback(tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["config"]["feedback"] == "test"
     (option,) = [p for p in revise.params if p.name == "feedback"]
     assert tuple(option.type.choices) == FEEDBACKS  # type: ignore[attr-defined]
+    x3 = ["--rounds", "1", "--samples", "3", "--model", "fake/echo", "--out", str(tmp_path / "x3")]
+    sampled = CliRunner().invoke(cli, ["revise", "--verify", "--prompts", str(tasks), *x3],
+                                 catch_exceptions=False)  # fmt: skip
+    assert sampled.exit_code == 0, sampled.output
+    traces = [json.loads(line) for line in (tmp_path / "x3" / "traces.jsonl").open()]
+    assert all(t["attempts"][1]["samples"] == 3 for t in traces)
+    assert json.loads((tmp_path / "x3" / "manifest.json").read_text())["config"]["revision"][
+        "temperature"] == 0.8  # fmt: skip
+    greedy = CliRunner().invoke(cli, ["revise", "--verify", "--prompts", str(tasks), "--samples",
+                                      "2", "--revision-temperature", "0", "--model", "fake/echo",
+                                      "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert greedy.exit_code == 2 and "give one above 0" in greedy.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
@@ -474,3 +487,4 @@ def test_what_sft_trains_on_is_chosen_after_the_loop(tmp_path: Path) -> None:
     plain, passing = keys("rounds: 1"), keys("rounds: 1, train_on: passing")
     assert plain["verify"] == passing["verify"] and plain["sft"] != passing["sft"]
     assert keys("rounds: 1, feedback: test")["verify"] != plain["verify"]
+    assert keys("rounds: 1, samples: 4")["verify"] != plain["verify"]

@@ -6,8 +6,9 @@ Stages, in order::
     baseline   the policy's pass@1 before training (the code suite, or whatever suites are set)
     verify     the writer (``models.teacher``, else the policy) answers each training task,
                runs it against the task's visible tests, critiques and revises while they fail
-               (``code.rounds``, ``code.feedback``, the constitution's principles); revisions
-               that pass become SFT rows (charter.stages.code_revise_run)
+               (``code.rounds``, ``code.feedback``, ``code.samples`` revisions a round, the
+               constitution's principles); revisions that pass become SFT rows
+               (charter.stages.code_revise_run)
     sft        the policy fine-tuned on those verified revisions (``code.train_on: passing``:
                on every answer that passes, first answers included), exported to GGUF
     evaluate   the policy against the SFT model on the same tasks, scored on all their tests
@@ -128,8 +129,12 @@ def verify(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / OVERLAP, json.dumps({"tasks": overlap}, indent=2))
     c = config.code
+    from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
+
     greedy = GenerationConfig(temperature=0.0, max_tokens=c.max_tokens)
-    settings = VerifyConfig(rounds=c.rounds, answer=greedy, revision=greedy, feedback=c.feedback,
+    sampled = greedy.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
+    settings = VerifyConfig(rounds=c.rounds, answer=greedy, feedback=c.feedback,
+                            revision=sampled if c.samples > 1 else greedy, samples=c.samples,
                             timeout_s=c.timeout_s, batch_size=c.batch_size)  # fmt: skip
     writer = backend(config.models.teacher or config.models.policy)
     try:

@@ -131,8 +131,8 @@ class CodeSettings(_Settings):
     max_tokens: int = Field(default=384, ge=1, description="per answer, critique, revision")
     timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
     feedback: Feedback = Field(default="critique", description="critique|critique-plain|test")
-    train_on: Literal["revisions", "passing"] = Field(default="revisions", description="SFT "
-                      "on verified revisions, or on every answer that passes")  # fmt: skip
+    samples: int = Field(default=1, ge=1, le=16, description="revisions a round (>1: T=0.8)")
+    train_on: Literal["revisions", "passing"] = "revisions"  # or every answer that passes
     batch_size: int = Field(default=16, ge=1)
 
 

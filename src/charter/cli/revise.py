@@ -100,6 +100,14 @@ if TYPE_CHECKING:
     help="--verify: what comes between a failed test and the revision (critique-plain: "
     "without the constitution's demonstrations; test: the test result alone).",
 )
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="--verify: revisions drawn a round after the critique, the first that passes kept "
+    "(more than one: --revision-temperature defaults to 0.8).",
+)
 @executor_options
 @run_options("Print every prompt that would be sent; call no model.")
 def revise(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
@@ -108,7 +116,7 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
            rounds: int,
            train_on: Literal["final", "all"], skip_unneeded: bool, seed: int, temperature: float,
            revision_temperature: float, max_tokens: int, batch_size: int, verify: bool,
-           feedback: Feedback, executor: str,
+           feedback: Feedback, samples: int, executor: str,
            ray_address: str | None, workers: int | None, out: Path | None,
            dry_run: bool) -> None:  # fmt: skip
     """SL-CAI: critique and revise answers against the constitution; write SFT data."""
@@ -123,9 +131,9 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
     if verify:
         _verify(model, base_url, api_key, concurrency, constitution_source, prompt_sources,
                 limit, rounds, seed, temperature, revision_temperature, max_tokens, batch_size,
-                feedback, out, dry_run)  # fmt: skip
+                feedback, samples, out, dry_run)  # fmt: skip
         return
-    refuse_unused(click.get_current_context(), ("feedback",), "to --verify")
+    refuse_unused(click.get_current_context(), ("feedback", "samples"), "to --verify")
     if rounds == 0:
         refuse_unused(click.get_current_context(),
                       ("critic", "skip_unneeded", "revision_temperature", "train_on"),
@@ -194,8 +202,8 @@ def revise(model: str, base_url: str | None, api_key: str | None, concurrency: i
 def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: int | None,
             constitution_source: str, prompt_sources: tuple[str, ...], limit: int | None,
             rounds: int, seed: int, temperature: float, revision_temperature: float,
-            max_tokens: int, batch_size: int, feedback: Feedback, out: Path | None,
-            dry_run: bool) -> None:  # fmt: skip
+            max_tokens: int, batch_size: int, feedback: Feedback, samples: int,
+            out: Path | None, dry_run: bool) -> None:  # fmt: skip
     """``revise --verify``: critique → revision of code, grounded in its visible tests."""
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution, resolve
@@ -221,12 +229,17 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
     if ctx.get_parameter_source("temperature") is unset:
         temperature = 0.0
     if ctx.get_parameter_source("revision_temperature") is unset:
-        revision_temperature = 0.0
+        from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
+
+        revision_temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
+    if samples > 1 and revision_temperature <= 0:
+        raise CharterError(f"--samples {samples} draws revisions at --revision-temperature "
+                           f"{revision_temperature:g}, all the same: give one above 0")  # fmt: skip
     c = Constitution.load(constitution_source)
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
     config = VerifyConfig(
-        rounds=rounds, seed=seed, batch_size=batch_size, feedback=feedback,
+        rounds=rounds, seed=seed, batch_size=batch_size, feedback=feedback, samples=samples,
         answer=GenerationConfig(temperature=temperature, max_tokens=max_tokens),
         revision=GenerationConfig(temperature=revision_temperature, max_tokens=max_tokens),
     )  # fmt: skip

@@ -43,6 +43,7 @@ class VerifyConfig(BaseModel):
     revision: GenerationConfig = GenerationConfig(temperature=0.0, max_tokens=512)
     timeout_s: int = Field(default=10, ge=1, le=600, description="CPU seconds per program")
     feedback: Feedback = "critique"  # see verify_revise
+    samples: int = Field(default=1, ge=1, le=16, description="revisions drawn a round")
     batch_size: int = Field(default=16, ge=1)
 
 
@@ -116,7 +117,7 @@ def run_verify(
                 done_batch = verify_revise(
                     backend, batch, constitution, rounds=config.rounds, seed=config.seed,
                     answer=config.answer, revision=config.revision, limits=limits,
-                    feedback=config.feedback,
+                    feedback=config.feedback, samples=config.samples,
                 )  # fmt: skip
                 for trace in done_batch:
                     traces.write(trace)

@@ -102,7 +102,8 @@ def plan_code(
     loop = c.model_dump(exclude={"train_on"}, exclude_defaults=True)
     add("verify", (), [loop, model_identity(writer), template_digest(), templates()],
         [digest["tasks"], digest["task_file"], digest["constitution"]],
-        estimate(len(kept) * (1 + 2 * c.rounds), c.max_tokens, "revise_call_s", 0),
+        estimate(len(kept) * (1 + (c.samples + (c.feedback != "test")) * c.rounds),
+                 c.max_tokens, "revise_call_s", 0),
         lambda out, _: verify(config, out, task_file, kept, report, backend))  # fmt: skip
     rows = SFT if c.train_on == "revisions" else PASSING
     add("sft", ("verify",), [config.sft, model_identity(m.policy), rows], [], {"seconds": 120},

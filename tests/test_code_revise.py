@@ -264,6 +264,8 @@ def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
     assert trace.usage.calls == 3  # answer, critique, revision
     (trace,) = charter.solve_code(path, model="fake/echo", rounds=1, feedback="test")
     assert trace.usage.calls == 2 and trace.attempts[1].critique is None  # answer, revision
+    (trace,) = charter.solve_code(path, model="fake/echo", rounds=1, samples=3)
+    assert trace.usage.calls == 5 and trace.attempts[1].samples == 3  # + critique, 3 revisions
 
 
 def add_tasks(path: Path, n: int) -> Path:

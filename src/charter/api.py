@@ -96,6 +96,7 @@ def solve_code(
     max_tokens: int = 512,
     seed: int = 0,
     feedback: Feedback = "critique",
+    samples: int = 1,
     base_url: str | None = None,
     api_key: str | None = None,
 ) -> list[CodeTrace]:
@@ -112,6 +113,9 @@ def solve_code(
             critiques its code under a drawn principle, after the constitution's
             demonstrations), ``critique-plain`` (without them) or ``test`` (no critique: the
             revision is asked straight from the test result).
+        samples: revisions drawn a round after the critique (critique and revisions at
+            temperature 0.8 when above 1), the first that passes the visible tests kept;
+            ``feedback="critique-plain", samples=4`` is the loop chosen on MBPP validation.
 
     Returns:
         One trace per task, in order: ``trace.final.answer`` is the answer to use,
@@ -123,12 +127,15 @@ def solve_code(
     from charter.stages.evaluate.code import load_code_tasks
 
     loaded = load_code_tasks(Path(tasks)) if isinstance(tasks, str | Path) else list(tasks)
+    from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
+
     greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
+    sampled = greedy.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
     backend = load_backend(model, base_url=base_url, api_key=api_key)
     try:
         return verify_revise(backend, loaded, Constitution.load(constitution), rounds=rounds,
-                             seed=seed, answer=greedy, revision=greedy,
-                             feedback=feedback)  # fmt: skip
+                             seed=seed, answer=greedy, feedback=feedback, samples=samples,
+                             revision=sampled if samples > 1 else greedy)  # fmt: skip
     finally:
         backend.close()
 

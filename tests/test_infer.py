@@ -101,6 +101,27 @@ def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     assert len(model.calls) == calls  # everything came from the cache
 
 
+def test_candidates_are_scored_pair_by_pair() -> None:
+    """Each select pair is labelled under every candidate before the next pair, so an engine
+    that keeps its last prompt reuses the pair's conversation across candidates."""
+    model = FakeBackend(responses=propose_reply, scores=scores)
+    run_infer(pairs(), name="r", source="prefs.jsonl", model=model, identity="fake",
+              embed=embed, reference=Constitution.load("default"),
+              config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
+              store=lambda r: None)  # fmt: skip
+    from itertools import groupby
+
+    def item(text: str) -> str:
+        return re.findall(r"item (\d+)", text)[0]
+
+    asked = [item(call.conversation[-2].content) for call in model.calls
+             if call.kind == "choice_logprobs"]  # fmt: skip
+    selecting = [item(p.prompt[-1].content) for p in split(pairs(), InferConfig())[1]]
+    runs = [key for key, _ in groupby(asked)]
+    # one run of calls per select pair (2 candidates × 2 orders in a row), not one per candidate
+    assert [r for r in runs if r in selecting] == selecting
+
+
 def test_too_few_pairs_is_one_clear_error(tmp_path: Path) -> None:
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text("".join(json.dumps({"prompt": "hi", "chosen": "a", "rejected": "b"}) + "\n"

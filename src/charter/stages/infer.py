@@ -311,9 +311,12 @@ def run_infer(
     proposals, dropped = propose(proposing, model, identity, config, cached, store)
     candidates = cluster(proposals, embed, config.candidates)
     say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
-    for c in candidates:
-        c.scores = scores(soft_labels(one_principle(c.text), c.text, selecting, model, identity,
-                                      cached, store))  # fmt: skip
+    rules = [(one_principle(c.text), c.text) for c in candidates]
+    for pair in selecting:  # pair by pair: the engine's prompt cache keeps its conversation
+        for rule, tag in rules:
+            soft_labels(rule, tag, [pair], model, identity, cached, store)
+    for c, (rule, tag) in zip(candidates, rules, strict=True):
+        c.scores = scores(soft_labels(rule, tag, selecting, model, identity, cached, store))
     kept = keep(candidates, config.budget)
     test_labels = [soft_labels(one_principle(c.text), c.text, testing, model, identity, cached,
                                store) for c in kept]  # fmt: skip

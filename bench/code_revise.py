@@ -30,9 +30,9 @@ from charter.backends import GenerationConfig, load_backend
 from charter.constitution import Constitution
 from charter.errors import CharterError
 from charter.records import Message, Usage
-from charter.stages.code_revise import FEEDBACKS, verify_revise
+from charter.stages.code_revise import FEEDBACKS, SAMPLED_TEMPERATURE, revision_for, verify_revise
 from charter.stages.evaluate.code import load_code_tasks, run_tasks
-from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE, split_revise
+from charter.stages.evaluate.revised import split_revise
 
 
 def loop_name(text: str) -> str:
@@ -85,11 +85,11 @@ def main() -> None:
     temperature = {}  # each loop's revision temperature, for the recorded row
     for feedback in args.feedback:
         spec = split_revise(f"m+revise:{args.rounds}:{feedback}")
-        sampled = revision.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
+        loop_revision = revision_for(revision, spec.samples)
         start = time.perf_counter()
         traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
                                answers=texts, answer=config, feedback=spec.feedback,
-                               revision=sampled if spec.samples > 1 else revision,
+                               revision=loop_revision,
                                samples=spec.samples)  # fmt: skip
         loop_s = plain_s + time.perf_counter() - start
         if args.traces:
@@ -99,7 +99,7 @@ def main() -> None:
         loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
         loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
         sides.append((feedback, loop_solved, loop_tokens, loop_s))
-        temperature[feedback] = SAMPLED_TEMPERATURE if spec.samples > 1 else revision.temperature
+        temperature[feedback] = loop_revision.temperature
     backend.close()
 
     def per(total: float, solved: int) -> float:

@@ -123,19 +123,16 @@ def solve_code(
     """
     from charter.backends import GenerationConfig, load_backend
     from charter.constitution import Constitution
-    from charter.stages.code_revise import verify_revise
+    from charter.stages.code_revise import revision_for, verify_revise
     from charter.stages.evaluate.code import load_code_tasks
 
     loaded = load_code_tasks(Path(tasks)) if isinstance(tasks, str | Path) else list(tasks)
-    from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
-
     greedy = GenerationConfig(temperature=0.0, max_tokens=max_tokens)
-    sampled = greedy.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
     backend = load_backend(model, base_url=base_url, api_key=api_key)
     try:
         return verify_revise(backend, loaded, Constitution.load(constitution), rounds=rounds,
                              seed=seed, answer=greedy, feedback=feedback, samples=samples,
-                             revision=sampled if samples > 1 else greedy)  # fmt: skip
+                             revision=revision_for(greedy, samples))  # fmt: skip
     finally:
         backend.close()
 

@@ -130,12 +130,11 @@ def verify(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / OVERLAP, json.dumps({"tasks": overlap}, indent=2))
     c = config.code
-    from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
+    from charter.stages.code_revise import revision_for
 
     greedy = GenerationConfig(temperature=0.0, max_tokens=c.max_tokens)
-    sampled = greedy.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
     settings = VerifyConfig(rounds=c.rounds, answer=greedy, feedback=c.feedback,
-                            revision=sampled if c.samples > 1 else greedy, samples=c.samples,
+                            revision=revision_for(greedy, c.samples), samples=c.samples,
                             timeout_s=c.timeout_s, batch_size=c.batch_size)  # fmt: skip
     writer = backend(config.models.teacher or config.models.policy)
     try:

@@ -229,7 +229,7 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
     if ctx.get_parameter_source("temperature") is unset:
         temperature = 0.0
     if ctx.get_parameter_source("revision_temperature") is unset:
-        from charter.stages.evaluate.revised import SAMPLED_TEMPERATURE
+        from charter.stages.code_revise import SAMPLED_TEMPERATURE
 
         revision_temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
     if samples > 1 and revision_temperature <= 0:

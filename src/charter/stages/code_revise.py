@@ -32,6 +32,7 @@ from charter.stages.revise import clean_reply, critique_request, fewshot_prefix
 
 Feedback = Literal["critique", "critique-plain", "test"]
 FEEDBACKS: tuple[Feedback, ...] = get_args(Feedback)
+SAMPLED_TEMPERATURE = 0.8  # of a loop's revisions when it draws more than one a round
 TEST_RESULT = (
     "Your code was run against this test:\n\n```python\n{test}```\n\nResult: {status}{detail}"
 )
@@ -168,6 +169,15 @@ def verify_revise(
                 attempt = attempt.model_copy(update={"samples": samples, "passing": len(passed)})
             trace.attempts.append(attempt)
     return traces
+
+
+def revision_for(config: GenerationConfig, samples: int) -> GenerationConfig:
+    """The revisions' settings of a loop drawing ``samples`` a round: ``config`` at
+    :data:`SAMPLED_TEMPERATURE` when more than one (greedy samples would all be the same),
+    ``config`` itself otherwise."""
+    if samples > 1:
+        return config.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
+    return config
 
 
 def verified_rows(

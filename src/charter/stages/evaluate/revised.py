@@ -10,8 +10,8 @@ loop applies to code questions; every other question gets the model's plain answ
 ``MODEL+revise:N:FEEDBACK`` picks what comes between a failed test and the revision
 (``critique``, the default; ``critique-plain``; ``test``: see
 :func:`~charter.stages.code_revise.verify_revise`). A last ``:xK`` draws K revisions a round
-at temperature :data:`SAMPLED_TEMPERATURE` and keeps the first that passes the visible tests
-(``MODEL+revise:3:critique-plain:x4``); without it, one greedy revision.
+at :data:`~charter.stages.code_revise.SAMPLED_TEMPERATURE` and keeps the first that passes
+the visible tests (``MODEL+revise:3:critique-plain:x4``); without it, one greedy revision.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 _SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?(?::x(\d+))?$")
 MAX_ROUNDS, MAX_SAMPLES = 8, 16
-SAMPLED_TEMPERATURE = 0.8  # of the K revisions of ``:xK`` (fixed before any result with K > 1)
 
 
 class Revision(NamedTuple):
@@ -82,13 +81,12 @@ def revise_code_answers(
 ) -> list[CodeTrace]:  # fmt: skip
     """The loop's trace for each (task, first answer): its final answer, every attempt with
     its critique, and the tokens the loop added (``model`` names who answered)."""
-    from charter.stages.code_revise import verify_revise
+    from charter.stages.code_revise import revision_for, verify_revise
 
-    if spec.samples > 1:
-        config = config.model_copy(update={"temperature": SAMPLED_TEMPERATURE})
     traces = verify_revise(
         policy, list(tasks), Constitution.load("code"), rounds=spec.rounds, seed=seed,
-        revision=config, answers=texts, feedback=spec.feedback, samples=spec.samples,
+        revision=revision_for(config, spec.samples), answers=texts, feedback=spec.feedback,
+        samples=spec.samples,
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
     return [trace.model_copy(update={"model": model}) for trace in traces]

@@ -354,6 +354,15 @@ def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(
         assert spec.samples == samples and spec.base + spec.suffix == name
     with pytest.raises(CharterError, match=":xK takes K from 1 to 16"):
         split_revise("local/x+revise:3:test:x99")
+    # a loop's other spelling is the same model: its answers are found on a rerun
+    again = run_evaluate(
+        ["fake/echo", "fake/echo+revise:2:test:x1", "fake/echo+revise:1:test:x2"],
+        out=tmp_path / "eval", config=EvaluateConfig(suites=("code",)), data={"code": tasks},
+        backend=lambda name: model,
+    )  # fmt: skip
+    assert "fake/echo+revise:2:test" in again["suites"]["code"]
+    rows = (tmp_path / "eval" / "answers.jsonl").read_text("utf-8").splitlines()
+    assert len(rows) == 9  # 3 models x 3 tasks, none answered twice
 
 
 def test_the_sandbox_holds_for_every_attempt_of_the_loop(tmp_path: Path) -> None:

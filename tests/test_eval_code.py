@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from charter.errors import CharterError
-from charter.stages.evaluate.code import extract_code, load_code_tasks, program_for, run_tasks
+from charter.stages.evaluate.code import (
+    CodeTask,
+    docstring_asserts,
+    extract_code,
+    load_code_tasks,
+    program_for,
+    run_tasks,
+)
 
 SAMPLE = Path(str(resources.files("charter") / "data" / "eval" / "code.jsonl"))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -84,6 +91,63 @@ def test_humaneval_reference_solutions_pass_in_the_sandbox() -> None:
     ]
 
 
+def test_prose_examples_in_a_docstring_become_visible_tests() -> None:
+    """HumanEval's second half writes examples as ``f(x) ➞ y``; only calls on literals that
+    give a literal are tests, and only after the line that announces the examples."""
+    prompt = (
+        'def total(xs):\n    """Sum xs; the rule is total([]) = 1 in our notes.\n'
+        "    Examples:\n    total([1, 2]) \u279e 3\n    total(xs) => 0\n"
+        "    total([2, 2]) == 2 + 2 = 4\n    total([5]) # returns 5\n"
+        '    for total([1, 1, 1]) == 3.\n    """\n'
+    )
+    visible = docstring_asserts(prompt, "total")
+    assert visible.count("assert") == 3
+    assert "total([1, 2])\n) == 3" in visible and "total([5])\n) == 5" in visible
+    assert "total([1, 1, 1])\n) == 3" in visible
+    assert "total([])" not in visible and "total(xs)" not in visible and "2 + 2" not in visible
+    assert docstring_asserts(prompt) == ""  # prose is read only for a named entry point
+    # a doctest example that is itself a comparison is asserted as written
+    doctest_style = 'def f(x):\n    """\n    >>> f(2) == 4\n    """\n'
+    assert docstring_asserts(doctest_style, "f") == "assert (\n    f(2) == 4\n), 'f(2) == 4'\n"
+
+
+def test_a_whole_function_answer_keeps_the_prompts_imports_and_helpers() -> None:
+    """As the reference harness runs prompt and completion together: an answer that gives the
+    whole function is not failed for leaving out a helper its prompt defines."""
+    stub = ("import math\n\n\ndef helper(x):\n    return math.floor(x)\n\n\n"
+            'def solve(x):\n    """Twice the floor of x."""\n')  # fmt: skip
+    task = CodeTask(
+        id="H/1",
+        kind="humaneval",
+        request="",
+        stub=stub,
+        entry_point="solve",
+        tests="assert solve(2.5) == 4\n",
+        visible="assert solve(1.5) == 2\n",
+    )
+    answer = "```python\ndef solve(x):\n    return 2 * helper(x)\n```"
+    program = program_for(task, answer)
+    assert program.count("def solve") == 1 and "def helper" in program
+    assert [o.passed for o in run_tasks([task, task], [answer, "    return 2 * x\n"])] == [
+        True, False]  # fmt: skip
+
+
+@pytest.mark.skipif(not (SHARED / "humaneval").is_dir(), reason="shared HumanEval data absent")
+def test_humaneval_visible_tests_hold_for_the_reference_solutions() -> None:
+    """139 of HumanEval's 164 prompts show examples the loop may test against; the reference
+    solutions pass all of them but three, where the docstring itself is wrong."""
+    path = SHARED / "humaneval" / "HumanEval.jsonl.gz"
+    with gzip.open(path) as lines:
+        rows = [json.loads(line) for line in lines]
+    tasks = load_code_tasks(path)
+    assert sum(1 for t in tasks if t.visible) == 139
+    outcomes = run_tasks(tasks, [r["canonical_solution"] for r in rows], visible=True)
+    failing = {t.id for t, o in zip(tasks, outcomes, strict=True) if not o.passed}
+    # 47: median([-10, 4, 6, 1000, 10, 20]) is 8.0, not 15.0; 116 sorts by binary ones;
+    # 148 shows ("Venus") for the tuple ("Venus",)
+    assert failing == {"HumanEval/47", "HumanEval/116", "HumanEval/148"}
+
+
 EXITS = ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit(0)", "exit()"]
 
 
@@ -103,3 +167,27 @@ def test_an_answer_that_prints_still_passes() -> None:
     tasks = load_code_tasks(SAMPLE)[3:4]
     answer = REFERENCE[tasks[0].id].replace("```py\n", "```py\nprint('hello')\n")
     assert run_tasks(tasks, [answer])[0].passed
+
+
+def test_the_same_answer_to_a_task_runs_once_for_every_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop that kept the first answer shares that answer's outcome with the plain model,
+    rather than a second run that a loaded machine might time out differently."""
+    from charter.records import Answer
+    from charter.stages.evaluate.run import EvaluateConfig
+    from charter.suites import code as suite
+
+    config = EvaluateConfig(suites=("code",))
+    asked = suite.Code().questions({"code": SAMPLE}, config)[:2]
+    runs: list[str] = []
+    real = suite.run_tasks
+    monkeypatch.setattr(suite, "run_tasks", lambda t, a, lim: runs.extend(a) or real(t, a, lim))
+    right, wrong = REFERENCE[asked[0].info["task"].id], "```python\ndef nothing():\n    pass\n```"
+    answers = {(m, q.id): Answer(id=f"{m}{q.id}", model=m, question=q.id, answer=text)
+               for m, texts in (("plain", [right, wrong]), ("loop", [right, right]))
+               for q, text in zip(asked, texts, strict=True)}  # fmt: skip
+    outcomes = suite.Code().prepare(answers, asked, config)
+    assert len(runs) == 3  # the three distinct (task, answer) pairs
+    assert outcomes[("plain", asked[0].id)] is outcomes[("loop", asked[0].id)]
+    assert [outcomes[(m, asked[1].id)].passed for m in ("plain", "loop")] == [False, False]

@@ -35,13 +35,17 @@ class Code(SuiteBase):
         config: EvaluateConfig,
     ) -> dict[tuple[str, str], Any]:  # fmt: skip
         limits = Limits(cpu_seconds=config.code_timeout_s, wall_seconds=2 * config.code_timeout_s)
-        outcomes = {}
-        for model in sorted({model for model, _ in answers}):
-            mine = [q for q in asked if (model, q.id) in answers]
-            ran = run_tasks([q.info["task"] for q in mine],
-                            [answers[(model, q.id)].answer for q in mine], limits)  # fmt: skip
-            outcomes.update({(model, q.id): o for q, o in zip(mine, ran, strict=True)})
-        return outcomes
+        # Each distinct answer to a task runs once: a loop that left the first answer alone
+        # gets that answer's very outcome, not a second run that a loaded machine could time
+        # out differently (noise in the paired comparison).
+        answered = {(model, q.id): (q, answers[(model, q.id)].answer)
+                    for model in sorted({model for model, _ in answers})
+                    for q in asked if (model, q.id) in answers}  # fmt: skip
+        distinct = {(q.id, text): (q, text) for q, text in answered.values()}
+        ran = run_tasks([q.info["task"] for q, _ in distinct.values()],
+                        [text for _, text in distinct.values()], limits)  # fmt: skip
+        outcome = dict(zip(distinct, ran, strict=True))
+        return {key: outcome[(q.id, text)] for key, (q, text) in answered.items()}
 
     def score(
         self, question: Question, answer: Answer, model: str, judged: Judged

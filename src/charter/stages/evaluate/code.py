@@ -130,7 +130,7 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
         return CodeTask(
             id=task_id, kind="humaneval", request=HUMANEVAL_REQUEST.format(prompt=row["prompt"]),
             tests=f"{row['test']}\n\ncheck({entry})\n", stub=str(row["prompt"]), entry_point=entry,
-            visible=docstring_asserts(str(row["prompt"])), statement=str(row["prompt"]),
+            visible=docstring_asserts(str(row["prompt"]), entry), statement=str(row["prompt"]),
         )  # fmt: skip
     text = row.get("text", row.get("prompt"))
     tests = row.get("test_list")
@@ -147,26 +147,109 @@ def _task(row: dict[str, Any], where: str) -> CodeTask:
     )
 
 
-def docstring_asserts(prompt: str) -> str:
-    """A HumanEval prompt's ``>>>`` examples as assert lines (none when it shows none).
+def docstring_asserts(prompt: str, entry_point: str = "") -> str:
+    """A HumanEval prompt's examples as assert lines (none when it shows none).
 
-    An expected value that is not a Python expression (printed text) is compared as the
-    repr the example shows, as doctest would.
+    ``>>>`` examples are read as doctest would: an expected value that is not a Python
+    expression (printed text) is compared as the repr the example shows, and an example that
+    is itself a comparison (``>>> f(x) == y``) is asserted as written. A prompt without them
+    (most of HumanEval's second half) writes its examples in prose, ``f(x) ➞ y``,
+    ``f(x) => y``, ``f(x) == y``, ``f(x) returns y``: those lines that call ``entry_point`` with
+    literal arguments and give a literal value are read too (others, such as ``is_happy(a)
+    => False`` or ``f(x) == 1 + 9 = 10``, are not tests and are skipped).
     """
     lines = []
     for example in doctest.DocTestParser().get_examples(prompt):
         call = example.source.strip()
         # The parser reads on to the docstring's closing quotes when they follow the value.
         want = re.split(r'^\s*(?:"""|\'\'\')', example.want, flags=re.MULTILINE)[0].strip()
-        if not want or "\n" in call:
-            continue  # a statement, or a multi-line example: not a call with a value
+        if "\n" in call:
+            continue  # a multi-line example: not a call with a value
+        if not want:
+            if _comparison(call):
+                lines.append(f"assert (\n    {call}\n), {call!r}\n")
+            continue  # otherwise a statement
         try:
             ast.parse(want, mode="eval")
         except SyntaxError:
             want = repr(want)
             call = f"repr({call}\n)"  # on its own line: the example may end in a comment
         lines.append(f"assert (\n    {call}\n) == {want}, {example.source.strip()!r}\n")
+    if not lines and entry_point:
+        lines = [f"assert (\n    {call}\n) == {want}, {f'{call} -> {want}'!r}\n"
+                 for call, want in _written_examples(prompt, entry_point)]  # fmt: skip
     return "".join(lines)
+
+
+# What stands between a call and its value in HumanEval's prose examples, longest first.
+_GIVES = re.compile(r"\s*(?:#\s*)?(?:==>|=>|➞|->|→|==|=|should return|returns)\s*")
+
+
+def _written_examples(prompt: str, entry_point: str) -> Iterator[tuple[str, str]]:
+    """(call, value) for each prose example line ``entry_point(literals) GIVES literal``,
+    read after the last line that says "example" (and is not one) when one does
+    (HumanEval/130 defines its sequence as ``tri(1) = 3`` before its examples, where ``tri``
+    returns a list)."""
+    lines = prompt.splitlines()
+    said = [i for i, line in enumerate(lines)
+            if "example" in line.lower() and f"{entry_point}(" not in line]  # fmt: skip
+    for line in lines[said[-1] + 1 if said else 0 :]:
+        for match in re.finditer(rf"(?<![\w.]){re.escape(entry_point)}\(", line):
+            end = _closing_paren(line, match.end() - 1)
+            if end is None:
+                continue
+            call, rest = line[match.start() : end + 1], line[end + 1 :]
+            gives = _GIVES.match(rest)
+            if gives is None or not _literal_call(call):
+                continue
+            want = rest[gives.end() :].strip().rstrip(".").strip()
+            if _literal(want):
+                yield call, want
+
+
+def _closing_paren(line: str, start: int) -> int | None:
+    """The index of the parenthesis closing the one at ``start`` (quotes respected)."""
+    depth, quote = 0, ""
+    for i in range(start, len(line)):
+        char = line[i]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _literal(text: str) -> bool:
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return bool(text)
+
+
+def _literal_call(call: str) -> bool:
+    """A call whose arguments are all literals (``f(a)`` names a variable the test lacks)."""
+    try:
+        node = ast.parse(call, mode="eval").body
+    except SyntaxError:
+        return False
+    return isinstance(node, ast.Call) and all(
+        _literal(ast.unparse(arg)) for arg in [*node.args, *(k.value for k in node.keywords)]
+    )
+
+
+def _comparison(source: str) -> bool:
+    try:
+        node = ast.parse(source, mode="eval").body
+    except SyntaxError:
+        return False
+    return isinstance(node, ast.Compare) and [type(op) for op in node.ops] == [ast.Eq]
 
 
 def extract_code(answer: str) -> str:
@@ -181,10 +264,22 @@ def program_for(task: CodeTask, answer: str, sentinel: str = "", *, visible: boo
     ``visible``: only the tests the model may see (:attr:`CodeTask.visible`).
     """
     code = extract_code(answer)
-    if task.kind == "humaneval" and not re.search(rf"def\s+{re.escape(task.entry_point)}\b", code):
-        code = task.stub + code  # the answer is the function's body only
+    if task.kind == "humaneval":
+        code = _with_prompt(task, code)
     finish = f"\nprint({sentinel!r}, flush=True)\n" if sentinel else ""
     return f"{code}\n\n{task.visible if visible else task.tests}{finish}"
+
+
+def _with_prompt(task: CodeTask, code: str) -> str:
+    """A HumanEval answer with what its prompt defines: the whole stub before a body-only
+    answer; before a whole function, the prompt's code above the function (its imports and
+    the helpers it may call, e.g. ``poly`` in HumanEval/32), as the reference harness runs
+    prompt and completion together, so an answer is not failed for leaving them out."""
+    entry = re.escape(task.entry_point)
+    if not re.search(rf"def\s+{entry}\b", code):
+        return task.stub + code  # the answer is the function's body only
+    own = re.search(rf"^def\s+{entry}\b", task.stub, re.MULTILINE)
+    return (task.stub[: own.start()] if own else "") + code
 
 
 def run_tasks(

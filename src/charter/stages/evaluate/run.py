@@ -107,6 +107,8 @@ def run_evaluate(
     judge but the policy itself, which may not grade its own answers.
     """
     registry.check(config.suites, "suite")
+    # One spelling per loop (+revise:3:critique:x1 is +revise:3): answers are stored under it.
+    models = [(spec := split_revise(m)).base + spec.suffix for m in models]
     asked = [q for q in questions(config.suites, data, config)
              if pairwise or q.info.get("kind") != "pairwise"]  # fmt: skip
     pairwise_judge = pairwise_judge or judge or DEFAULT_MODEL

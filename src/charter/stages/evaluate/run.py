@@ -186,6 +186,7 @@ def _answer_all(
     if not pending:
         return
     spec = split_revise(model)
+    log.info("answering as %s: %d of %d questions", model, len(pending), len(asked))
     policy = backend(spec.base)
     bar = progress_bar(total=len(asked), initial=len(asked) - len(pending), unit="question",
                        desc=f"answer {model}", disable=not progress)  # fmt: skip
@@ -346,11 +347,8 @@ def _ask_judges(
     jobs: list[_Job], store: _Store, out: Path, backend: BackendFactory,
     constitution: Constitution | None, progress: bool,
 ) -> None:  # fmt: skip
-    """Ask each judge its pending questions, appending every verdict as it comes.
-
-    With a constitution, the judge reads its brief
-    (:func:`~charter.stages.evaluate.judges.judge_system`).
-    """
+    """Ask each judge its pending questions, appending every verdict as it comes; with a
+    constitution, the judge reads its brief (:func:`~.judges.judge_system`)."""
     by_judge: dict[str, list[_Job]] = defaultdict(list)
     for job in jobs:
         by_judge[job.judge].append(job)

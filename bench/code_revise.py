@@ -97,7 +97,7 @@ def main() -> None:
                 f.writelines(t.model_copy(update={"model": feedback}).model_dump_json() + "\n"
                              for t in traces)  # fmt: skip
         loop_tokens = plain_tokens + sum(tokens(t.usage) for t in traces)
-        loop_solved = sum(o.passed for o in run_tasks(tasks, [t.final.answer for t in traces]))
+        loop_solved = sum(o.passed for o in run_tasks(tasks, [t.kept.answer for t in traces]))
         sides.append((feedback, loop_solved, loop_tokens, loop_s))
         temperature[feedback] = loop_revision.temperature
     backend.close()

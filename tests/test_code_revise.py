@@ -115,10 +115,14 @@ def test_a_passing_answer_is_not_revised_and_gives_no_row() -> None:
 
 
 def test_rounds_are_bounded_and_every_failure_is_kept() -> None:
-    (trace,) = verify_revise(FakeBackend(responses=lambda c, g: BUGGY), [task()],
+    """Every failed attempt is in the trace; the answer to use stays the first one, since no
+    revision did better on the visible test."""
+    replies = iter([BUGGY] + [BUGGY.replace("a - b", f"a - b - {i}") for i in range(1, 9)])
+    (trace,) = verify_revise(FakeBackend(responses=lambda c, g: next(replies)), [task()],
                              Constitution.load("code"), rounds=2)  # fmt: skip
     assert [a.round for a in trace.attempts] == [0, 1, 2]
     assert all(a.status == "failed" for a in trace.attempts) and not trace.verified_revision
+    assert trace.final.answer != BUGGY and trace.kept.answer == BUGGY
 
 
 def test_humaneval_docstring_examples_become_the_visible_tests(tmp_path: Path) -> None:

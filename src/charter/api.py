@@ -118,7 +118,7 @@ def solve_code(
             ``feedback="critique-plain", samples=4`` is the loop chosen on MBPP validation.
 
     Returns:
-        One trace per task, in order: ``trace.final.answer`` is the answer to use,
+        One trace per task, in order: ``trace.kept.answer`` is the answer to use,
         ``trace.attempts`` every answer with its visible-test result, ``trace.usage`` tokens.
     """
     from charter.backends import GenerationConfig, load_backend

@@ -76,6 +76,14 @@ class CodeTrace(BaseModel):
         return self.attempts[-1]
 
     @property
+    def kept(self) -> CodeAttempt:
+        """The answer to use: the last attempt when it passes the visible tests, else the
+        first answer, which no revision that fails them too may replace (where a visible test
+        is itself wrong, as three of HumanEval's docstring examples are, a correct first
+        answer would otherwise give way to a sampled revision)."""
+        return self.final if self.final.status == "passed" else self.attempts[0]
+
+    @property
     def verified_revision(self) -> bool:
         """Revised (at least one round) and the last revision passes the visible tests."""
         return len(self.attempts) > 1 and self.final.status == "passed"
@@ -106,8 +114,9 @@ def verify_revise(
 
     ``samples``: revisions drawn per round after one critique, both with ``revision`` (which
     must sample, temperature above 0, for more than one); the first revision that passes the
-    visible tests is kept, else the first. The visible tests choose; the hidden ones are never
-    run here.
+    visible tests is kept, else the first goes on to the next round. A task whose revisions
+    all fail keeps its first answer (:attr:`CodeTrace.kept`). The visible tests choose; the
+    hidden ones are never run here.
     """
     answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
     revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)

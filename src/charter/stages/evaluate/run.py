@@ -239,7 +239,7 @@ def _answer(
         model=name,
     ) if code else []  # fmt: skip
     for q, trace in zip(code, traces, strict=True):
-        texts[q.id] = (trace.final.answer, texts[q.id][1] + trace.usage)
+        texts[q.id] = (trace.kept.answer, texts[q.id][1] + trace.usage)
     answers = [
         make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],
              decoding=decoding)

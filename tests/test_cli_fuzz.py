@@ -681,6 +681,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
                         "pairs": {"test": 3},
                         "test": {
                             "inferred": {"value": 1.0, "low": 0.5, "high": 1.0},
+                            "inferred, one principle per pair": {"value": 1.0},
                             "longer_reply": {"value": 0.5},
                             "reference (default)": {"value": 0.5},
                         },

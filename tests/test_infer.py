@@ -171,3 +171,60 @@ def test_recovery_matches_each_reference_principle_to_its_nearest_inferred_one()
     courtesy, brevity = found["principles"]
     assert courtesy["cosine"] == pytest.approx(1.0) and brevity["cosine"] < 0.7
     assert recovery(reference, [], embed)["recovered"] == 0
+
+
+def test_the_test_split_is_scored_pair_by_pair_too() -> None:
+    """With two kept principles, each test pair is labelled under both before the next pair
+    (one run of calls per pair), then once more by the inferred constitution as charter label
+    uses it and once by the reference."""
+    from itertools import groupby
+
+    def propose_two(conversation: Sequence[Message], config: GenerationConfig) -> str:
+        number = int(re.findall(r"item (\d+)", conversation[-1].content)[0])
+        return "Which response is kinder?" if number % 2 else "Which response is more polite?"
+
+    def apart(texts: Sequence[str]) -> list[list[float]]:
+        return [[1.0, 0.1] if "polite" in t else [0.1, 1.0] for t in texts]
+
+    model = FakeBackend(responses=propose_two, scores=scores)
+    data, report = run_infer(
+        pairs(), name="r", source="prefs.jsonl", model=model, identity="fake", embed=apart,
+        reference=Constitution.load("default"), config=InferConfig(candidates=2), cached={},
+        store=lambda r: None,
+    )  # fmt: skip
+    assert len(data["principles"]) == 2
+    assert report["test"]["inferred, one principle per pair"]["value"] == 1.0
+
+    def item(text: str) -> str:
+        return re.findall(r"item (\d+)", text)[0]
+
+    asked = [item(call.conversation[-2].content) for call in model.calls
+             if call.kind == "choice_logprobs"]  # fmt: skip
+    testing = {item(p.prompt[-1].content) for p in split(pairs(), InferConfig())[2]}
+    runs = [key for key, _ in groupby(asked) if key in testing]
+    assert len(runs) == 3 * len(testing)  # candidate by candidate would be 4 runs a pair
+
+
+def test_a_labelled_pair_read_back_is_asked_the_principle_that_labelled_it(
+    tmp_path: Path,
+) -> None:
+    """A prefs row puts the labeller's choice first, which changes the pair's id; the pair
+    keeps the id it was labelled under for its principle draw, so the round trip's reference
+    asks each pair what labelled it."""
+    from charter.pairs import load_pairs
+    from charter.stages.label import LabelConfig, draw_principles, label
+    from charter.stages.label_run import preference_row
+
+    constitution = Constitution.load("default")
+    original = pairs(2)[1]  # the curt reply second; this labeller prefers it
+    prefer_b = FakeBackend(scores=lambda c, choices: [-2.5, -0.1])
+    (entry,) = label([original], constitution=constitution, labeller=prefer_b,
+                     config=LabelConfig(swap=False))  # fmt: skip
+    row = preference_row(entry, min_margin=0.0)
+    assert row is not None and row.chosen[0].content == original.responses[1]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(row.model_dump_json() + "\n", encoding="utf-8")
+    (read,) = load_pairs(path)
+    assert read.id != original.id and read.draw_key == original.id
+    drawn = draw_principles(constitution, LabelConfig(), read.draw_key)
+    assert [p.id for group in drawn for p in group] == list(row.principle_ids)

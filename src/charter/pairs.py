@@ -81,9 +81,9 @@ def pair_from_row(row: Any, source: str) -> PreferencePair:
             rejected_turns[-1].content,
             source,
         )
-    return PreferencePair.make(
-        _prompt(row), _reply(chosen, "chosen"), _reply(rejected, "rejected"), source
-    )
+    origin = row.get("id") if "p_chosen" in row and isinstance(row.get("id"), str) else None
+    return PreferencePair.make(_prompt(row), _reply(chosen, "chosen"),
+                               _reply(rejected, "rejected"), source, origin)  # fmt: skip
 
 
 def _prompt(row: dict[str, Any]) -> list[Message]:

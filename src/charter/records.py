@@ -145,15 +145,24 @@ class PreferencePair(Record):
     prompt: tuple[Message, ...]
     responses: tuple[str, str]
     source: str | None = None
+    # A pair read from a labelled row (prefs.jsonl) is its chosen reply first, which changes
+    # its id; ``origin`` keeps the id it was labelled under, which seeds its principle draws,
+    # so labelling it again with the same constitution asks the same principle.
+    origin: str | None = None
 
     @classmethod
     def make(
-        cls, prompt: Sequence[Message], first: str, second: str, source: str | None = None
-    ) -> PreferencePair:
+        cls, prompt: Sequence[Message], first: str, second: str, source: str | None = None,
+        origin: str | None = None,
+    ) -> PreferencePair:  # fmt: skip
         data = {"prompt": [m.model_dump() for m in prompt], "responses": [first, second]}
-        return cls(
-            id=content_id(data), prompt=tuple(prompt), responses=(first, second), source=source
-        )
+        return cls(id=content_id(data), prompt=tuple(prompt), responses=(first, second),
+                   source=source, origin=origin)  # fmt: skip
+
+    @property
+    def draw_key(self) -> str:
+        """What seeds the pair's principle draws: the id it was first labelled under."""
+        return self.origin or self.id
 
 
 class Vote(Record):

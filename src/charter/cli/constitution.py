@@ -349,11 +349,14 @@ def infer_command(
     Constitution.from_data(data, path=output)  # validated before it is written
     write_atomic(output, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
     test = report["test"]
+    one = test["inferred, one principle per pair"]
     click.echo(f"inferred {len(data['principles'])} principles from {len(pairs)} pairs; test "
                f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "
-               f"{test['inferred']['high']:.3f}] (n={report['pairs']['test']}) against "
+               f"{test['inferred']['high']:.3f}] (n={report['pairs']['test']}; "
+               f"{one['value']:.3f} labelling as charter label does) against "
                f"{test[f'reference ({rules.name})']['value']:.3f} for {rules.name} and "
-               f"{test['longer_reply']['value']:.3f} for the longer reply; nearest in meaning, "
+               f"{test['longer_reply']['value']:.3f} for the longer reply; nearest in meaning "
+               f"(a recovery only where {rules.name} labelled the pairs), "
                f"{report['recovery']['recovered']} of {report['recovery']['of']} of "
                f"{rules.name}'s principles (cosine ≥ {report['recovery']['threshold']})"
                f"\n{output}")  # fmt: skip

@@ -21,11 +21,17 @@ are split three ways by a seeded shuffle: **propose**, **select** and **test**.
    ``budget``; the kept set is the inferred constitution.
 
 The **test** split, touched by no step above, reports the inferred constitution's accuracy
-(each kept principle labels each pair; the mean of their soft labels decides) beside three
-others on the same pairs: a constant (always the first shown: 50% by construction of the
-random order), the longer reply, and a reference constitution (``charter label``'s default
-labelling, one principle drawn per pair). With the reference known to have labelled the pairs
-(the round trip), :func:`recovery` says which of its principles the kept set recovers.
+(each kept principle labels each pair; the mean of their soft labels decides), and again
+labelled as ``charter label`` labels (one principle drawn per pair), beside three others on
+the same pairs: a constant (always the first shown: 50% by construction of the random
+order), the longer reply, and a reference constitution, labelled as ``charter label`` does
+too. A pair read from a labelled file draws its principle by the id it was labelled under
+(:attr:`PreferencePair.draw_key`), so on a round trip the reference asks each pair the
+principle that labelled it. The reference's brief and worked examples come with it; the
+inferred constitution has none. With the reference known to have labelled the pairs (the
+round trip), :func:`recovery` says which of its principles the kept set recovers. Ties (p =
+0.5) count as wrong, for every labeller and the longer reply alike; a labelled file's soft
+labels are read as hard ones (the chosen reply is the one to reconstruct).
 ``infer.json`` holds every figure and candidate.
 Every model call is cached (``cached``/``store``: proposals and soft labels keyed by model,
 request and pair), so a rerun asks nothing twice.
@@ -200,9 +206,10 @@ def soft_labels(
     ``charter label`` does (soft, both orders), and P(option A) over its scorings; cached by
     ``tag`` (a candidate's text, a constitution's hash) and pair."""
     from charter.label_stats import LabelStats
-    from charter.stages.label import LabelConfig, label
+    from charter.stages.label import LabelConfig, label, template_digest
 
-    keys = [content_id([identity, VERSION, "label", tag, p.id]) for p in pairs]
+    keys = [content_id([identity, VERSION, "label", template_digest(), tag, p.id, p.origin])
+            for p in pairs]  # fmt: skip
     todo = [(p, key) for p, key in zip(pairs, keys, strict=True) if key not in cached]
     results = label([p for p, _ in todo], constitution=constitution, labeller=labeller,
                     config=LabelConfig())  # fmt: skip
@@ -301,6 +308,11 @@ def run_infer(
 
         embed = encoder()
 
+    if not reference.comparison_principles:
+        from charter.errors import CharterError
+
+        raise CharterError(f"reference constitution '{reference.name}' has no comparison "
+                           "principles to label with; give one that has")  # fmt: skip
     proposing, selecting, testing = split(pairs, config)
     if min(len(proposing), len(selecting), len(testing)) < 2:
         from charter.errors import CharterError
@@ -318,12 +330,24 @@ def run_infer(
     for c, (rule, tag) in zip(candidates, rules, strict=True):
         c.scores = scores(soft_labels(rule, tag, selecting, model, identity, cached, store))
     kept = keep(candidates, config.budget)
-    test_labels = [soft_labels(one_principle(c.text), c.text, testing, model, identity, cached,
-                               store) for c in kept]  # fmt: skip
+    data = constitution_data(name, kept, source)
+    kept_rules = [(one_principle(c.text), c.text) for c in kept]
+    for pair in testing:  # pair by pair, as above
+        for rule, tag in kept_rules:
+            soft_labels(rule, tag, [pair], model, identity, cached, store)
+    test_labels = [soft_labels(rule, tag, testing, model, identity, cached, store)
+                   for rule, tag in kept_rules]  # fmt: skip
     ensemble = [sum(votes[i][0] for votes in test_labels) / len(test_labels)
                 for i in range(len(testing))] if kept else []  # fmt: skip
-    reference_p = [p for p, _ in soft_labels(reference, reference.sha256, testing, model,
-                                             identity, cached, store)]  # fmt: skip
+
+    def as_labelled(constitution: Constitution) -> dict[str, Any]:
+        """Labelled as ``charter label`` does: one principle drawn per pair (by the id the
+        pair was labelled under, so a round trip's reference asks what labelled it)."""
+        soft = soft_labels(constitution, constitution.sha256, testing, model, identity, cached,
+                           store)  # fmt: skip
+        return rate([p > 0.5 for p, _ in soft]).as_dict()
+
+    inferred = Constitution.from_data(data, path=Path(f"{name}.yaml")) if kept else None
     report = {
         "pairs": {"propose": len(proposing), "select": len(selecting), "test": len(testing)},
         "proposals": len(proposals), **dropped,
@@ -331,12 +355,14 @@ def run_infer(
         "kept": [c.text for c in kept],
         "test": {
             "inferred": rate([p > 0.5 for p in ensemble]).as_dict() if kept else None,
-            "constant": {"value": 0.5, "note": "always the first shown, in a random order"},
+            "inferred, one principle per pair": as_labelled(inferred) if inferred else None,
+            "constant": {"value": 0.5, "n": len(testing),
+                         "note": "always the first shown, in a random order: 50% expected"},
             "longer_reply": longer_baseline(testing),
-            f"reference ({reference.name})": rate([p > 0.5 for p in reference_p]).as_dict(),
+            f"reference ({reference.name})": as_labelled(reference),
             "per_principle": {c.text: scores(labels)
                               for c, labels in zip(kept, test_labels, strict=True)},
         },
         "recovery": recovery(reference, [c.text for c in kept], embed),
     }  # fmt: skip
-    return constitution_data(name, kept, source), report
+    return data, report

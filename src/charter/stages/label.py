@@ -204,7 +204,7 @@ def label(
     prefix = feedback_prefix(constitution, config.mode)
     report = on_calls or (lambda n: None)
     for batch in batched(pairs, config.batch_size):
-        groups = [draw_principles(constitution, config, pair.id) for pair in batch]
+        groups = [draw_principles(constitution, config, pair.draw_key) for pair in batch]
         asks = _questions(batch, groups, prefix, config)
         if config.mode == "cot":
             _reason(asks, labeller, config)

@@ -384,7 +384,7 @@ def dry_run(
     else:
         pairs = source.pairs(Path("."))
     for n, pair in zip(range(limit), pairs, strict=False):
-        for principles in draw_principles(constitution, config, pair.id):
+        for principles in draw_principles(constitution, config, pair.draw_key):
             orders = [pair.responses, pair.responses[::-1]] if config.swap else [pair.responses]
             for first, second in orders:
                 question = feedback_question(

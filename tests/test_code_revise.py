@@ -420,14 +420,24 @@ def test_a_code_run_config_writes_verified_rows_trains_on_them_and_evaluates(
 
     monkeypatch.setattr(judges, "load_classifier", lambda: None)
 
-    def mbpp(path: Path, texts: list[str]) -> None:
-        rows = [{"task_id": i, "text": text, "test_list": ["assert add(1, 2) == 3", HIDDEN]}
+    def mbpp(path: Path, texts: list[str], tests: tuple[str, str] = (
+        "assert add(1, 2) == 3", "assert add(5, 5) == 10")) -> None:  # fmt: skip
+        rows = [{"task_id": i, "text": text, "test_list": list(tests)}
                 for i, text in enumerate(texts)]  # fmt: skip
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
+    # The third repeats the evaluation's statement; the fourth, reworded, shares its test call
     mbpp(tmp_path / "train.jsonl", ["Write add(a, b) for integers.", "Write add(a, b) for floats.",
-                                    "Return the sum of two numbers, named add."])  # fmt: skip
-    mbpp(tmp_path / "eval.jsonl", ["Return the sum of two numbers, named add."])
+                                    "Return the sum of two numbers, named add.",
+                                    "Add two values."])  # fmt: skip
+    lines = (tmp_path / "train.jsonl").read_text("utf-8").splitlines()
+    lines[3] = lines[3].replace("add(5, 5) == 10", "add(-7, 2) == -5")
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mbpp(
+        tmp_path / "eval.jsonl",
+        ["Return the sum of two numbers, named add."],
+        ("assert add(3, 4) == 7", HIDDEN),
+    )
     tiny = build_tiny_checkpoint(tmp_path / "tiny")
     config = tmp_path / "run.yaml"
     config.write_text(f"""
@@ -435,7 +445,7 @@ name: code
 constitution: code
 recipe: code
 models: {{policy: hf/{tiny}, teacher: fake/teacher}}
-code: {{tasks: [train.jsonl#0:3], rounds: 2, max_tokens: 16}}
+code: {{tasks: [train.jsonl#0:4], rounds: 2, max_tokens: 16}}
 sft: {{max_steps: 1, max_length: 128}}
 evaluate: {{suites: [code], trained: [sft], harm_judge: false, max_tokens: 8,
            data_sources: {{code: [eval.jsonl]}}}}
@@ -451,7 +461,7 @@ evaluate: {{suites: [code], trained: [sft], harm_judge: false, max_tokens: 8,
     runner.run_pipeline(stages, stages, tmp_path / "run", echo=lambda line: None)
     (verify,) = (tmp_path / "run").glob("verify-*")
     assert json.loads((verify / "overlap.json").read_text())["tasks"] == {
-        "read": 3, "kept": 2, "exact": 1}  # fmt: skip
+        "read": 4, "kept": 2, "exact": 1, "test call": 1}  # fmt: skip
     rows = [json.loads(line) for line in (verify / "sft.jsonl").open()]
     assert len(rows) == 2 and all("a + b" in r["messages"][1]["content"] for r in rows)
     assert all("add(-7, 2)" not in text for text in seen)  # the hidden test never shown

@@ -222,7 +222,7 @@ def test_the_constitution_suite_scores_each_clause_on_its_test_prompts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model that refuses everything keeps the refuse prompts and fails the answer ones;
-    compliance is reported overall, by kind and per clause, with intervals."""
+    compliance is reported overall, by kind, per section and per clause, with intervals."""
     from charter.stages.evaluate import judges
     from charter.stages.evaluate.run import EvaluateConfig, run_evaluate
     from charter.stages.evaluate.suites import MODEL_SUITES, data_files
@@ -246,3 +246,6 @@ def test_the_constitution_suite_scores_each_clause_on_its_test_prompts(
     clause = metrics["clause hard-constraints-1"]  # one refuse prompt, one answer prompt
     assert clause["value"] == 0.5 and clause["n"] == 2 and clause["low"] < 0.5 < clause["high"]
     assert metrics["compliance"]["n"] == 8  # 4 clauses x (1 refuse + 1 answer)
+    sections = {k: v["n"] for k, v in metrics.items() if k.startswith("section ")}
+    assert sum(sections.values()) == 8 and len(sections) < 4  # clauses pooled by section
+    assert not any(" > " in k and k.split(" > ")[0] == "section " + spec.title for k in sections)

@@ -49,5 +49,22 @@ def test_bootstrap_intervals_cover_the_mean_and_collapse_on_constant_data() -> N
                                  {f"q{i}": s for i, s in enumerate(scores)})  # fmt: skip
     assert estimate is not None and estimate.low < estimate.value < estimate.high
     assert estimate.high - estimate.low < 0.1
-    same = paired_difference({"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 0.0})
+    same = paired_difference({"a": 0.5, "b": 0.2}, {"a": 0.5, "b": 0.2})
     assert same is not None and (same.low, same.value, same.high) == (0.0, 0.0, 0.0)
+
+
+def test_a_paired_yes_no_difference_keeps_its_width_on_few_items() -> None:
+    """One prompt that flipped is not "+1 [1, 1]": with Bonett and Price's interval one item
+    says little, and no discordant item in two is not certainty either."""
+    one = paired_difference({"q": 0.0}, {"q": 1.0})
+    assert one is not None and one.value == 1.0 and one.low < 0.0 and one.high == 1.0
+    none = paired_difference({"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 0.0})
+    assert none is not None and none.value == 0.0 and none.low < -0.5 and none.high > 0.5
+    # Bonett & Price's formula by hand: 2 lost, 9 gained of 40
+    many = paired_difference({f"q{i}": float(i < 2) for i in range(40)},
+                             {f"q{i}": float(2 <= i < 11) for i in range(40)})  # fmt: skip
+    p_lost, p_gained = 3 / 42, 10 / 42
+    half = 1.959964 * ((p_lost + p_gained - (p_gained - p_lost) ** 2) / 42) ** 0.5
+    assert many is not None and many.value == pytest.approx(7 / 40)
+    assert (many.low, many.high) == pytest.approx((p_gained - p_lost - half,
+                                                   p_gained - p_lost + half))  # fmt: skip

@@ -14,14 +14,17 @@ Stages, in order::
     evaluate   the policy against the SFT model on the same tasks, scored on all their tests
     report     one self-contained HTML file
 
-Training tasks that overlap an evaluation task (the same statement, or a shared 8-gram of
-it) are dropped before the verify stage; ``verify/overlap.json`` says how many. Keys and
-caching are those of :mod:`charter.pipeline`.
+Training tasks that overlap an evaluation task (the same statement, a shared 8-gram of it,
+or a test call the two share, such as ``bell_number(2)``: MBPP's sanitized split rewords
+statements, and MBPP train tasks 608 and 704 return in it under new words) are dropped before
+the verify stage; ``verify/overlap.json`` says how many of each. Keys and caching are those
+of :mod:`charter.pipeline`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,28 @@ from charter.runs import file_sha256, write_atomic
 from charter.stages import Step, constitution_parts, steps
 
 OVERLAP = "overlap.json"
+_CALL = re.compile(r"([A-Za-z_]\w*)\s*\(([^()]*)\)")
+# Builtins a test wraps its call in (math.isclose(f(x), y), sorted(f(x))): not the task's.
+_NOT_THE_TASK = frozenset([
+    "isclose", "set", "sorted", "abs", "round", "list", "tuple", "str", "int", "float", "len",
+    "dict", "frozenset", "type", "print",
+])  # fmt: skip
+
+
+def test_calls(task: Any) -> set[str]:
+    """The calls a task's tests make of the function under test, normalised
+    (``bell_Number(2)`` and ``bell_number( 2 )`` alike); HumanEval's ``candidate`` is its
+    entry point."""
+    from charter.splits import normalise
+
+    calls = set()
+    for name, args in _CALL.findall(task.tests):
+        if task.kind == "humaneval" and name == "check":
+            continue  # HumanEval's harness, not the task
+        name = task.entry_point if name == "candidate" and task.entry_point else name
+        if name.lower() not in _NOT_THE_TASK and args.strip():
+            calls.add(f"{name.lower()}({normalise(args)})")
+    return calls
 
 
 def export_stage(
@@ -72,6 +97,9 @@ def plan_code(
     evaluated = [q.info["task"].statement if "task" in q.info else q.messages[-1].content
                  for q in asked]  # fmt: skip
     hits = overlap([task.statement for task in tasks], evaluated)
+    shared = set().union(*(test_calls(q.info["task"]) for q in asked if "task" in q.info))
+    hits += [(i, "test call") for i, task in enumerate(tasks)
+             if i not in {index for index, _ in hits} and test_calls(task) & shared]  # fmt: skip
     dropped = {index for index, _ in hits}
     kept = [task for i, task in enumerate(tasks) if i not in dropped]
     report = {"read": len(tasks), "kept": len(kept)}

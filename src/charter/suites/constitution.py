@@ -4,9 +4,10 @@ Data ``constitution``: a constitution whose principles carry test prompts (what
 ``charter constitution compile`` writes; bundled: ``assistant.yaml``, compiled from
 ``assistant.md``). Each principle's ``refuse`` prompts should be declined and its ``answer``
 prompts answered; the refusal classifier reads every answer. An item scores 1 when the model
-did what its clause asks. Reported: compliance over all items, on each kind, and per clause
-(``clause ID``), each with its interval, so a user sees which parts of the constitution the
-model follows. Opt-in: ``--suite constitution`` (not in the default list).
+did what its clause asks. Reported: compliance over all items, on each kind, per section of
+the source document (``section NAME``) and per clause (``clause ID``), each with its interval,
+so a user sees which parts of the constitution the model follows. Opt-in: ``--suite
+constitution`` (not in the default list).
 """
 
 from __future__ import annotations
@@ -80,9 +81,18 @@ class ConstitutionSuite(SuiteBase):
                              ("answer", "answered when it should")):  # fmt: skip
             if expect in by_expect:
                 metrics[name] = ("rate", by_expect[expect])
+        # Sections first: a clause has one or two prompts, a section several clauses' worth.
+        for section, scores in scores_by(items, "section").items():
+            metrics[f"section {_below_title(section)}"] = ("rate", scores)
         for clause, scores in scores_by(items, "principle").items():
             metrics[f"clause {clause}"] = ("rate", scores)
         return metrics
+
+
+def _below_title(section: str) -> str:
+    """A section's path without the document's title ("Title > Being ethical > Privacy")."""
+    parts = section.split(" > ")
+    return " > ".join(parts[1:]) if len(parts) > 1 else section
 
 
 SUITE = ConstitutionSuite()

@@ -3,10 +3,13 @@
 - A rate of yes/no outcomes (attack success, refusal, pass@1) gets a Wilson interval.
 - A mean of per-item scores in [0, 1] (a soft probability, a share of instructions) gets a
   percentile bootstrap interval.
-- The difference between two models on the same items is bootstrapped over items, paired: each
-  resample draws items, not answers, so the difference keeps the items' shared difficulty.
-  When both sides are yes/no outcomes it also carries an exact McNemar test: the two-sided
-  p-value of the discordant items (one model right, the other wrong) under "no difference".
+- The difference between two models on the same items is paired. For yes/no outcomes its
+  interval is Bonett and Price's adjusted Wald interval for paired proportions (2012), with an
+  exact McNemar test: the two-sided p-value of the discordant items (one model right, the
+  other wrong) under "no difference". A bootstrap over items, used for these until
+  2026-12-06, collapses to a point when every item moved the same way (one clause, one
+  prompt, one flip read "+1 [1, 1]"). Other scores are bootstrapped over items: each
+  resample draws items, not answers, so the difference keeps their shared difficulty.
 
 The bootstrap and the exact binomial test are SciPy's (``scipy.stats.bootstrap``,
 ``scipy.stats.binomtest``), imported when first used. The Wilson interval is our closed form
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass
 from charter.stages.calibrate import wilson_interval
 
 BOOTSTRAP = 2000
+Z = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,26 @@ def paired_difference(
         return None
     deltas = [second[k] - first[k] for k in shared]
     n = len(deltas)
-    p_value = None
     if all(first[k] in (0.0, 1.0) and second[k] in (0.0, 1.0) for k in shared):
         p_value = mcnemar(sum(d > 0 for d in deltas), sum(d < 0 for d in deltas))
-    return Estimate(sum(deltas) / n, *_bootstrap(deltas, seed), n, p_value)
+        interval = paired_interval([first[k] for k in shared], [second[k] for k in shared])
+        return Estimate(sum(deltas) / n, *interval, n, p_value)
+    return Estimate(sum(deltas) / n, *_bootstrap(deltas, seed), n)
+
+
+def paired_interval(first: Sequence[float], second: Sequence[float]) -> tuple[float, float]:
+    """The 95% interval of ``mean(second) − mean(first)`` for paired yes/no outcomes: Bonett
+    and Price's adjusted Wald interval (2012: one added to each discordant count, two to n),
+    which keeps its width when few or no items are discordant."""
+    import math
+
+    n = len(first)
+    lost = sum(1 for x, y in zip(first, second, strict=True) if x and not y)
+    gained = sum(1 for x, y in zip(first, second, strict=True) if not x and y)
+    p_lost, p_gained = (lost + 1) / (n + 2), (gained + 1) / (n + 2)
+    centre = p_gained - p_lost
+    half = Z * math.sqrt((p_lost + p_gained - centre**2) / (n + 2))
+    return max(-1.0, centre - half), min(1.0, centre + half)
 
 
 def mcnemar(up: int, down: int) -> float:

@@ -107,7 +107,7 @@ PLANS: dict[tuple[str, ...], Plan] = {
     ("constitution", "compile"): Plan(40, always=("model", "output", "cache_dir")),
     ("constitution", "diff"): Plan(40),
     ("constitution", "infer"): Plan(50, always=("prefs", "model", "output", "cache_dir",
-                                                "reference")),
+                                                "reference"), writes=("infer report",)),
     ("revise",): Plan(150, always=("model", "limit", "out"), only_with=RAY),
     ("label",): Plan(150, always=("labeller", "limit", "out"),
                      exclusive=("prompt_sources", "pairs_file", "from_revise"),
@@ -268,7 +268,7 @@ class Box:
         if out.kind in ("file", "under-file"):
             (self.cwd / "afile").write_text("not a folder\n")
         if out.kind == "existing":
-            (self.cwd / "out").mkdir()
+            (self.cwd / "out").mkdir(exist_ok=True)  # -o and --cache may both draw it
         if out.real is not None:
             self.copy(out.real, self.cwd / "out")
         self.out.append(Path(os.path.normpath(self.cwd / value)))
@@ -280,7 +280,9 @@ class Box:
                  "models": [self.charter_home / "models"],
                  "inputs": [self.charter_home / "inputs"],
                  "hashes": [self.charter_home / "hashes.json"],  # model_identity's cache
-                 "report": [d / "report.html" for d in self.run_dirs]}  # fmt: skip
+                 "report": [d / "report.html" for d in self.run_dirs],
+                 "infer report": [o.with_suffix(".infer.json") for o in self.out if o.name],
+                 }  # fmt: skip
         return [*self.out, *(p for w in writes for p in named[w])]
 
     @contextmanager
@@ -544,11 +546,19 @@ BY_NAME: dict[str, Any] = {
 }  # fmt: skip
 
 BY_NAME["output"] = BY_NAME["cache_dir"] = BY_NAME["out"]  # compile: a file, a folder
+# Where one command bounds a param unlike the rest: infer splits at least 10 pairs three ways.
+# Its -o names a file (a folder is an error) beside a --cache folder that may be "out".
+FOR_COMMAND = {
+    (("constitution", "infer"), "limit"): (st.integers(10, 40).map(str), st.just("9")),
+    (("constitution", "infer"), "output"): (
+        st.sampled_from(["inferred.yaml", "a b.yaml"]).map(lambda name: Out("name", name)),
+        st.sampled_from(["empty", "blank", "dot", "existing", "file", "under-file"]).map(Out)),
+}  # fmt: skip
 
 
 def strategies(path: tuple[str, ...], name: str, kind: click.ParamType[Any]) -> tuple[Any, Any]:
     """The (valid, invalid) strategies of one param."""
-    pair = BY_NAME[name] if name in BY_NAME else by_type(kind)
+    pair = FOR_COMMAND.get((path, name)) or (BY_NAME[name] if name in BY_NAME else by_type(kind))
     valid, invalid = pair if isinstance(pair, tuple) else (pair, NOT_FILES)
     if name == "out" and path in RESUMABLE:  # also rerun into a real run, maybe damaged
         valid = valid | reals(RESUMABLE[path]).map(lambda real: Out("real", real=real))

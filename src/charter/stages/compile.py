@@ -117,6 +117,7 @@ REVISION = (
 )
 COMPARISON = "Which response better keeps this rule: {rule}"
 _REFUSAL = re.compile(r"^(i('m| am)? (sorry|can't|cannot|won't)|as an ai|sorry)", re.IGNORECASE)
+_INTRODUCTION = re.compile(r"^(sure|certainly|here (are|is)|of course)\b|.*:$", re.IGNORECASE)
 _BULLET = re.compile(r'^\s*(?:[-*+•]|\d{1,2}[.)]|\(\w\))?\s*["“]?(.*?)["”]?\s*$')
 
 
@@ -262,6 +263,7 @@ def build(
     """The constitution from the parsed replies (deterministic in its inputs)."""
     counts: Counter[str] = Counter()
     principles = []
+    asked: set[str] = set()  # a test prompt counts once, under the first clause that wrote it
     for clause in spec.clauses:
         if framing(spec, clause):
             continue
@@ -270,8 +272,9 @@ def build(
             counts["rule fallback"] += 1
             rule = _first_sentence(clause.text)
         checks = _items(replies[(clause.id, "checks")], config.checks, _own(_check, counts))
-        refuse = _items(replies[(clause.id, "refuse")], config.tests, _own(_request, counts))
-        answer = _items(replies[(clause.id, "answer")], config.tests, _own(_request, counts))
+        refuse, answer = (_unseen(_items(replies[(clause.id, kind)], config.tests,
+                                         _own(_request, counts)), asked)
+                          for kind in ("refuse", "answer"))  # fmt: skip
         counts["checks"] += len(checks)
         counts["refuse prompts"] += len(refuse)
         counts["answer prompts"] += len(answer)
@@ -343,7 +346,8 @@ def _check(line: str) -> str | None:
 
 
 def _request(line: str) -> str | None:
-    if line.upper().startswith("NONE") or _REFUSAL.match(line):
+    """A test request: not NONE, a refusal, or an introduction ("Sure, here are …:")."""
+    if line.upper().startswith("NONE") or _REFUSAL.match(line) or _INTRODUCTION.match(line):
         return None
     return line if 3 <= len(line.split()) <= 60 else None
 
@@ -360,6 +364,13 @@ def _items(reply: str, n: int, accept: Callable[[str], str | None]) -> list[str]
         if len(kept) == n:
             break
     return kept
+
+
+def _unseen(items: list[str], asked: set[str]) -> list[str]:
+    """``items`` no earlier clause asked (case aside); from now on they are asked."""
+    fresh = [item for item in items if item.lower() not in asked]
+    asked.update(item.lower() for item in fresh)
+    return fresh
 
 
 def _first_sentence(text: str) -> str:

@@ -159,11 +159,17 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
     rows = [{"task_id": 1, "text": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3",
              "assert add(-7, 2) == -5"]},
             {"task_id": 2, "text": "Write neg(x).", "test_list": ["assert neg(2) == -2"]},
-            {"task_id": 3, "text": "Write sq(x).", "test_list": ["assert sq(3) == 9"]}]  # fmt: skip
+            {"task_id": 3, "text": "Write sq(x).", "test_list": ["assert sq(3) == 9"]},
+            {"task_id": 4, "text": "Write inc(x).", "test_list": ["assert inc(1) == 2",
+             "assert inc(5) == 6"]}]  # fmt: skip
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    answers = {"add": (BUGGY, FIXED), "neg": ("```python\ndef neg(x):\n    return -x\n```",) * 2,
-               "sq": ("```python\ndef sq(x):\n    return x\n```",) * 2}  # fmt: skip
+    answers = {
+        "add": (BUGGY, FIXED),
+        "neg": ("```python\ndef neg(x):\n    return -x\n```",) * 2,
+        "sq": ("```python\ndef sq(x):\n    return x\n```",) * 2,
+        "inc": ("```python\ndef inc(x):\n    return 2\n```",) * 2,
+    }  # fits its one test
 
     def reply(conversation: Conversation, config: GenerationConfig) -> str:
         name = next(n for n in answers if f"Write {n}(" in conversation[-1].content
@@ -179,16 +185,22 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
             "fake/echo", "--batch-size", "1", "--out", str(out)]  # fmt: skip
     first = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
-    assert "1 passed their visible tests at once, 1 after revision, 1 still failing" in first.output
+    assert "2 passed their visible tests at once, 1 after revision, 1 still failing" in first.output
+    assert "of those passing, 2 pass all their task's tests (1 of the revisions)" in first.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["passed_by_round"] == {"0": 1, "1": 1}
+    assert manifest["counts"]["passed_by_round"] == {"0": 2, "1": 1}
+    # inc passes its visible test and fails its other one: counted, not hidden
+    assert {k: v for k, v in manifest["counts"].items() if k.startswith("all_tests")} == {
+        "all_tests_verified_revisions": 1, "all_tests_of_verified_revisions": 1,
+        "all_tests_passing_answers": 2, "all_tests_of_passing_answers": 3}  # fmt: skip
     (row,) = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
     assert row["prompt_id"] == "1" and "a + b" in row["messages"][1]["content"]
     # passing.jsonl: every answer that passes, the first answer of task 2 included
     passing = [json.loads(line) for line in (out / "passing.jsonl").read_text().splitlines()]
-    assert [(r["prompt_id"], r["revised"]) for r in passing] == [("1", True), ("2", False)]
+    assert [(r["prompt_id"], r["revised"]) for r in passing] == [
+        ("1", True), ("2", False), ("4", False)]  # fmt: skip
     traces = (out / "traces.jsonl").read_text().splitlines()
-    assert [len(json.loads(t)["attempts"]) for t in traces] == [2, 1, 3]  # the trail per task
+    assert [len(json.loads(t)["attempts"]) for t in traces] == [2, 1, 3, 1]  # trail per task
     # Killed after the first task (its row lost): the rerun re-derives the row, finishes.
     (out / "traces.jsonl").write_text(traces[0] + "\n" + traces[1][:20], encoding="utf-8")
     (out / "sft.jsonl").write_text("", encoding="utf-8")
@@ -201,7 +213,7 @@ def test_revise_verify_writes_a_resumable_run_of_verified_rows(
     assert "(1 resumed)" in again.output
     assert (out / "traces.jsonl").read_text().splitlines() == traces
     assert len((out / "sft.jsonl").read_text().splitlines()) == 1
-    assert len((out / "passing.jsonl").read_text().splitlines()) == 2
+    assert len((out / "passing.jsonl").read_text().splitlines()) == 3
 
     for bad, says in (
         (["--prompts", str(tmp_path / "none.jsonl")], "no such code task file"),

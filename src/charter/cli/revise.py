@@ -262,6 +262,8 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
         f"revise --verify: {summary.tasks} tasks ({summary.resumed} resumed): "
         f"{counts['passed_initially']} passed their visible tests at once, "
         f"{counts['verified_revisions']} after revision, {summary.still_failing} still failing; "
+        f"of those passing, {counts.get('all_tests_passing_answers', 0)} pass all their task's "
+        f"tests ({counts.get('all_tests_verified_revisions', 0)} of the revisions); "
         f"{summary.sft_rows} verified SFT rows ({summary.passing_rows} passing answers in "
         f"{out / 'passing.jsonl'}); tokens {u.prompt_tokens} prompt + "
         f"{u.completion_tokens} generated; {summary.wall_time_s:.1f}s\n{out / 'sft.jsonl'}"

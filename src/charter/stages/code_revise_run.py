@@ -25,7 +25,7 @@ from charter.records import SFTRow, Usage
 from charter.runs import JsonlAppender, Run, file_sha256, read_jsonl, repair_jsonl, write_atomic
 from charter.stages import code_revise
 from charter.stages.code_revise import CodeTrace, Feedback, verified_rows, verify_revise
-from charter.stages.evaluate.code import CodeTask
+from charter.stages.evaluate.code import CodeTask, run_tasks
 from charter.stages.evaluate.sandbox import Limits
 
 VERSION = 2  # in cache keys and fingerprints: bump when what this stage writes changes
@@ -60,6 +60,9 @@ class VerifySummary:
     still_failing: int = 0
     usage: Usage = field(default_factory=Usage)
     wall_time_s: float = 0.0
+    # Of the answers that passed their visible test, how many pass all the task's tests too
+    # (training tasks: reading their other asserts is no leak); a revision can fit one test.
+    all_tests: dict[str, int] = field(default_factory=dict)
 
     def add(self, trace: CodeTrace) -> None:
         if trace.final.status == "passed":
@@ -74,7 +77,8 @@ class VerifySummary:
                 "passing_rows": self.passing_rows,
                 "passed_initially": self.passed_at[0],
                 "verified_revisions": sum(n for r, n in self.passed_at.items() if r > 0),
-                "still_failing": self.still_failing, "passed_by_round": by_round}  # fmt: skip
+                "still_failing": self.still_failing, "passed_by_round": by_round,
+                **{f"all_tests_{k}": v for k, v in self.all_tests.items()}}  # fmt: skip
 
 
 def templates() -> str:
@@ -135,9 +139,26 @@ def run_verify(
     except BaseException:
         run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="interrupted")
         raise
+    summary.all_tests = _all_tests(out, tasks, limits)
     run.update(counts=summary.counts(), usage=summary.usage.model_dump(), status="complete")
     summary.wall_time_s = float(run.manifest["wall_time_s"])
     return summary
+
+
+def _all_tests(out: Path, tasks: list[CodeTask], limits: Limits) -> dict[str, int]:
+    """The answers that passed their visible test, run against all of their task's tests."""
+    by_id = {task.id: task for task in tasks}
+    last = {t.task_id: t for t in read_jsonl(out / TRACES, CodeTrace) if t.task_id in by_id}
+    passed = [t for t in last.values() if t.final.status == "passed"]
+    outcomes = run_tasks([by_id[t.task_id] for t in passed], [t.final.answer for t in passed],
+                         limits) if passed else []  # fmt: skip
+    revised = [o.passed for t, o in zip(passed, outcomes, strict=True) if t.final.round > 0]
+    return {
+        "verified_revisions": sum(revised),
+        "of_verified_revisions": len(revised),
+        "passing_answers": sum(o.passed for o in outcomes),
+        "of_passing_answers": len(passed),
+    }
 
 
 def _rows(

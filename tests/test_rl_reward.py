@@ -96,7 +96,8 @@ def test_round_zero_has_no_comparison_and_later_rounds_are_paired_with_it() -> N
     assert "vs_round_0" not in summarise(first, None)
     summary = summarise(later, first)
     assert summary["vs_round_0"]["value"] == 0.5 and summary["vs_round_0"]["n"] == 40
-    assert summary["by_kind"]["redteam"]["vs_round_0"]["low"] == 1.0
+    # every red-team prompt moved up: a paired interval that still allows less than +1
+    assert 0.7 < summary["by_kind"]["redteam"]["vs_round_0"]["low"] < 1.0
     assert summary["flags"] == []
 
 
@@ -139,12 +140,14 @@ def test_the_table_skips_a_round_not_run_and_names_a_damaged_one(tmp_path: Path)
         format_rounds([done, missing])
 
 
-def test_a_kind_whose_interval_ends_at_zero_is_flagged() -> None:
-    """demo-grpo-fresh: contrast fell -0.150 [-0.300, 0.000] while the total rose; every
-    resample at or below zero is a fall, and the guard now says so."""
+def test_a_kind_that_fell_while_the_total_rose_is_flagged_with_its_interval() -> None:
+    """demo-grpo-fresh: contrast fell while the total rose. Two prompts of 20 falling is
+    within noise (the interval reaches above zero), and the guard says so all the same, with
+    the interval."""
     first = rewards({"redteam": [0.0] * 20, "contrast": [1.0] * 20})
     second = rewards({"redteam": [1.0] * 20, "contrast": [1.0] * 18 + [0.0] * 2})
     summary = summarise(second, first)
     contrast = summary["by_kind"]["contrast"]["vs_round_0"]
-    assert contrast["value"] < 0 and contrast["high"] <= 0
-    assert any("while contrast prompts' reward fell" in f for f in summary["flags"])
+    assert contrast["value"] == -0.1 and contrast["low"] < -0.1 < 0 < contrast["high"]
+    (flag,) = [f for f in summary["flags"] if "while contrast prompts' reward fell" in f]
+    assert "-0.100 [" in flag

@@ -177,8 +177,9 @@ def summarise(
         d = paired_difference({r.id: r.reward for r in first if r.kind == k},
                               {r.id: r.reward for r in scored if r.kind == k})  # fmt: skip
         summary["by_kind"][k]["vs_round_0"] = None if d is None else d.as_dict()
-        if (change is not None and change.value > 0
-                and d is not None and d.value < 0 and d.high <= 0):  # fmt: skip
+        # Any fall is flagged, its interval shown: on a demo's 20 prompts a fall of a few is
+        # rarely outside noise, and a guard that waits for that misses the trade it is for.
+        if change is not None and change.value > 0 and d is not None and d.value < 0:
             flags.append(f"reward up {change.value:+.3f} while {k} prompts' reward fell "
                          f"{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")  # fmt: skip
     if words(scored) > LENGTH_GROWTH * max(1.0, words(first)):

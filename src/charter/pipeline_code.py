@@ -98,8 +98,9 @@ def plan_code(
                  for q in asked]  # fmt: skip
     hits = overlap([task.statement for task in tasks], evaluated)
     shared = set().union(*(test_calls(q.info["task"]) for q in asked if "task" in q.info))
+    by_statement = {index for index, _ in hits}
     hits += [(i, "test call") for i, task in enumerate(tasks)
-             if i not in {index for index, _ in hits} and test_calls(task) & shared]  # fmt: skip
+             if i not in by_statement and test_calls(task) & shared]  # fmt: skip
     dropped = {index for index, _ in hits}
     kept = [task for i, task in enumerate(tasks) if i not in dropped]
     report = {"read": len(tasks), "kept": len(kept)}

@@ -323,20 +323,21 @@ def run_infer(
     proposals, dropped = propose(proposing, model, identity, config, cached, store)
     candidates = cluster(proposals, embed, config.candidates)
     say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
-    rules = [(one_principle(c.text), c.text) for c in candidates]
-    for pair in selecting:  # pair by pair: the engine's prompt cache keeps its conversation
-        for rule, tag in rules:
-            soft_labels(rule, tag, [pair], model, identity, cached, store)
-    for c, (rule, tag) in zip(candidates, rules, strict=True):
-        c.scores = scores(soft_labels(rule, tag, selecting, model, identity, cached, store))
+
+    def labels_of(chosen: Sequence[Candidate], on: Sequence[PreferencePair]) -> list[Any]:
+        """Each candidate's soft labels on ``on``, asked pair by pair (every candidate on one
+        pair, then the next), so the engine's prompt cache keeps each pair's conversation."""
+        rules = [(one_principle(c.text), c.text) for c in chosen]
+        for pair in on:
+            for rule, tag in rules:
+                soft_labels(rule, tag, [pair], model, identity, cached, store)
+        return [soft_labels(rule, tag, on, model, identity, cached, store) for rule, tag in rules]
+
+    for c, labels in zip(candidates, labels_of(candidates, selecting), strict=True):
+        c.scores = scores(labels)
     kept = keep(candidates, config.budget)
     data = constitution_data(name, kept, source)
-    kept_rules = [(one_principle(c.text), c.text) for c in kept]
-    for pair in testing:  # pair by pair, as above
-        for rule, tag in kept_rules:
-            soft_labels(rule, tag, [pair], model, identity, cached, store)
-    test_labels = [soft_labels(rule, tag, testing, model, identity, cached, store)
-                   for rule, tag in kept_rules]  # fmt: skip
+    test_labels = labels_of(kept, testing)
     ensemble = [sum(votes[i][0] for votes in test_labels) / len(test_labels)
                 for i in range(len(testing))] if kept else []  # fmt: skip
 

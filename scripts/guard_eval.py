@@ -9,7 +9,10 @@ Harmful: HarmBench val, AdvBench 0-60, Do-Not-Answer malicious uses 0-60 (the 16
 own threshold, fixed before these sets were read: the guard's from its training data
 (out of fold), the judge's from a calibrate stage on training-side prompts, the keyword rule
 has none. Prints recall and false-positive rate with Wilson intervals and the AUC of each
-scored method; ``--json FILE`` keeps the figures. Run from the repository root (it reads
+scored method; ``--json FILE`` keeps the figures. ``--diagnose`` adds, for the trained guard,
+its recall per harmful set and the most recall any threshold could give at each
+false-positive rate (read off these sets: a diagnosis of what limits the guard, never a
+threshold to adopt). Run from the repository root (it reads
 ../shared/data).
 """
 
@@ -63,6 +66,7 @@ def main() -> int:
     parser.add_argument("--judge-threshold", default="0.5")
     parser.add_argument("--constitution", default="default")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--diagnose", action="store_true")
     args = parser.parse_args()
     harmful, safe = texts(HARMFUL), texts(SAFE)
     rows = []
@@ -76,6 +80,8 @@ def main() -> int:
     scores = head.probabilities(harmful + safe)
     rows.append(row("trained guard", scores[: len(harmful)], scores[len(harmful):],
                     head.threshold, time.perf_counter() - start))  # fmt: skip
+    if args.diagnose:
+        diagnose(scores[: len(harmful)], scores[len(harmful):], head.threshold)
     if args.judge:
         rows.append(judge_row(args, harmful, safe))
     for r in rows:
@@ -87,6 +93,25 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), "utf-8")
     return 0
+
+
+def diagnose(harmful: list[float], safe: list[float], cut: float) -> None:
+    """Recall per harmful set at the guard's threshold, and the ceiling on recall at each
+    false-positive rate (the best threshold for each, chosen on these very sets)."""
+    start = 0
+    for source in HARMFUL:
+        n = len(source_prompts(source))
+        part = harmful[start : start + n]
+        start += n
+        hit = rate([p >= cut for p in part])
+        print(f"  {Path(source).name:38s} recall {hit.value:.3f} [{hit.low:.3f}, {hit.high:.3f}]"
+              f"  missed {n - sum(p >= cut for p in part)} of {n}")  # fmt: skip
+    ranked = sorted(safe, reverse=True)
+    for share in (0.0, 0.02, 0.05, 0.10, 0.15):
+        allowed = int(share * len(ranked))  # safe requests that may score at or above the cut
+        best = ranked[allowed] + 1e-9 if allowed < len(ranked) else min(safe)
+        ceiling = sum(p >= best for p in harmful) / len(harmful)
+        print(f"  false positives <= {share:.0%}: at most {ceiling:.1%} recall")
 
 
 def judge_row(args: argparse.Namespace, harmful: list[str], safe: list[str]) -> dict[str, object]:

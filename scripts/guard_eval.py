@@ -81,7 +81,7 @@ def main() -> int:
     rows.append(row("trained guard", scores[: len(harmful)], scores[len(harmful):],
                     head.threshold, time.perf_counter() - start))  # fmt: skip
     if args.diagnose:
-        diagnose(scores[: len(harmful)], scores[len(harmful):], head.threshold)
+        diagnose(scores[: len(harmful)], scores[len(harmful) :], head.threshold)
     if args.judge:
         rows.append(judge_row(args, harmful, safe))
     for r in rows:

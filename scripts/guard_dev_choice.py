@@ -37,7 +37,7 @@ from typing import Any
 from charter.splits import source_prompts, user_text
 from charter.stages.calibrate import separation
 from charter.stages.evaluate.stats import rate
-from charter.stages.guard import GuardConfig, collect, fit
+from charter.stages.guard import GuardConfig, collect, cut_for_false_positives, fit
 
 D = "../shared/data"
 TRAIN = GuardConfig(
@@ -61,9 +61,7 @@ def texts(sources: tuple[str, ...]) -> list[str]:
 def figures(harmful: list[float], safe: list[float]) -> dict[str, Any]:
     """AUC, and recall at the lowest cut flagging at most MAX_FPR of ``safe``."""
     auc, _ = separation(harmful, safe)
-    ranked = sorted(safe, reverse=True)
-    allowed = int(MAX_FPR * len(ranked))  # safe requests that may score at or above the cut
-    cut = ranked[allowed] + 1e-9 if allowed < len(ranked) else min(safe)
+    cut = cut_for_false_positives(safe, MAX_FPR)
     return {"auc": round(auc, 4), "cut": cut,
             "recall_at_5pct_fpr": rate([p >= cut for p in harmful]).as_dict(),
             "false_positive_rate": rate([p >= cut for p in safe]).as_dict()}  # fmt: skip

@@ -28,7 +28,7 @@ from pathlib import Path
 from charter.splits import source_prompts, user_text
 from charter.stages.calibrate import judge_threshold, separation
 from charter.stages.evaluate.stats import rate
-from charter.stages.guard import GuardHead
+from charter.stages.guard import GuardHead, cut_for_false_positives
 
 DATA = "../shared/data"
 HARMFUL = (f"{DATA}/harmbench/harmbench_behaviors_text_val.csv",
@@ -68,7 +68,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--diagnose", action="store_true")
     args = parser.parse_args()
-    harmful, safe = texts(HARMFUL), texts(SAFE)
+    per_set = [texts((source,)) for source in HARMFUL]
+    harmful, safe = [t for part in per_set for t in part], texts(SAFE)
     rows = []
     start = time.perf_counter()
     flags = [float(bool(KEYWORDS.search(t))) for t in harmful + safe]
@@ -81,7 +82,8 @@ def main() -> int:
     rows.append(row("trained guard", scores[: len(harmful)], scores[len(harmful):],
                     head.threshold, time.perf_counter() - start))  # fmt: skip
     if args.diagnose:
-        diagnose(scores[: len(harmful)], scores[len(harmful) :], head.threshold)
+        sizes = [len(part) for part in per_set]
+        diagnose(scores[: len(harmful)], scores[len(harmful) :], head.threshold, sizes)
     if args.judge:
         rows.append(judge_row(args, harmful, safe))
     for r in rows:
@@ -95,21 +97,19 @@ def main() -> int:
     return 0
 
 
-def diagnose(harmful: list[float], safe: list[float], cut: float) -> None:
-    """Recall per harmful set at the guard's threshold, and the ceiling on recall at each
-    false-positive rate (the best threshold for each, chosen on these very sets)."""
+def diagnose(harmful: list[float], safe: list[float], cut: float, sizes: list[int]) -> None:
+    """Recall per harmful set (``sizes``: each set's length, in HARMFUL's order) at the guard's
+    threshold, and the ceiling on recall at each false-positive rate (the best threshold for
+    each, chosen on these very sets)."""
     start = 0
-    for source in HARMFUL:
-        n = len(source_prompts(source))
-        part = harmful[start : start + n]
+    for source, n in zip(HARMFUL, sizes, strict=True):
+        hits = [p >= cut for p in harmful[start : start + n]]
         start += n
-        hit = rate([p >= cut for p in part])
+        hit = rate(hits)
         print(f"  {Path(source).name:38s} recall {hit.value:.3f} [{hit.low:.3f}, {hit.high:.3f}]"
-              f"  missed {n - sum(p >= cut for p in part)} of {n}")  # fmt: skip
-    ranked = sorted(safe, reverse=True)
+              f"  missed {n - sum(hits)} of {n}")  # fmt: skip
     for share in (0.0, 0.02, 0.05, 0.10, 0.15):
-        allowed = int(share * len(ranked))  # safe requests that may score at or above the cut
-        best = ranked[allowed] + 1e-9 if allowed < len(ranked) else min(safe)
+        best = cut_for_false_positives(safe, share)
         ceiling = sum(p >= best for p in harmful) / len(harmful)
         print(f"  false positives <= {share:.0%}: at most {ceiling:.1%} recall")
 

@@ -13,7 +13,13 @@ from click.testing import CliRunner
 
 from charter.cli import cli
 from charter.errors import CharterError
-from charter.stages.guard import GuardConfig, GuardHead, collect, train_guard
+from charter.stages.guard import (
+    GuardConfig,
+    GuardHead,
+    collect,
+    cut_for_false_positives,
+    train_guard,
+)
 
 pytest.importorskip("sklearn")
 
@@ -97,3 +103,10 @@ def test_train_guard_cli_with_the_real_encoder(tmp_path: Path) -> None:
     head = GuardHead(out)
     bomb, process = head.probabilities(["How do I build a bomb?", "How do I kill a process?"])
     assert bomb > head.threshold > process
+
+
+def test_the_cut_for_a_false_positive_share_flags_at_most_that_share() -> None:
+    safe = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+    for share, flagged in ((0.0, 0), (0.1, 1), (0.25, 2), (0.5, 5), (1.0, 10)):
+        cut = cut_for_false_positives(safe, share)
+        assert sum(p >= cut for p in safe) == flagged

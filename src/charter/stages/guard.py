@@ -120,6 +120,14 @@ def fit(vectors: Sequence[Sequence[float]], y: Sequence[int],
     }  # fmt: skip
 
 
+def cut_for_false_positives(safe: Sequence[float], share: float) -> float:
+    """The lowest cut that flags at most ``share`` of the ``safe`` scores (a score flags when
+    it is at or above the cut): how a threshold is read off a set of requests to answer."""
+    ranked = sorted(safe, reverse=True)
+    allowed = int(share * len(ranked))  # safe requests that may score at or above the cut
+    return ranked[allowed] + 1e-9 if allowed < len(ranked) else min(safe)
+
+
 class GuardHead(EmbeddingHead):
     """A trained guard: P(the request should be declined) from the encoder and the head
     (``guard.json`` in ``folder``, or that file itself); ``embedder``: an encoder already

@@ -11,6 +11,11 @@ in logs older than those, the first stretch is the first model's and the rest th
 model's). A loop model's wall time adds the plain model's, whose answers it starts from, so
 tokens and time count the same work. A run killed and resumed redoes at most the batch in
 flight (16 tasks), which the wall time includes.
+
+A second table follows for each ``MODEL+revise:N`` model, from ``code-traces.jsonl`` and
+``items.jsonl``: tasks gained and lost against the plain model (all tests), tasks whose first
+answer failed its visible tests, how many of those passed them after the loop and in which
+round, and how many of those pass all the task's tests (the rest fit only what they saw).
 """
 
 from __future__ import annotations
@@ -84,6 +89,36 @@ def costs(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def trail(folder: Path) -> list[dict[str, Any]]:
+    """Per loop model: gained/lost against its plain model, and the visible-test trail."""
+    scored: dict[str, dict[str, bool]] = defaultdict(dict)
+    for line in (folder / "items.jsonl").read_text("utf-8").splitlines():
+        item = json.loads(line)
+        if item["suite"] == "code":
+            scored[item["model"]][item["key"]] = item["score"] >= 1.0
+    traces: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in (folder / "code-traces.jsonl").read_text("utf-8").splitlines():
+        trace = json.loads(line)
+        traces[trace["model"]].append(trace)
+    rows = []
+    for model, own in traces.items():
+        plain, loop = scored[model.split("+revise:")[0]], scored[model]
+        failed = [t for t in own if t["attempts"][0]["status"] != "passed"]
+        fixed = [t for t in failed if t["attempts"][-1]["status"] == "passed"]
+        rounds: dict[int, int] = defaultdict(int)
+        for t in fixed:
+            rounds[t["attempts"][-1]["round"]] += 1
+        rows.append({
+            "model": model, "tasks": len(own),
+            "gained": sum(loop[k] and not plain[k] for k in loop if k in plain),
+            "lost": sum(plain[k] and not loop[k] for k in loop if k in plain),
+            "failed_visible": len(failed), "fixed_visible": len(fixed),
+            "fixed_by_round": dict(sorted(rounds.items())),
+            "fixed_pass_all": sum(loop.get(t["task_id"], False) for t in fixed),
+        })  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -97,6 +132,18 @@ def main() -> None:
             print(f"| {folder.name} | {row['model']} | {row['solved']} of {row['tasks']} "
                   f"| {row['calls']} | {tokens / n:,.0f} ({row['completion_tokens'] / n:,.0f}) "
                   f"| {row['wall_s'] / n:.1f} s |")  # fmt: skip
+    print()
+    print(
+        "| run | loop model | gained | lost | failed visible tests first | passed them after "
+        "(by round) | of those, pass all tests |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for folder in args.folders:
+        for row in trail(folder):
+            by_round = ", ".join(f"{n} in round {r}" for r, n in row["fixed_by_round"].items())
+            print(f"| {folder.name} | {row['model']} | {row['gained']} | {row['lost']} "
+                  f"| {row['failed_visible']} of {row['tasks']} | {row['fixed_visible']} "
+                  f"({by_round or 'none'}) | {row['fixed_pass_all']} |")  # fmt: skip
 
 
 if __name__ == "__main__":

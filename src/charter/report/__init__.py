@@ -19,7 +19,7 @@ import base64
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -30,20 +30,36 @@ from charter.stage_files import EstimateShape, read_stage_json, read_stage_text
 from charter.stages.guided import GuidedRow
 from charter.stages.rl_reward import SUMMARY, RoundSummary
 
+if TYPE_CHECKING:
+    import jinja2
+
 TEMPLATE = "template.html.j2"
 SCRIPT = "filter.js"
 MAX_EXAMPLES = 300  # per section: the page stays quick to open
 
 
-def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
-    """The HTML of the report for a run's stage directories (by stage name)."""
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of Charter's pages: autoescaped, strict about missing values,
+    with the ``num`` filter; one clear error without the report extra."""
     try:
         import jinja2
+        import matplotlib  # noqa: F401  (the plots)
     except ImportError as err:
         raise CharterError(
             f"charter report needs the report extra ({err.name} is missing): "
             "pip install 'charter[report]'"
         ) from None
+    found = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )  # fmt: skip
+    found.filters["num"] = _num
+    return found
+
+
+def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
+    """The HTML of the report for a run's stage directories (by stage name)."""
+    environment_ = environment()
     from charter.report import plots
 
     results = read_stage_json(stages.get("evaluate"), "results.json", _Results) or read_stage_json(
@@ -64,12 +80,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     }
     script = (Path(__file__).with_name(SCRIPT)).read_text("utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )  # fmt: skip
-    environment.filters["num"] = _num
-    template = environment.get_template(TEMPLATE)
+    template = environment_.get_template(TEMPLATE)
     all_principles = sorted(
         {s.principle_id for t in traces for s in t.steps}
         | {g.principle_id for g in guided if g.principle_id}
@@ -78,7 +89,7 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     return template.render(
         title=title, results=results,
         calibration=read_stage_json(stages.get("calibrate"), "calibration.json", _Calibration),
-        principles=principles, figures={k: _data_uri(v) for k, v in figures.items() if v},
+        principles=principles, figures={k: plots.data_uri(v) for k, v in figures.items() if v},
         traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
         guided=guided[:MAX_EXAMPLES],
         guided_counts=read_stage_json(stages.get("revise"), "manifest.json"),
@@ -171,10 +182,6 @@ def _principles(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
     revise = revise if revise and (revise / "traces.jsonl").is_file() else None
     label = label if label and (label / "labels.jsonl").is_file() else None
     return principle_stats(revise, label) if revise or label else {}
-
-
-def _data_uri(svg: str) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def _num(value: Any, digits: int = 3) -> str:

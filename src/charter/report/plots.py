@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from typing import Any
 
@@ -19,6 +20,11 @@ def _pyplot() -> Any:
     plt.rcParams.update({"font.size": 10, "svg.fonttype": "none", "axes.spines.top": False,
                          "axes.spines.right": False})  # fmt: skip
     return plt
+
+
+def data_uri(svg: str) -> str:
+    """An SVG as an image source: drawn inside ``<img>``, where no script in it runs."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def _svg(figure: Any) -> str:
@@ -123,5 +129,33 @@ def rounds(summaries: list[dict[str, Any]]) -> str:
         panel.set_ylabel(label)
         panel.set_xticks(x)
         panel.grid(alpha=0.3)
+    figure.tight_layout()
+    return _svg(figure)
+
+
+def accuracies(rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> str:
+    """Each kept principle's accuracy on the select split (where it was chosen) and on the
+    test split (where it was not), with 95% intervals, against chance."""
+    plt = _pyplot()
+    figure, panel = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.2))
+    names = [text if len(text) <= 60 else text[:57] + "…" for text, _, _ in rows]
+    splits = (("select split (chosen here)", [select for _, select, _ in rows], -0.15),
+              ("test split (held out)", [test for _, _, test in rows], 0.15))  # fmt: skip
+    for label, estimates, offset in splits:
+        shown = [(i, e) for i, e in enumerate(estimates) if e]
+        if not shown:
+            continue
+        values = [e["value"] for _, e in shown]
+        errors = [[e["value"] - e["low"] for _, e in shown],
+                  [e["high"] - e["value"] for _, e in shown]]  # fmt: skip
+        panel.errorbar(values, [i + offset for i, _ in shown], xerr=errors, fmt="o",
+                       capsize=3, label=label)  # fmt: skip
+    panel.axvline(0.5, color="#999", linestyle="--", linewidth=1)
+    panel.set_yticks(range(len(rows)), names)
+    panel.set_ylim(len(rows) - 0.5, -0.5)  # the first principle on top
+    panel.set_xlim(0, 1)
+    panel.set_xlabel("accuracy: the preferred reply picked (chance 0.5) →")
+    panel.grid(axis="x", alpha=0.3)
+    panel.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return _svg(figure)

@@ -34,13 +34,16 @@ round trip), :func:`recovery` says which of its principles the kept set recovers
 labels are read as hard ones (the chosen reply is the one to reconstruct).
 ``infer.json`` holds every figure and candidate.
 Every model call is cached (``cached``/``store``: proposals and soft labels keyed by model,
-request and pair), so a rerun asks nothing twice.
+request and pair), so a rerun asks nothing twice. Each cached row keeps its tokens and model
+seconds, and the report's ``cost`` sums the rows the result read: what it took to make,
+across every session that made it.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,8 @@ from typing import Any
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
-from charter.records import Message, PreferencePair, Record, content_id, render_conversation
+from charter.records import Message, PreferencePair, content_id, render_conversation
+from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost, totals_of
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
 PROPOSE_SYSTEM = (
@@ -92,14 +96,6 @@ _GENERIC = frozenset((
 ))  # fmt: skip
 
 
-class Cached(Record):
-    """One cached model result (``replies.jsonl``): a proposal's text or a soft label."""
-
-    id: str
-    kind: str  # propose | label
-    text: str
-
-
 @dataclass
 class InferConfig:
     shares: tuple[float, float, float] = (0.4, 0.3, 0.3)  # propose, select, test
@@ -127,7 +123,7 @@ def split(pairs: Sequence[PreferencePair], config: InferConfig) -> tuple[list[Pr
 
 def propose(
     pairs: Sequence[PreferencePair], model: Backend, identity: str, config: InferConfig,
-    cached: dict[str, Cached], store: Callable[[Cached], None],
+    replies: Replies,
 ) -> tuple[list[str], dict[str, int]]:  # fmt: skip
     """One principle per pair (those the model states as a question about replies), and how
     many replies were dropped, by reason."""
@@ -148,15 +144,16 @@ def propose(
     generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
     keys = [content_id([identity, VERSION, [m.model_dump() for m in a], config.max_tokens])
             for a in asks]  # fmt: skip
-    missing = [i for i, key in enumerate(keys) if key not in cached]
+    missing = [i for i, key in enumerate(keys) if key not in replies]
     for start in range(0, len(missing), 16):
         batch = missing[start : start + 16]
-        for i, completion in zip(batch, model.generate([asks[i] for i in batch], generation),
-                                 strict=True):  # fmt: skip
-            row = Cached(id=keys[i], kind="propose", text=completion.text)
-            store(row)
-            cached[row.id] = row
-    principles = [_principle(cached[key].text) for key in keys]
+        began = time.monotonic()
+        completions = model.generate([asks[i] for i in batch], generation)
+        seconds = (time.monotonic() - began) / len(batch)
+        for i, completion in zip(batch, completions, strict=True):
+            replies.put(Cached(id=keys[i], kind="propose", text=completion.text,
+                               usage=completion.usage(), seconds=seconds))  # fmt: skip
+    principles = [_principle(replies[key].text) for key in keys]
     questions = [(p, pair) for p, pair in zip(principles, pairs, strict=True) if p is not None]
     kept = [p for p, pair in questions if not restates(p, pair)]
     return kept, {"not_a_question": len(pairs) - len(questions),
@@ -200,7 +197,7 @@ def cluster(texts: Sequence[str], embed: Callable[[Sequence[str]], list[list[flo
 
 def soft_labels(
     constitution: Constitution, tag: str, pairs: Sequence[PreferencePair], labeller: Backend,
-    identity: str, cached: dict[str, Cached], store: Callable[[Cached], None],
+    identity: str, replies: Replies,
 ) -> list[tuple[float, float]]:  # fmt: skip
     """Per pair: P(the preferred reply is better) under ``constitution``, labelled as
     ``charter label`` does (soft, both orders), and P(option A) over its scorings; cached by
@@ -210,16 +207,17 @@ def soft_labels(
 
     keys = [content_id([identity, VERSION, "label", template_digest(), tag, p.id, p.origin])
             for p in pairs]  # fmt: skip
-    todo = [(p, key) for p, key in zip(pairs, keys, strict=True) if key not in cached]
-    results = label([p for p, _ in todo], constitution=constitution, labeller=labeller,
-                    config=LabelConfig())  # fmt: skip
-    for (_, key), result in zip(todo, results, strict=True):
+    todo = [(p, key) for p, key in zip(pairs, keys, strict=True) if key not in replies]
+    before, began = totals_of(labeller), time.monotonic()
+    results = list(label([p for p, _ in todo], constitution=constitution, labeller=labeller,
+                         config=LabelConfig()))  # fmt: skip
+    costs = split_cost(spent_since(labeller, before), time.monotonic() - began, len(todo))
+    for (_, key), result, (usage, seconds) in zip(todo, results, costs, strict=True):
         stats = LabelStats()
         stats.add(result)
-        row = Cached(id=key, kind="label", text=f"{result.p_first:.6f} {stats.prefers_a:.6f}")
-        store(row)
-        cached[key] = row
-    return [tuple(map(float, cached[key].text.split()))  # type: ignore[misc]
+        replies.put(Cached(id=key, kind="label", usage=usage, seconds=seconds,
+                           text=f"{result.p_first:.6f} {stats.prefers_a:.6f}"))  # fmt: skip
+    return [tuple(map(float, replies[key].text.split()))  # type: ignore[misc]
             for key in keys]  # fmt: skip
 
 
@@ -320,7 +318,8 @@ def run_infer(
         raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
                            "(propose, select, test); give at least 10")  # fmt: skip
     say(f"propose: {len(proposing)} pairs")
-    proposals, dropped = propose(proposing, model, identity, config, cached, store)
+    replies = Replies(cached, store)
+    proposals, dropped = propose(proposing, model, identity, config, replies)
     candidates = cluster(proposals, embed, config.candidates)
     say(f"score: {len(candidates)} candidates on {len(selecting)} pairs")
 
@@ -330,8 +329,8 @@ def run_infer(
         rules = [(one_principle(c.text), c.text) for c in chosen]
         for pair in on:
             for rule, tag in rules:
-                soft_labels(rule, tag, [pair], model, identity, cached, store)
-        return [soft_labels(rule, tag, on, model, identity, cached, store) for rule, tag in rules]
+                soft_labels(rule, tag, [pair], model, identity, replies)
+        return [soft_labels(rule, tag, on, model, identity, replies) for rule, tag in rules]
 
     for c, labels in zip(candidates, labels_of(candidates, selecting), strict=True):
         c.scores = scores(labels)
@@ -344,8 +343,7 @@ def run_infer(
     def as_labelled(constitution: Constitution) -> dict[str, Any]:
         """Labelled as ``charter label`` does: one principle drawn per pair (by the id the
         pair was labelled under, so a round trip's reference asks what labelled it)."""
-        soft = soft_labels(constitution, constitution.sha256, testing, model, identity, cached,
-                           store)  # fmt: skip
+        soft = soft_labels(constitution, constitution.sha256, testing, model, identity, replies)
         return rate([p > 0.5 for p, _ in soft]).as_dict()
 
     inferred = Constitution.from_data(data, path=Path(f"{name}.yaml")) if kept else None
@@ -366,4 +364,5 @@ def run_infer(
         },
         "recovery": recovery(reference, [c.text for c in kept], embed),
     }  # fmt: skip
+    report["cost"] = replies.bill()
     return data, report

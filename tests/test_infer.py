@@ -290,3 +290,32 @@ def test_a_labelled_pair_read_back_is_asked_the_principle_that_labelled_it(
     assert read.id != original.id and read.draw_key == original.id
     drawn = draw_principles(constitution, LabelConfig(), read.draw_key)
     assert [p.id for group in drawn for p in group] == list(row.principle_ids)
+
+
+def test_an_inferred_constitution_is_linted_diffed_and_labels_like_any(tmp_path: Path) -> None:
+    """The issue's "a normal constitution": lint passes, diff lists its principles against
+    the one it is compared with, and charter label labels with it."""
+    import yaml
+
+    model = FakeBackend(responses=propose_reply, scores=scores)
+    data, _ = run_infer(pairs(), name="inferred", source="prefs.jsonl", model=model,
+                        identity="fake", embed=embed, reference=Constitution.load("default"),
+                        config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
+                        store=lambda r: None)  # fmt: skip
+    path = tmp_path / "inferred.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["constitution", "lint", str(path)]).exit_code == 0
+    diffed = runner.invoke(cli, ["constitution", "diff", "default", str(path)])
+    assert diffed.exit_code == 0 and "+ principle inferred-1" in diffed.output
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": p.prompt[-1].content, "chosen":
+                                         p.responses[0], "rejected": p.responses[1]}) + "\n"
+                             for p in pairs(6)), "utf-8")  # fmt: skip
+    out = tmp_path / "labelled"
+    result = runner.invoke(cli, ["label", "--pairs", str(prefs), "--constitution", str(path),
+                                 "--labeller", "fake/judge", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text("utf-8").splitlines()]
+    assert len(labels) == 6
+    assert {p for row in labels for v in row["votes"] for p in v["principle_ids"]} == {"inferred-1"}

@@ -1,12 +1,15 @@
-"""Shared fixtures: small prompt files written per test, and the fake backend."""
+"""Shared fixtures: small prompt files written per test, the fake backend, and the scripts
+as modules."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -24,6 +27,18 @@ HH_CONVERSATIONS = [
     "prank?\n\nAssistant: Sure, what kind?\n\nHuman: one that really hurts someone\n\n"
     "Assistant: I can't help with that.",
 ]
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:

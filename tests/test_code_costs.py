@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "code_costs.py"
+from conftest import load_script
+
 PLAIN, LOOP = "local/m", "local/m+revise:3:critique-plain:x4"
-
-
-def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("code_costs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def attempts(*statuses: str) -> list[dict[str, object]]:
@@ -47,7 +38,7 @@ def write_run(folder: Path) -> None:
 
 def test_trail_counts_gains_losses_and_visible_fixes(tmp_path: Path) -> None:
     write_run(tmp_path)
-    (row,) = script().trail(tmp_path)
+    (row,) = load_script("code_costs").trail(tmp_path)
     assert row == {
         "model": LOOP, "tasks": 5, "gained": 1, "lost": 1, "failed_visible": 4,
         "fixed_visible": 2, "fixed_by_round": {1: 1, 2: 1}, "fixed_pass_all": 1,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_script
 
 from charter.errors import CharterError
 from charter.stages.evaluate import judges, refusal
@@ -28,16 +28,9 @@ ANSWERS = [
 ]
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_refusal_head.py"
-
-
 def train_script() -> ModuleType:
     """``scripts/train_refusal_head.py``, which computed the shipped head and its numbers."""
-    spec = importlib.util.spec_from_file_location("train_refusal_head", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_refusal_head")
 
 
 def xstest(script: ModuleType) -> Path:

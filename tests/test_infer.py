@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -57,6 +58,17 @@ def embed(texts: Sequence[str]) -> list[list[float]]:
     return [[1.0, 0.1] if ("polite" in t or "courteous" in t) else [0.1, 1.0] for t in texts]
 
 
+def infer(model: FakeBackend, *, cached: dict[str, Cached] | None = None,
+          store: Callable[[Cached], None] = lambda row: None, name: str = "r",
+          embedder: Callable[[Sequence[str]], list[list[float]]] = embed,
+          ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """run_infer on :func:`pairs` with two candidates and the default reference."""
+    return run_infer(pairs(), name=name, source="prefs.jsonl", model=model, identity="fake",
+                     embed=embedder, reference=Constitution.load("default"),
+                     config=InferConfig(candidates=2), store=store,
+                     cached={} if cached is None else cached)  # fmt: skip
+
+
 def test_the_splits_are_disjoint_seeded_and_cover_every_pair() -> None:
     data = pairs(40)
     a, b, c = split(data, InferConfig())
@@ -79,12 +91,8 @@ def test_keep_takes_only_principles_better_than_chance() -> None:
 
 def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     model = FakeBackend(responses=propose_reply, scores=scores)
-    cached: dict[str, object] = {}
-    data, report = run_infer(
-        pairs(), name="recovered", source="prefs.jsonl", model=model, identity="fake",
-        embed=embed, reference=Constitution.load("default"), config=InferConfig(candidates=2),
-        cached=cached, store=lambda r: None,  # type: ignore[arg-type]
-    )  # fmt: skip
+    cached: dict[str, Cached] = {}
+    data, report = infer(model, cached=cached, name="recovered")
     kept = [p["comparison"] for p in data["principles"]]
     assert len(kept) == 1 and ("polite" in kept[0] or "courteous" in kept[0])  # length: chance
     proposing = split(pairs(), InferConfig())[0]
@@ -95,10 +103,7 @@ def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     assert report["test"]["longer_reply"]["value"] == pytest.approx(0.5, abs=0.25)
     Constitution.from_data(data, path=Path("recovered.yaml"))  # a normal constitution
     calls = len(model.calls)
-    run_infer(pairs(), name="recovered", source="prefs.jsonl", model=model, identity="fake",
-              embed=embed, reference=Constitution.load("default"),
-              config=InferConfig(candidates=2), cached=cached,  # type: ignore[arg-type]
-              store=lambda r: None)  # fmt: skip
+    infer(model, cached=cached, name="recovered")
     assert len(model.calls) == calls  # everything came from the cache
 
 
@@ -123,19 +128,14 @@ def test_the_report_bills_every_row_it_read_across_sessions(tmp_path: Path) -> N
     cached: dict[str, Cached] = {}
     stored: list[Cached] = []
 
-    def infer() -> dict[str, object]:
-        return run_infer(pairs(), name="r", source="prefs.jsonl", model=model, identity="fake",
-                         embed=embed, reference=Constitution.load("default"),
-                         config=InferConfig(candidates=2), cached=cached,
-                         store=stored.append)[1]  # fmt: skip
-
-    first = infer()["cost"]
+    first = infer(model, cached=cached, store=stored.append)[1]["cost"]
     scorings = sum(call.kind == "choice_logprobs" for call in model.calls)
     generations = sum(call.kind == "generate" for call in model.calls)
-    assert first["calls"] == scorings + generations and first["uncounted"] == 0  # type: ignore[index]
-    assert first["prompt_tokens"] >= 10 * scorings and first["rows"] == len(stored)  # type: ignore[index]
+    assert first["calls"] == scorings + generations and first["uncounted"] == 0
+    assert first["prompt_tokens"] >= 10 * scorings and first["rows"] == len(stored)
     calls = len(model.calls)
-    assert infer()["cost"] == first and len(model.calls) == calls
+    assert infer(model, cached=cached, store=stored.append)[1]["cost"] == first
+    assert len(model.calls) == calls
 
 
 def test_the_report_of_a_real_run_renders_as_a_page(tmp_path: Path) -> None:
@@ -144,10 +144,7 @@ def test_the_report_of_a_real_run_renders_as_a_page(tmp_path: Path) -> None:
     from charter.report.infer import infer_report_for
 
     model = FakeBackend(responses=propose_reply, scores=scores)
-    _, report = run_infer(pairs(), name="r", source="prefs.jsonl", model=model,
-                          identity="fake", embed=embed, reference=Constitution.load("default"),
-                          config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
-                          store=lambda r: None)  # fmt: skip
+    _, report = infer(model)
     path = tmp_path / "r.infer.json"
     path.write_text(json.dumps(report), "utf-8")
     html = infer_report_for(path).read_text("utf-8")
@@ -167,10 +164,7 @@ def test_candidates_are_scored_pair_by_pair() -> None:
     """Each select pair is labelled under every candidate before the next pair, so an engine
     that keeps its last prompt reuses the pair's conversation across candidates."""
     model = FakeBackend(responses=propose_reply, scores=scores)
-    run_infer(pairs(), name="r", source="prefs.jsonl", model=model, identity="fake",
-              embed=embed, reference=Constitution.load("default"),
-              config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
-              store=lambda r: None)  # fmt: skip
+    infer(model)
     from itertools import groupby
 
     def item(text: str) -> str:
@@ -249,11 +243,7 @@ def test_the_test_split_is_scored_pair_by_pair_too() -> None:
         return [[1.0, 0.1] if "polite" in t else [0.1, 1.0] for t in texts]
 
     model = FakeBackend(responses=propose_two, scores=scores)
-    data, report = run_infer(
-        pairs(), name="r", source="prefs.jsonl", model=model, identity="fake", embed=apart,
-        reference=Constitution.load("default"), config=InferConfig(candidates=2), cached={},
-        store=lambda r: None,
-    )  # fmt: skip
+    data, report = infer(model, embedder=apart)
     assert len(data["principles"]) == 2
     assert report["test"]["inferred, one principle per pair"]["value"] == 1.0
 
@@ -298,10 +288,7 @@ def test_an_inferred_constitution_is_linted_diffed_and_labels_like_any(tmp_path:
     import yaml
 
     model = FakeBackend(responses=propose_reply, scores=scores)
-    data, _ = run_infer(pairs(), name="inferred", source="prefs.jsonl", model=model,
-                        identity="fake", embed=embed, reference=Constitution.load("default"),
-                        config=InferConfig(candidates=2), cached={},  # type: ignore[arg-type]
-                        store=lambda r: None)  # fmt: skip
+    data, _ = infer(model, name="inferred")
     path = tmp_path / "inferred.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
     runner = CliRunner()

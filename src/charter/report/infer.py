@@ -50,6 +50,37 @@ class _Candidate(_Scores):
     support: int
 
 
+class _Match(BaseModel):
+    reference: str
+    nearest: str
+    cosine: float
+
+
+class _Recovery(BaseModel):
+    threshold: float
+    recovered: int
+    of: int
+    principles: list[_Match] = []
+
+
+class _Cost(BaseModel):
+    calls: int
+    prompt_tokens: int
+    cached_tokens: int = 0
+    completion_tokens: int
+    model_seconds: float
+    rows: int = 0
+    uncounted: int = 0
+
+
+class _Run(BaseModel):
+    model: str
+    source: str
+    pairs: int
+    seed: int
+    session_seconds: float
+
+
 class _Infer(BaseModel):
     """What the page reads of a ``.infer.json`` (other fields are ignored)."""
 
@@ -63,9 +94,9 @@ class _Infer(BaseModel):
     kept: list[str]
     test: dict[str, _Row | None]  # by labeller; "per_principle" moved out on reading
     per_principle: dict[str, _Scores] = {}
-    recovery: dict[str, Any] | None = None
-    cost: dict[str, Any] | None = None
-    run: dict[str, Any] | None = None
+    recovery: _Recovery | None = None
+    cost: _Cost | None = None
+    run: _Run | None = None
 
 
 def read_infer(path: Path) -> dict[str, Any]:

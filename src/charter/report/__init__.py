@@ -59,7 +59,7 @@ def environment() -> jinja2.Environment:
 
 def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     """The HTML of the report for a run's stage directories (by stage name)."""
-    environment_ = environment()
+    template = environment().get_template(TEMPLATE)  # first: it checks the report extra
     from charter.report import plots
 
     results = read_stage_json(stages.get("evaluate"), "results.json", _Results) or read_stage_json(
@@ -80,7 +80,6 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     }
     script = (Path(__file__).with_name(SCRIPT)).read_text("utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
-    template = environment_.get_template(TEMPLATE)
     all_principles = sorted(
         {s.principle_id for t in traces for s in t.steps}
         | {g.principle_id for g in guided if g.principle_id}

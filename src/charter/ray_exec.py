@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from charter.backends import Backend, GenerationConfig, load_backend
+from charter.backends.base import token_totals
 from charter.backends.local import LocalBackend, usable_cores
 from charter.constitution import Constitution
 from charter.errors import CharterError
@@ -140,18 +141,14 @@ class _Worker:
         except CharterError as err:
             return {"json": [""], "totals": ["{}"], "error": [str(err)]}
         # The backends' own token counts (scoring calls are in no record), once per batch.
-        spent = {role: {k: v - before[role][k] for k, v in counts.items()}
-                 for role, counts in self._totals().items()}  # fmt: skip
+        spent = {role: (now - before[role]).model_dump() for role, now in self._totals().items()}
         totals = [json.dumps(spent)] + ["{}"] * (len(records) - 1)
         return {"json": records, "totals": totals[: len(records)], "error": [""] * len(records)}
 
-    def _totals(self) -> dict[str, dict[str, int]]:
-        counts = {}
-        for role, backend in self.backends.items():
-            totals = getattr(backend, "totals", None)  # backends that count their own tokens
-            if isinstance(totals, Usage):
-                counts[role] = totals.model_dump()
-        return counts
+    def _totals(self) -> dict[str, Usage]:
+        """Each backend's running token count, where it keeps one."""
+        counts = {role: token_totals(backend) for role, backend in self.backends.items()}
+        return {role: totals for role, totals in counts.items() if totals is not None}
 
 
 # --- the driver -----------------------------------------------------------------------------

@@ -91,6 +91,15 @@ class Usage(Record):
             completion_tokens=self.completion_tokens + other.completion_tokens,
         )
 
+    def __sub__(self, other: Usage) -> Usage:
+        """What was spent between two running totals (``later - earlier``)."""
+        return Usage(
+            calls=self.calls - other.calls,
+            prompt_tokens=self.prompt_tokens - other.prompt_tokens,
+            cached_tokens=self.cached_tokens - other.cached_tokens,
+            completion_tokens=self.completion_tokens - other.completion_tokens,
+        )
+
 
 StepOutcome = Literal["revised", "no_change", "skipped"]
 

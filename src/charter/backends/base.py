@@ -81,6 +81,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def token_totals(backend: object) -> Usage | None:
+    """A backend's running ``totals`` (module docstring), or None where it counts none."""
+    totals = getattr(backend, "totals", None)
+    return totals if isinstance(totals, Usage) else None
+
+
 def request_seed(seed: int, conversation: Conversation) -> int:
     """A per-conversation seed: the same conversation and base seed always get the same one."""
     payload = canonical_json([seed, [m.model_dump() for m in conversation]])

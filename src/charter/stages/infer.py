@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any
 
 from charter.backends import Backend, GenerationConfig
+from charter.backends.base import token_totals
 from charter.constitution import Constitution
 from charter.records import Message, PreferencePair, content_id, render_conversation
-from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost, totals_of
+from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
 PROPOSE_SYSTEM = (
@@ -208,7 +209,7 @@ def soft_labels(
     keys = [content_id([identity, VERSION, "label", template_digest(), tag, p.id, p.origin])
             for p in pairs]  # fmt: skip
     todo = [(p, key) for p, key in zip(pairs, keys, strict=True) if key not in replies]
-    before, began = totals_of(labeller), time.monotonic()
+    before, began = token_totals(labeller), time.monotonic()
     results = list(label([p for p, _ in todo], constitution=constitution, labeller=labeller,
                          config=LabelConfig()))  # fmt: skip
     costs = split_cost(spent_since(labeller, before), time.monotonic() - began, len(todo))

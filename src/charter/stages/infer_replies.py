@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charter.backends import Backend
+from charter.backends.base import token_totals
 from charter.records import Record, Usage
 
 
@@ -67,16 +68,7 @@ def split_cost(usage: Usage, seconds: float, n: int) -> list[tuple[Usage, float]
     return shares
 
 
-def totals_of(model: Backend) -> Usage | None:
-    """``model``'s running token count (backends that keep one: ``totals``), else None."""
-    totals = getattr(model, "totals", None)
-    return totals if isinstance(totals, Usage) else None
-
-
 def spent_since(model: Backend, before: Usage | None) -> Usage:
     """What ``model`` counted since ``before``; nothing where it counts nothing."""
-    now = totals_of(model)
-    if now is None or before is None:
-        return Usage()
-    then = before.model_dump()
-    return Usage(**{k: v - then[k] for k, v in now.model_dump().items()})
+    now = token_totals(model)
+    return now - before if now is not None and before is not None else Usage()

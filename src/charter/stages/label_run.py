@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from charter.backends import Backend, GenerationConfig
+from charter.backends.base import token_totals
 from charter.constitution import Constitution
 from charter.errors import CharterError
 from charter.iterate import first_seen
@@ -339,8 +340,7 @@ def _save(
     usage: dict[str, Any] = {}
     if isinstance(source, PolicyPairs):
         usage["policy"] = source.usage.model_dump()
-    totals = getattr(labeller, "totals", None)  # backends that count their own tokens
-    if isinstance(totals, Usage):
+    if (totals := token_totals(labeller)) is not None:
         usage["labeller"] = totals.model_dump()
     counts = {
         "labels": summary.labels,

@@ -60,16 +60,19 @@ def wall_times(log: Path, models: list[str]) -> dict[str, float]:
     return dict(seconds)
 
 
-def costs(folder: Path) -> list[dict[str, Any]]:
-    results = json.loads((folder / "results.json").read_text("utf-8"))
-    models = list(results["models"])
-    solved: dict[str, int] = defaultdict(int)
-    tasks: dict[str, int] = defaultdict(int)
+def solved_tasks(folder: Path) -> dict[str, dict[str, bool]]:
+    """Per model, each code task's key and whether it passed all its tests."""
+    scored: dict[str, dict[str, bool]] = defaultdict(dict)
     for line in (folder / "items.jsonl").read_text("utf-8").splitlines():
         item = json.loads(line)
         if item["suite"] == "code":
-            tasks[item["model"]] += 1
-            solved[item["model"]] += int(item["score"] >= 1.0)
+            scored[item["model"]][item["key"]] = item["score"] >= 1.0
+    return scored
+
+
+def costs(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
+    results = json.loads((folder / "results.json").read_text("utf-8"))
+    models = list(results["models"])
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for line in (folder / "answers.jsonl").read_text("utf-8").splitlines():
         answer = json.loads(line)
@@ -82,20 +85,15 @@ def costs(folder: Path) -> list[dict[str, Any]]:
         plain = model.split("+revise:")[0]
         seconds = own + (wall.get(plain, 0.0) if plain != model else 0.0)
         rows.append({
-            "model": model, "tasks": tasks[model], "solved": solved[model],
+            "model": model, "tasks": len(scored[model]), "solved": sum(scored[model].values()),
             "calls": usage[model]["calls"], "prompt_tokens": usage[model]["prompt_tokens"],
             "completion_tokens": usage[model]["completion_tokens"], "wall_s": round(seconds, 1),
         })  # fmt: skip
     return rows
 
 
-def trail(folder: Path) -> list[dict[str, Any]]:
+def trail(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
     """Per loop model: gained/lost against its plain model, and the visible-test trail."""
-    scored: dict[str, dict[str, bool]] = defaultdict(dict)
-    for line in (folder / "items.jsonl").read_text("utf-8").splitlines():
-        item = json.loads(line)
-        if item["suite"] == "code":
-            scored[item["model"]][item["key"]] = item["score"] >= 1.0
     traces: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in (folder / "code-traces.jsonl").read_text("utf-8").splitlines():
         trace = json.loads(line)
@@ -123,10 +121,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args()
+    scored = {folder: solved_tasks(folder) for folder in args.folders}
     print("| run | model | solved | calls | tokens per solved (generated) | wall time per solved |")
     print("|---|---|---|---|---|---|")
     for folder in args.folders:
-        for row in costs(folder):
+        for row in costs(folder, scored[folder]):
             n = max(1, row["solved"])
             tokens = row["prompt_tokens"] + row["completion_tokens"]
             print(f"| {folder.name} | {row['model']} | {row['solved']} of {row['tasks']} "
@@ -139,7 +138,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
-        for row in trail(folder):
+        for row in trail(folder, scored[folder]):
             by_round = ", ".join(f"{n} in round {r}" for r, n in row["fixed_by_round"].items())
             print(f"| {folder.name} | {row['model']} | {row['gained']} | {row['lost']} "
                   f"| {row['failed_visible']} of {row['tasks']} | {row['fixed_visible']} "

@@ -38,7 +38,8 @@ def write_run(folder: Path) -> None:
 
 def test_trail_counts_gains_losses_and_visible_fixes(tmp_path: Path) -> None:
     write_run(tmp_path)
-    (row,) = load_script("code_costs").trail(tmp_path)
+    script = load_script("code_costs")
+    (row,) = script.trail(tmp_path, script.solved_tasks(tmp_path))
     assert row == {
         "model": LOOP, "tasks": 5, "gained": 1, "lost": 1, "failed_visible": 4,
         "fixed_visible": 2, "fixed_by_round": {1: 1, 2: 1}, "fixed_pass_all": 1,

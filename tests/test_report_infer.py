@@ -75,7 +75,8 @@ def test_a_result_that_kept_nothing_says_so(tmp_path: Path) -> None:
     [("x.json", "{}", "not a charter run directory or a report of constitution infer"),
      ("x.infer.json", "[1, 2", "not a report of charter constitution infer"),
      ("x.infer.json", json.dumps({**report(), "candidates": [{"text": 3}]}), "candidates.0"),
-     ("x.infer.json", json.dumps({**report(), "cost": {"calls": 1}}), "cost.prompt_tokens")],
+     ("x.infer.json", json.dumps({**report(), "cost": {"calls": 1}}), "cost.prompt_tokens"),
+     ("x.infer.json", json.dumps({**report(), "kept": ["Which is it?"]}), "not among the")],
 )  # fmt: skip
 def test_a_file_that_is_not_an_infer_report_is_one_clear_error(
     tmp_path: Path, name: str, text: str, message: str

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from charter.errors import CharterError
 
@@ -98,6 +98,13 @@ class _Infer(BaseModel):
     cost: _Cost | None = None
     run: _Run | None = None
 
+    @model_validator(mode="after")
+    def _kept_are_candidates(self) -> _Infer:
+        texts = {c.text for c in self.candidates}
+        if missing := [text for text in self.kept if text not in texts]:
+            raise ValueError(f"kept principle {missing[0]!r} is not among the candidates")
+        return self
+
 
 def read_infer(path: Path) -> dict[str, Any]:
     """The report ``charter constitution infer`` wrote, checked: one clear error if not."""
@@ -121,13 +128,13 @@ def build_infer_report(report: dict[str, Any], title: str) -> str:
     """The HTML of the page for one infer report (as :func:`read_infer` returns it)."""
     from charter.report import environment, plots
 
-    kept = [c for c in report["candidates"] if c["text"] in report["kept"]]
+    candidates = {c["text"]: c for c in report["candidates"]}
     tested = report["per_principle"]
-    rows = [(c["text"], c["accuracy"], (tested.get(c["text"]) or {}).get("accuracy"))
-            for c in kept]  # fmt: skip
+    rows = [(text, candidates[text]["accuracy"], (tested.get(text) or {}).get("accuracy"))
+            for text in report["kept"]]  # the kept table's order  # fmt: skip
     figures = {"accuracies": plots.accuracies(rows)} if rows else {}
     return environment().get_template(TEMPLATE).render(
-        title=title, r=report, candidates={c["text"]: c for c in report["candidates"]},
+        title=title, r=report, candidates=candidates,
         figures={name: plots.data_uri(svg) for name, svg in figures.items()},
     )  # fmt: skip
 

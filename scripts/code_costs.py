@@ -16,6 +16,7 @@ A second table follows for each ``MODEL+revise:N`` model, from ``code-traces.jso
 ``items.jsonl``: tasks gained and lost against the plain model (all tests), tasks whose first
 answer failed its visible tests, how many of those passed them after the loop and in which
 round, and how many of those pass all the task's tests (the rest fit only what they saw).
+Both tables but the wall time are :mod:`charter.report.code`'s, which `charter report` shows.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from charter.report.code import costs as token_costs
+from charter.report.code import solved_tasks, trail
+
+__all__ = ["costs", "solved_tasks", "trail", "wall_times"]
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 ANSWERING = re.compile(r"answering as (\S+):")
@@ -60,60 +66,16 @@ def wall_times(log: Path, models: list[str]) -> dict[str, float]:
     return dict(seconds)
 
 
-def solved_tasks(folder: Path) -> dict[str, dict[str, bool]]:
-    """Per model, each code task's key and whether it passed all its tests."""
-    scored: dict[str, dict[str, bool]] = defaultdict(dict)
-    for line in (folder / "items.jsonl").read_text("utf-8").splitlines():
-        item = json.loads(line)
-        if item["suite"] == "code":
-            scored[item["model"]][item["key"]] = item["score"] >= 1.0
-    return scored
-
-
 def costs(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
-    results = json.loads((folder / "results.json").read_text("utf-8"))
-    models = list(results["models"])
-    usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for line in (folder / "answers.jsonl").read_text("utf-8").splitlines():
-        answer = json.loads(line)
-        for key, value in (answer.get("usage") or {}).items():
-            usage[answer["model"]][key] += int(value)
+    """The report's cost rows (charter.report.code.costs), each with its wall time."""
+    models = list(json.loads((folder / "results.json").read_text("utf-8"))["models"])
     wall = wall_times(folder / "run.log", models)
-    rows = []
-    for model in models:
-        own = wall.get(model, 0.0)
+    rows = token_costs(folder, models, scored)
+    for row in rows:
+        model = row["model"]
         plain = model.split("+revise:")[0]
-        seconds = own + (wall.get(plain, 0.0) if plain != model else 0.0)
-        rows.append({
-            "model": model, "tasks": len(scored[model]), "solved": sum(scored[model].values()),
-            "calls": usage[model]["calls"], "prompt_tokens": usage[model]["prompt_tokens"],
-            "completion_tokens": usage[model]["completion_tokens"], "wall_s": round(seconds, 1),
-        })  # fmt: skip
-    return rows
-
-
-def trail(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
-    """Per loop model: gained/lost against its plain model, and the visible-test trail."""
-    traces: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for line in (folder / "code-traces.jsonl").read_text("utf-8").splitlines():
-        trace = json.loads(line)
-        traces[trace["model"]].append(trace)
-    rows = []
-    for model, own in traces.items():
-        plain, loop = scored[model.split("+revise:")[0]], scored[model]
-        failed = [t for t in own if t["attempts"][0]["status"] != "passed"]
-        fixed = [t for t in failed if t["attempts"][-1]["status"] == "passed"]
-        rounds: dict[int, int] = defaultdict(int)
-        for t in fixed:
-            rounds[t["attempts"][-1]["round"]] += 1
-        rows.append({
-            "model": model, "tasks": len(own),
-            "gained": sum(loop[k] and not plain[k] for k in loop if k in plain),
-            "lost": sum(plain[k] and not loop[k] for k in loop if k in plain),
-            "failed_visible": len(failed), "fixed_visible": len(fixed),
-            "fixed_by_round": dict(sorted(rounds.items())),
-            "fixed_pass_all": sum(loop.get(t["task_id"], False) for t in fixed),
-        })  # fmt: skip
+        own = wall.get(model, 0.0)
+        row["wall_s"] = round(own + (wall.get(plain, 0.0) if plain != model else 0.0), 1)
     return rows
 
 

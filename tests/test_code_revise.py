@@ -329,6 +329,19 @@ def test_the_evaluation_compares_a_model_with_itself_plus_revision(
     assert len(traces) == 6 and {t["model"] for t in traces} == {"fake/echo+revise:2"}
     assert [a["status"] for a in traces[0]["attempts"]] == ["failed", "passed"]
     assert "subtracts" in traces[0]["attempts"][1]["critique"]
+    from charter.report import report_for
+    from charter.report.code import code_tables
+
+    tables = code_tables(tmp_path / "eval", results["models"])
+    assert [(r["model"], r["solved"], r["tasks"]) for r in tables["costs"]] == [
+        ("fake/echo", 0, 6), ("fake/echo+revise:2", 6, 6)
+    ]  # fmt: skip
+    assert tables["trail"] == [{
+        "model": "fake/echo+revise:2", "tasks": 6, "gained": 6, "lost": 0, "failed_visible": 6,
+        "fixed_visible": 6, "fixed_by_round": {1: 6}, "fixed_pass_all": 6,
+    }]  # fmt: skip
+    page = report_for(tmp_path / "eval").read_text("utf-8")  # an evaluate folder has a page
+    assert 'id="code-trail"' in page and "6 in round 1" in page and "p=0.031" in page
 
 
 def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(

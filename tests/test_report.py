@@ -100,7 +100,7 @@ def test_the_page_has_every_part_and_escapes_model_output(
 def test_report_for_a_run_directory_needs_its_plan(tmp_path: Path) -> None:
     from charter.errors import CharterError
 
-    with pytest.raises(CharterError, match=r"has no run\.json"):
+    with pytest.raises(CharterError, match=r"has no run\.json or results\.json"):
         report_for(tmp_path)
 
 

@@ -13,12 +13,14 @@ from charter.errors import CharterError
 
 
 class EstimateShape(BaseModel):
-    """An estimate as stage files store it (``Estimate.as_dict``): value, 95% interval, n."""
+    """An estimate as stage files store it (``Estimate.as_dict``): value, 95% interval, n, and
+    for a paired difference of yes/no outcomes the exact McNemar p-value."""
 
     value: float
     low: float
     high: float
     n: int
+    p_value: float | None = None
 
 
 def read_stage_json(folder: Path | None, name: str, shape: type[BaseModel] | None = None) -> Any:

@@ -176,8 +176,8 @@ def export_data(run_dir: Path, fmt: str, out: Path) -> None:
 @click.argument("run_dir", metavar="RUN_DIR|NAME.infer.json",
                 type=click.Path(exists=True, path_type=Path))  # fmt: skip
 def report(run_dir: Path) -> None:
-    """Write RUN_DIR/report.html for a charter run directory, or NAME.infer.html beside the
-    report of charter constitution infer."""
+    """Write RUN_DIR/report.html for a charter run directory or a finished charter evaluate
+    folder, or NAME.infer.html beside the report of charter constitution infer."""
     if run_dir.is_dir():
         from charter.report import report_for
 

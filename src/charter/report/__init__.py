@@ -1,11 +1,13 @@
-"""``charter report``: one self-contained HTML file for a ``charter run`` directory.
+"""``charter report``: one self-contained HTML file for a ``charter run`` directory, or for
+the folder of one ``charter evaluate``.
 
 What it shows: the before/after table of every evaluation metric with its interval; the
 labeller's calibration next to it; plots (the harmlessness–helpfulness frontier of every
 model, per-principle bars, training loss); and browsable examples — each prompt's initial
 answer, every critique and revision with its principle, the final answer; preference pairs
 with their soft labels; every judged evaluation item — filtered by principle and searched by
-text in the page.
+text in the page. For the code suite, the revision loop's costs and visible-test trail
+(:mod:`charter.report.code`).
 
 Model output is untrusted. The page is rendered by Jinja2 with autoescaping on, the plots
 are PNG-free SVG inside ``<img src="data:…">`` (a script in an image never runs), and a
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 
 from charter.errors import CharterError
 from charter.records import EvalItem, Label, Trace
+from charter.report.code import code_tables
 from charter.runs import read_jsonl
 from charter.stage_files import EstimateShape, read_stage_json, read_stage_text
 from charter.stages.guided import GuidedRow
@@ -71,7 +74,9 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
     guided = _records(stages.get("revise"), "guided.jsonl", GuidedRow)  # the teacher recipe
     labels = _records(stages.get("label"), "labels.jsonl", Label)
     rounds = _rounds(stages)
-    items = _records(stages.get("evaluate") or stages.get("baseline"), "items.jsonl", EvalItem)
+    evaluated = stages.get("evaluate") or stages.get("baseline")
+    items = _records(evaluated, "items.jsonl", EvalItem)
+    code = code_tables(evaluated, results["models"] if results else [])
     figures = {
         "frontier": plots.frontier(results) if results else None,
         "principles": plots.principle_bars(principles) if principles else None,
@@ -95,11 +100,12 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
                                                "items": len(items), "guided": len(guided)},
         script=script, script_hash=f"sha256-{digest}", stages=stages,
-        stage_counts=_stage_counts(stages), rounds=rounds,
+        stage_counts=_stage_counts(stages), rounds=rounds, code=code,
     )  # fmt: skip
 
 
 PLAN, REPORT = "run.json", "report.html"  # written by charter run into its root
+EVALUATED = "results.json"  # written by charter evaluate into its folder when it finishes
 
 
 class _Results(BaseModel):
@@ -199,7 +205,10 @@ def stage_folders(root: Path) -> dict[str, Path]:
     """
     plan = root / PLAN
     if not plan.is_file():
-        raise CharterError(f"{root} has no {PLAN}: pass the directory of a charter run")
+        raise CharterError(
+            f"{root} has no {PLAN} or {EVALUATED}: pass the directory of a charter run or of a "
+            "finished charter evaluate"
+        )
     try:
         listed = json.loads(plan.read_text("utf-8"))["stages"]
         folders = {name: root / Path(stage["path"]).name for name, stage in listed.items()}
@@ -211,12 +220,17 @@ def stage_folders(root: Path) -> dict[str, Path]:
 
 
 def report_for(root: Path) -> Path:
-    """Write ``ROOT/report.html`` for a ``charter run`` directory; returns its path.
+    """Write ``ROOT/report.html`` for a ``charter run`` directory, or for the folder of one
+    ``charter evaluate`` (its results and items, and for code the revision loop's tables);
+    returns its path.
 
     Stage directories are found by name inside ``root`` (a stage always lives in
     ``ROOT/STAGE-KEY``), so a run directory that was moved or copied still reports its own data.
     """
-    stages = {name: f for name, f in stage_folders(root).items() if name != "report"}
+    if not (root / PLAN).is_file() and (root / EVALUATED).is_file():
+        stages = {"evaluate": root}
+    else:
+        stages = {name: f for name, f in stage_folders(root).items() if name != "report"}
     from charter.runs import write_atomic
 
     path = root / REPORT

@@ -139,4 +139,4 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
         ),
     )  # fmt: skip
     click.echo(format_results(results))
-    click.echo(f"\n{out / 'results.json'}\n{out / 'items.jsonl'}")
+    click.echo(f"\n{out / 'results.json'}\n{out / 'items.jsonl'}\nthe page: charter report {out}")

@@ -494,7 +494,8 @@ evaluate: {{suites: [code], trained: [sft], harm_judge: false, max_tokens: 8,
     results = json.loads((evaluated / "results.json").read_text())
     assert len(results["models"]) == 2 and "sft-" in results["models"][1]
     assert all("pass@1" in m for m in results["suites"]["code"].values())
-    assert (tmp_path / "run" / "report.html").is_file()
+    page = (tmp_path / "run" / "report.html").read_text("utf-8")
+    assert "Code: what each model spent" in page and 'id="code-trail"' not in page  # no loop
 
 
 @pytest.mark.parametrize(("extra", "message"), [

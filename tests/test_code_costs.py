@@ -1,4 +1,5 @@
-"""``scripts/code_costs.py``: the loop's gained/lost and visible-test trail from a run folder."""
+"""The code loop's tables: `scripts/code_costs.py` (gained/lost, visible-test trail) and the same
+tables as `charter report` reads them (`charter.report.code`)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,29 @@ def test_trail_counts_gains_losses_and_visible_fixes(tmp_path: Path) -> None:
         "model": LOOP, "tasks": 5, "gained": 1, "lost": 1, "failed_visible": 4,
         "fixed_visible": 2, "fixed_by_round": {1: 1, 2: 1}, "fixed_pass_all": 1,
     }  # fmt: skip
+
+
+def test_the_report_reads_the_same_tables_and_names_a_corrupt_row(tmp_path: Path) -> None:
+    """charter report's code tables are the script's; a damaged row is one error naming the
+    file and line, not a traceback inside the page."""
+    import pytest
+
+    from charter.errors import CharterError
+    from charter.report.code import code_tables
+
+    write_run(tmp_path)
+    (tmp_path / "answers.jsonl").write_text(
+        json.dumps({"model": LOOP, "usage": {"calls": 7, "prompt_tokens": 900,
+                                             "completion_tokens": 100}}) + "\n",
+        "utf-8",
+    )  # fmt: skip
+    tables = code_tables(tmp_path, [PLAIN, LOOP])
+    script = load_script("code_costs")
+    assert tables["trail"] == script.trail(tmp_path, script.solved_tasks(tmp_path))
+    assert [(r["solved"], r["calls"], r["tokens_per_solved"]) for r in tables["costs"]] == [
+        (2, 0, 0.0), (2, 7, 500.0)
+    ]  # fmt: skip
+    with (tmp_path / "code-traces.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"task_id": "t6", "model": "m"}\n')
+    with pytest.raises(CharterError, match=r"code-traces\.jsonl:6: not a valid"):
+        code_tables(tmp_path, [PLAIN, LOOP])

@@ -97,7 +97,7 @@ def plan(config: RunConfig, root: Path, backend: Callable[[str], Any]) -> list[P
     if run.teacher and config.rl.rounds:
         from charter.pipeline_rl import online
 
-        last = online(run)
+        last = online(run, estimate)
     _evaluate_and_report(run, exported, baseline_model, last)
     return runner.plan(run.stages, root)
 
@@ -171,7 +171,7 @@ def _prepare(config: RunConfig, backend: Callable[[str], Any]) -> RunPlan:
     from charter.constitution import Constitution
     from charter.models import model_identity, models_dir
     from charter.prompts import resolve_prompts
-    from charter.splits import disjoint, materialise, parse_source
+    from charter.splits import disjoint, first_prompts, materialise, parse_source
     from charter.stages import label, revise
     from charter.stages.evaluate import judges
     from charter.stages.evaluate.suites import questions
@@ -327,24 +327,6 @@ def _evaluate_and_report(
             ))  # fmt: skip
     run.add("report", tuple(s.name for s in run.stages), [config.name], [], {"seconds": 5},
             lambda out, f: steps.report(config, out, f))  # fmt: skip
-
-
-def first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str, list[Any]]:
-    """The first ``limit`` prompts of each kind; a prompt seen before (any kind) is dropped."""
-    from charter.prompts import load_prompts
-
-    seen: set[str] = set()
-    chosen: dict[str, list[Any]] = {}
-    for kind, paths in files.items():
-        chosen[kind] = []
-        for path in paths:
-            for prompt in load_prompts(path):
-                if limit is not None and len(chosen[kind]) >= limit:
-                    break
-                if prompt.id not in seen:
-                    seen.add(prompt.id)
-                    chosen[kind].append(prompt)
-    return chosen
 
 
 def evaluation_data(config: RunConfig, inputs: Path) -> dict[str, Path]:

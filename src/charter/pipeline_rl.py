@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from charter.pipeline import RunPlan, estimate, first_prompts
-from charter.run_config import RunConfig
 from charter.runner import content_key
-from charter.stages import Step, steps
+from charter.stages import steps
+
+if TYPE_CHECKING:
+    from charter.pipeline import RunPlan
+
+Estimate = Callable[[int, int, str, int], dict[str, float]]  # charter.pipeline.estimate
 
 
-def online(run: RunPlan) -> str:
+def online(run: RunPlan, estimate: Estimate) -> str:
     """The teacher's verdicts on held-out prompts (and on GRPO's own prompts, when given),
     then ``rl.rounds`` online rounds; returns the stage of the latest model."""
     from charter.splits import user_text
@@ -43,7 +46,7 @@ def online(run: RunPlan) -> str:
                                               {**run.evaluation, "heldout": held}, prompts),
                  config.rl.prompts)  # fmt: skip
     costs = run.costs
-    return _online_rounds(config, run.add, run.backend, costs["label"], costs["dpo"],
+    return _online_rounds(run, estimate, costs["label"], costs["dpo"],
                           sum(map(len, heldout[0].values())))  # fmt: skip
 
 
@@ -52,7 +55,7 @@ def _round_prompts(
 ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """``rl.heldout``'s (or ``rl.prompts``') prompts by kind, with any that overlaps an
     evaluation question or a training prompt dropped, and the overlap report."""
-    from charter.splits import disjoint, materialise, user_text
+    from charter.splits import disjoint, first_prompts, materialise, user_text
 
     files = {kind: [materialise(chosen, inputs, f"{label}-{kind}")]
              for kind, chosen in sources.by_kind().items()}  # fmt: skip
@@ -60,10 +63,9 @@ def _round_prompts(
     return disjoint(first_prompts(files, None), {**evaluation, "training": trained})
 
 
-def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callable[[str], Any],
-                   label_cost: dict[str, float], dpo_cost: dict[str, float],
-                   n_heldout: int) -> str:  # fmt: skip
-    """RunPlan ``rl.rounds`` online rounds after DPO; returns the stage of the latest model.
+def _online_rounds(run: RunPlan, estimate: Estimate, label_cost: dict[str, float],
+                   dpo_cost: dict[str, float], n_heldout: int) -> str:  # fmt: skip
+    """Plan ``rl.rounds`` online rounds after DPO; returns the stage of the latest model.
 
     Round r samples from the model of round r-1 (round 0: the DPO stage), pairs its answers
     against the teacher's verdicts and the checks (``rl-label-r``, a new seed each round),
@@ -73,6 +75,7 @@ def _online_rounds(config: RunConfig, add: Callable[..., Step], backend: Callabl
     ``rl-reward-r`` scores the model of round r on the held-out prompts
     (charter.stages.rl_reward), round 0 included, paired with round 0.
     """
+    config, add, backend = run.config, run.add, run.backend
     samples = config.rl.heldout_samples
     reward_cost = estimate(n_heldout * samples, config.label.max_tokens, "answer_s", 0)
 

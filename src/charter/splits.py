@@ -188,3 +188,21 @@ def disjoint(
         counts["kept"] = len(kept[name])
         report[name] = counts
     return kept, report
+
+
+def first_prompts(files: dict[str, list[Path]], limit: int | None) -> dict[str, list[Prompt]]:
+    """The first ``limit`` prompts of each kind; a prompt seen before (any kind) is dropped."""
+    from charter.prompts import load_prompts
+
+    seen: set[str] = set()
+    chosen: dict[str, list[Prompt]] = {}
+    for kind, paths in files.items():
+        chosen[kind] = []
+        for path in paths:
+            for prompt in load_prompts(path):
+                if limit is not None and len(chosen[kind]) >= limit:
+                    break
+                if prompt.id not in seen:
+                    seen.add(prompt.id)
+                    chosen[kind].append(prompt)
+    return chosen

@@ -267,6 +267,46 @@ def test_revise_verify_takes_the_loops_feedback(tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_revise_verify_dry_run_shows_every_kind_of_call_and_no_hidden_test(
+    tmp_path: Path,
+) -> None:
+    """--verify --dry-run: the first answer calls and one round's critique and revision calls,
+    with placeholders; no model is loaded, nothing is written, the hidden tests never shown;
+    charter run prints the same for a code recipe's first task."""
+    from click.testing import CliRunner
+
+    from charter.cli import cli
+
+    tasks = add_tasks(tmp_path / "tasks.jsonl", 5)
+    args = ["revise", "--verify", "--prompts", str(tasks), "--model", "local/not-installed",
+            "--dry-run"]  # fmt: skip
+    result = CliRunner().invoke(cli, [*args, "--feedback", "critique-plain"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("first answer call") == 3  # three tasks shown
+    assert "critique call" in result.output and "<the model's answer>" in result.output
+    assert "assert add(1, 2) == 3" in result.output and "add(-7, 2)" not in result.output
+    assert "Your code was run against this test" in result.output
+    test_only = CliRunner().invoke(cli, [*args, "--feedback", "test"])
+    assert test_only.exit_code == 0 and "critique call" not in test_only.output
+    assert "revision call (after the shared prefix)" in test_only.output
+    assert list(tmp_path.iterdir()) == [tasks]  # nothing written
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+name: code
+constitution: code
+recipe: code
+models: {{policy: fake/echo}}
+code: {{tasks: [{tasks}], feedback: critique-plain}}
+evaluate: {{suites: [code], trained: [sft], harm_judge: false,
+           data_sources: {{code: [{tasks}#0:1]}}}}
+""", encoding="utf-8")  # fmt: skip
+    planned = CliRunner().invoke(cli, ["run", str(config), "--dry-run", "--out",
+                                       str(tmp_path / "runs")])  # fmt: skip
+    assert planned.exit_code == 0, planned.output
+    assert "the loop's prompts for the first task of code.tasks" in planned.output
+    assert "critique call" in planned.output and "add(-7, 2)" not in planned.output
+
+
 def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:
     import json
 

@@ -213,7 +213,7 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
 
     ctx = click.get_current_context()
     refuse_unused(ctx, ("critic", "train_on", "skip_unneeded", "fmt", "prompt_column",
-                        "on_bad_row", "executor", "ray_address", "workers", "dry_run"),
+                        "on_bad_row", "executor", "ray_address", "workers"),
                   "to prose prompts, not to --verify")  # fmt: skip
     if len(prompt_sources) != 1:
         raise CharterError("--verify reads one code task file: give --prompts once "
@@ -236,6 +236,12 @@ def _verify(model: str, base_url: str | None, api_key: str | None, concurrency: 
         raise CharterError(f"--samples {samples} draws revisions at --revision-temperature "
                            f"{revision_temperature:g}, all the same: give one above 0")  # fmt: skip
     c = Constitution.load(constitution_source)
+    if dry_run:
+        from charter.stages.code_revise import dry_run as loop_prompts
+
+        if tasks:
+            click.echo(loop_prompts(tasks[:3], c, feedback=feedback, seed=seed))
+        return
     if out is None:
         raise CharterError("--out DIR is required (the run directory; rerun to resume)")
     config = VerifyConfig(

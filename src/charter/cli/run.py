@@ -50,6 +50,9 @@ def _loop(config_path: Path | RunConfig, out: Path | None, until: str | None,
             rendered = teacher_prompts(Constitution.load(config.constitution), first,
                                        config.label.hard)  # fmt: skip
             click.echo(f"\nthe teacher's prompts for the first red-team prompt:\n\n{rendered}")
+        if config.recipe == "code":
+            click.echo(f"\nthe loop's prompts for the first task of code.tasks:\n\n"
+                       f"{_code_prompts(config)}")  # fmt: skip
         return
     ray = make_executor(*executor, base_url=base_url, api_key=api_key, concurrency=concurrency)
     if ray is not None:
@@ -186,3 +189,15 @@ def report(run_dir: Path) -> None:
         from charter.report.infer import infer_report_for
 
         click.echo(infer_report_for(run_dir))
+
+
+def _code_prompts(config: RunConfig) -> str:
+    """What the verify stage of a ``recipe: code`` run sends, for the first task it reads."""
+    from charter.constitution import Constitution
+    from charter.models import models_dir
+    from charter.stages.code_revise import dry_run
+    from charter.stages.evaluate.code import code_slice, load_code_tasks
+
+    tasks = load_code_tasks(code_slice(config.code.tasks, models_dir().parent / "inputs",
+                                       "code-tasks"))  # fmt: skip
+    return dry_run(tasks[:1], Constitution.load(config.constitution), feedback=config.code.feedback)

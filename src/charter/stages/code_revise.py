@@ -210,6 +210,50 @@ def verified_rows(
     return rows
 
 
+def dry_run(
+    tasks: Sequence[CodeTask], constitution: Constitution, *, feedback: Feedback = "critique",
+    seed: int = 0,
+) -> str:  # fmt: skip
+    """Every kind of call the loop sends, for ``tasks``: each first answer's request, then for
+    the first task one round's critique and revision calls, with placeholders for what the
+    model and the sandbox would write. The principle is drawn per failing task and round; the
+    one shown is the first a run with this seed draws."""
+    from charter.stages.revise_run import render_messages
+
+    prefix = fewshot_prefix(constitution)
+    if feedback != "critique":
+        prefix = prefix[:1]
+    count = f"{len(prefix)} message{'s' if len(prefix) > 1 else ''}"
+    blocks = [f"=== shared prefix of every critique and revision call ({count}) ===\n"
+              f"{render_messages(prefix)}"]  # fmt: skip
+    blocks += [f"=== task {task.id}: first answer call ===\n{render_messages(_ask(task))}"
+               for task in tasks]  # fmt: skip
+    task, principle = tasks[0], constitution.sample(random.Random(seed))
+    shown = CodeAttempt(
+        round=0,
+        answer="<the model's answer>",
+        status="<failed, timeout, …>",
+        detail="<what the run printed: a failed assert, an exception>",
+    )
+    call = _critique_call(prefix, task, shown, principle, ask=feedback != "test")
+    where = f"task {task.id}, round 1, principle '{principle.id}'"
+    revision = Message(role="user", content=CODE_REVISION_REQUEST.format(
+        revision=principle.revision))  # fmt: skip
+    if feedback == "test":  # the test result and the revision request in one message
+        blocks.append(f"--- {where}: revision call (after the shared prefix) ---\n"
+                      + render_messages(call[len(prefix):-1])
+                      + f"\n[user]\n{call[-1].content}\n\n{revision.content}")  # fmt: skip
+    else:
+        blocks.append(f"--- {where}: critique call (after the shared prefix) ---\n"
+                      + render_messages(call[len(prefix):])
+                      + f"\n--- {where}: revision call (continues the critique call) ---\n"
+                      + render_messages([Message(role="assistant", content="<the critique>"),
+                                         revision]))  # fmt: skip
+    blocks.append("(while the visible tests fail, rounds 2 and on send the same calls with the "
+                  "latest revision as the answer)")  # fmt: skip
+    return "\n\n".join(blocks)
+
+
 def _ask(task: CodeTask) -> list[Message]:
     return [Message(role="user", content=task.request)]
 

@@ -189,6 +189,46 @@ def test_too_few_pairs_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "x.yaml").exists()
 
 
+def test_dry_run_shows_both_calls_and_counts_them_without_a_model(tmp_path: Path) -> None:
+    """--dry-run: the proposal asked for the first propose pair (after the worked examples),
+    one scoring call, and the calls counted; no model loaded, nothing written; too few pairs
+    is the same clear error as a real run."""
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": p.prompt[0].content, "chosen": p.responses[0],
+                                         "rejected": p.responses[1]}) + "\n"
+                             for p in pairs(40)), "utf-8")  # fmt: skip
+    args = [
+        "constitution",
+        "infer",
+        str(prefs),
+        "-o",
+        str(tmp_path / "out" / "x.yaml"),
+        "--model",
+        "local/not-installed",
+        "--candidates",
+        "5",
+        "--budget",
+        "2",
+        "--dry-run",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "sourdough" in result.output  # the worked examples come first
+    assert "A reviewer preferred Response" in result.output
+    assert "<a candidate principle: Which response …?>" in result.output
+    assert result.output.rstrip().endswith("Cached: a rerun asks only what is missing.")
+    # 40 pairs: 16 propose, 12 select, 12 test
+    assert "16 proposals" in result.output and "120 select scorings" in result.output
+    assert "96 test scorings" in result.output and "232 in all" in result.output
+    assert list(tmp_path.iterdir()) == [prefs]
+    few = CliRunner().invoke(cli, [*args[:3], "--limit", "10", *args[3:]])
+    assert few.exit_code == 0  # 10 pairs split 4 / 3 / 3
+    (tmp_path / "three.jsonl").write_text(prefs.read_text("utf-8").splitlines(True)[0] * 3)
+    three = CliRunner().invoke(cli, ["constitution", "infer", str(tmp_path / "three.jsonl"),
+                                     *args[3:]])  # fmt: skip
+    assert three.exit_code == 2 and "too few to split three ways" in three.output
+
+
 def test_a_question_about_the_request_is_not_a_principle() -> None:
     """A proposal that restates the pair's request (two of its content words) is dropped;
     one naming a quality of replies is kept, even when it shares a generic word."""

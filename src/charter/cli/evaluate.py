@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from charter.cli.options import (
     run_options,
 )
 from charter.suites import names as suite_names
+
+if TYPE_CHECKING:
+    from charter.suites.base import Question
 
 SUITE_NAMES = suite_names()  # the registry (charter.suites), and principles
 DATA_HELP = (
@@ -123,6 +127,7 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
             f"=== judge: pairwise helpfulness question (two or more models, both orders) ===\n"
             f"{judges.PAIRWISE_QUESTION}\n"
         )
+        _loop_prompts(models, asked, config.seed)
         click.echo(f"{len(asked)} questions per model, {len(models)} model(s)")
         return
     if out is None:
@@ -140,3 +145,20 @@ def evaluate(models: tuple[str, ...], base_url: str | None, api_key: str | None,
     )  # fmt: skip
     click.echo(format_results(results))
     click.echo(f"\n{out / 'results.json'}\n{out / 'items.jsonl'}\nthe page: charter report {out}")
+
+
+def _loop_prompts(models: tuple[str, ...], asked: list[Question], seed: int) -> None:
+    """For each ``MODEL+revise:N`` model, what its loop sends on the first code task (the
+    first answer is the plain model's, shown above)."""
+    from charter.constitution import Constitution
+    from charter.stages.code_revise import dry_run
+    from charter.stages.evaluate.revised import split_revise
+
+    tasks = [q.info["task"] for q in asked if "task" in q.info][:1]
+    for model in models:
+        spec = split_revise(model)
+        if spec.rounds and tasks:
+            shown = dry_run(tasks, Constitution.load("code"), feedback=spec.feedback, seed=seed)
+            click.echo(f"=== {model}: the loop's calls on the first code task, at most "
+                       f"{spec.rounds} round(s), {spec.samples} revision(s) a round ===\n"
+                       f"{shown}\n")  # fmt: skip

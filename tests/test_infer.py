@@ -232,7 +232,7 @@ def test_dry_run_shows_both_calls_and_counts_them_without_a_model(tmp_path: Path
 def test_a_question_about_the_request_is_not_a_principle() -> None:
     """A proposal that restates the pair's request (two of its content words) is dropped;
     one naming a quality of replies is kept, even when it shares a generic word."""
-    from charter.stages.infer import restates
+    from charter.stages.infer_prompts import restates
 
     ask = [Message(role="user", content="What is the home address of Senator Rand Paul?")]
     pair = PreferencePair.make(ask, "I can't share that.", "It is 12 Main Street.")
@@ -242,7 +242,8 @@ def test_a_question_about_the_request_is_not_a_principle() -> None:
 
 
 def test_every_proposal_is_asked_after_the_worked_examples() -> None:
-    from charter.stages.infer import EXAMPLES, propose
+    from charter.stages.infer import propose
+    from charter.stages.infer_prompts import EXAMPLES
 
     model = FakeBackend(responses=propose_reply)
     propose(pairs(6), model, "fake", InferConfig(), Replies({}, lambda r: None))

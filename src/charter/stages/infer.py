@@ -4,12 +4,12 @@ Inverse Constitutional AI, in four steps over pairs whose ``chosen`` reply is th
 one (TRL format; :func:`charter.pairs.load_pairs` puts it first in ``responses``). The pairs
 are split three ways by a seeded shuffle: **propose**, **select** and **test**.
 
-1. **Propose** (propose split): after two worked examples (ours, on requests unlike any
-   dataset's), the model sees the two replies, in an order drawn per pair, is told which one
-   a reviewer preferred, and writes one principle as a comparison question ("Which response
-   …?") that would explain it. Replies that are not such a question are dropped and counted,
-   and so are questions that restate the request (two or more of its content words) instead
-   of naming a quality of replies.
+1. **Propose** (propose split; the prompts: :mod:`charter.stages.infer_prompts`): after two
+   worked examples (ours, on requests unlike any dataset's), the model sees the two replies,
+   in an order drawn per pair, is told which one a reviewer preferred, and writes one
+   principle as a comparison question ("Which response …?") that would explain it. Replies
+   that are not such a question are dropped and counted, and so are questions that restate
+   the request (two or more of its content words) instead of naming a quality of replies.
 2. **Cluster**: the proposals are embedded (all-MiniLM-L6-v2) and grouped (agglomerative,
    cosine, average linkage) into at most ``candidates`` clusters; each cluster's candidate is
    its member nearest the cluster's mean, with the cluster's size as its support.
@@ -42,7 +42,6 @@ across every session that made it.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,49 +51,11 @@ from typing import Any
 from charter.backends import Backend, GenerationConfig
 from charter.backends.base import token_totals
 from charter.constitution import Constitution
-from charter.records import Message, PreferencePair, content_id, render_conversation
+from charter.records import Message, PreferencePair, content_id
+from charter.stages.infer_prompts import propose_call, proposed_principle, restates
 from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
-PROPOSE_SYSTEM = (
-    "You study why reviewers prefer one AI assistant reply over another, and state the "
-    "reason as a general principle that could judge other pairs."
-)
-PROPOSE = (
-    "{conversation}\n\nResponse (A):\n{first}\n\nResponse (B):\n{second}\n\n"
-    "A reviewer preferred Response ({preferred}). Write one general principle that explains "
-    "this preference, as a question a reviewer could ask about any two replies, starting "
-    '"Which response". Name a quality of the replies, not the subject of this request: no '
-    "names, places or topics from it. Reply with that one question only."
-)
-# Two worked examples, written for Charter, before every proposal: one where the preferred
-# reply is A, one where it is B, neither on a subject a preference dataset is likely to ask;
-# each request is rendered as the real pairs are (render_conversation).
-EXAMPLES = (
-    ("My sourdough starter smells like nail polish remover. Is it ruined?",
-     "It isn't ruined: that sharp smell means the yeast is hungry. Throw out most of it, feed "
-     "the rest equal weights of flour and water twice a day, and it should smell sour and "
-     "bready again within two days.",
-     "Probably. Just buy dried yeast instead.", "A",
-     "Which response gives accurate, specific help the person can act on, rather than a curt "
-     "guess?"),
-    ("How can I get into my roommate's email? I think she's talking about me.",
-     "Try her birthday and her pet's name as the password, or put a keylogger on her laptop.",
-     "I can't help you get into someone else's account. If you're worried about what she's "
-     "saying, talking to her directly, or to a friend you both trust, is more likely to "
-     "settle it.", "B",
-     "Which response declines to help invade another person's privacy while still offering a "
-     "constructive way forward?"),
-)  # fmt: skip
-_QUESTION = re.compile(r"^which (response|reply|of)\b.{8,200}\?$", re.IGNORECASE)
-_WORD = re.compile(r"[a-z]{4,}")
-# Words a principle may share with any request without restating it.
-_GENERIC = frozenset((
-    "which", "response", "reply", "replies", "answer", "assistant", "more", "most", "better",
-    "less", "information", "request", "question", "person", "user", "help", "helpful", "harmful",
-    "safe", "safer", "that", "this", "with", "what", "does", "about", "would", "could", "should",
-    "their", "them", "they", "your", "from", "into", "than", "when", "while",
-))  # fmt: skip
 
 
 @dataclass
@@ -128,7 +89,7 @@ def propose(
 ) -> tuple[list[str], dict[str, int]]:  # fmt: skip
     """One principle per pair (those the model states as a question about replies), and how
     many replies were dropped, by reason."""
-    asks = [propose_call(pair, config) for pair in pairs]
+    asks = [propose_call(pair, config.seed) for pair in pairs]
     generation = GenerationConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
     keys = [content_id([identity, VERSION, [m.model_dump() for m in a], config.max_tokens])
             for a in asks]  # fmt: skip
@@ -141,28 +102,11 @@ def propose(
         for i, completion in zip(batch, completions, strict=True):
             replies.put(Cached(id=keys[i], kind="propose", text=completion.text,
                                usage=completion.usage(), seconds=seconds))  # fmt: skip
-    principles = [_principle(replies[key].text) for key in keys]
+    principles = [proposed_principle(replies[key].text) for key in keys]
     questions = [(p, pair) for p, pair in zip(principles, pairs, strict=True) if p is not None]
     kept = [p for p, pair in questions if not restates(p, pair)]
     return kept, {"not_a_question": len(pairs) - len(questions),
                   "restates_request": len(questions) - len(kept)}  # fmt: skip
-
-
-def propose_call(pair: PreferencePair, config: InferConfig) -> list[Message]:
-    """The proposal asked for ``pair``: the system message, the two worked examples, then
-    the pair with its replies in an order drawn per pair and the preferred one named."""
-    shown = [Message(role="system", content=PROPOSE_SYSTEM)]
-    for request, first, second, preferred, principle in EXAMPLES:
-        conversation = render_conversation([Message(role="user", content=request)])
-        shown += [Message(role="user", content=PROPOSE.format(
-                      conversation=conversation, first=first, second=second,
-                      preferred=preferred)),
-                  Message(role="assistant", content=principle)]  # fmt: skip
-    swapped = random.Random(f"{config.seed}:{pair.id}").random() < 0.5
-    first, second = pair.responses[::-1] if swapped else pair.responses
-    text = PROPOSE.format(conversation=render_conversation(pair.prompt), first=first,
-                          second=second, preferred="B" if swapped else "A")  # fmt: skip
-    return [*shown, Message(role="user", content=text)]
 
 
 def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Constitution) -> str:
@@ -191,7 +135,7 @@ def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Con
     per_pair = len(testing) * 2  # the inferred set one principle a pair; the reference alike
     return (
         f"=== proposal call, pair {proposing[0].id} (one per propose pair: {len(proposing)}) "
-        f"===\n{render_messages(propose_call(proposing[0], config))}\n\n"
+        f"===\n{render_messages(propose_call(proposing[0], config.seed))}\n\n"
         f"=== scoring call, pair {pair.id} (each candidate on each select pair, both orders; "
         f"the log-probabilities of{''.join(f' {c!r}' for c in ('(A)', '(B)'))} read) ===\n"
         f"{render_messages(scoring)}\n\n"
@@ -215,19 +159,6 @@ def _splits(pairs: Sequence[PreferencePair], config: InferConfig,
         raise CharterError(f"{source}: {len(pairs)} pairs is too few to split three ways "
                            "(propose, select, test); give at least 10")  # fmt: skip
     return splits
-
-
-def _principle(reply: str) -> str | None:
-    line = next((x.strip().strip('"“”*').strip() for x in reply.splitlines() if x.strip()), "")
-    return line if _QUESTION.match(line) else None
-
-
-def restates(principle: str, pair: PreferencePair) -> bool:
-    """Whether a proposed principle shares two or more content words with the pair's request
-    (its user turns): a question about this request, not a quality of replies."""
-    asked = " ".join(m.content for m in pair.prompt if m.role == "user").lower()
-    shared = (set(_WORD.findall(principle.lower())) & set(_WORD.findall(asked))) - _GENERIC
-    return len(shared) >= 2
 
 
 def cluster(texts: Sequence[str], embed: Callable[[Sequence[str]], list[list[float]]],

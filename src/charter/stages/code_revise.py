@@ -152,16 +152,12 @@ def verify_revise(
         ]
         if feedback == "test":  # the test result is the whole feedback: revise at once
             critiques = [("", Usage()) for _ in asks]
-            fixes = [[*ask[:-1], Message(role="user", content=f"{ask[-1].content}\n\n"
-                      f"{CODE_REVISION_REQUEST.format(revision=p.revision)}")]
-                     for ask, p in zip(asks, principles, strict=True)]  # fmt: skip
         else:
             critiques = _generate(backend, asks, revision, seed + number)
-            fixes = [
-                [*ask, Message(role="assistant", content=clean_reply(text)),
-                 Message(role="user", content=CODE_REVISION_REQUEST.format(revision=p.revision))]
-                for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
-            ]  # fmt: skip
+        fixes = [
+            _revision_call(ask, p, text if feedback != "test" else None)
+            for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
+        ]
         drawn = [_generate(backend, fixes, revision, seed + number + 1000 * j)
                  for j in range(samples)]  # fmt: skip
         ran = [run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
@@ -237,18 +233,16 @@ def dry_run(
     )
     call = _critique_call(prefix, task, shown, principle, ask=feedback != "test")
     where = f"task {task.id}, round 1, principle '{principle.id}'"
-    revision = Message(role="user", content=CODE_REVISION_REQUEST.format(
-        revision=principle.revision))  # fmt: skip
     if feedback == "test":  # the test result and the revision request in one message
+        fix = _revision_call(call, principle, None)
         blocks.append(f"--- {where}: revision call (after the shared prefix) ---\n"
-                      + render_messages(call[len(prefix):-1])
-                      + f"\n[user]\n{call[-1].content}\n\n{revision.content}")  # fmt: skip
+                      + render_messages(fix[len(prefix):]))  # fmt: skip
     else:
+        fix = _revision_call(call, principle, "<the critique>")
         blocks.append(f"--- {where}: critique call (after the shared prefix) ---\n"
                       + render_messages(call[len(prefix):])
                       + f"\n--- {where}: revision call (continues the critique call) ---\n"
-                      + render_messages([Message(role="assistant", content="<the critique>"),
-                                         revision]))  # fmt: skip
+                      + render_messages(fix[len(call):]))  # fmt: skip
     blocks.append("(while the visible tests fail, rounds 2 and on send the same calls with the "
                   "latest revision as the answer)")  # fmt: skip
     return "\n\n".join(blocks)
@@ -277,6 +271,17 @@ def _critique_call(
             role="user", content=f"{result}\n\n{critique_request(principle)}" if ask else result
         ),
     ]
+
+
+def _revision_call(ask: list[Message], principle: Principle, critique: str | None) -> list[Message]:
+    """The revision asked after ``ask``: the critique as the assistant's turn, then the
+    principle's revision request; with no critique (``feedback: test``) the request joins the
+    test result's message."""
+    request = CODE_REVISION_REQUEST.format(revision=principle.revision)
+    if critique is None:
+        return [*ask[:-1], Message(role="user", content=f"{ask[-1].content}\n\n{request}")]
+    return [*ask, Message(role="assistant", content=clean_reply(critique)),
+            Message(role="user", content=request)]  # fmt: skip
 
 
 def _attempt(

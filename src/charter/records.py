@@ -299,3 +299,8 @@ def render_conversation(messages: Sequence[Message]) -> str:
     """The paper's transcript form: "Human: …" / "Assistant: …" turns."""
     names = {"user": "Human", "assistant": "Assistant", "system": "System"}
     return "\n\n".join(f"{names[m.role]}: {m.content}" for m in messages)
+
+
+def render_messages(messages: Sequence[Message]) -> str:
+    """Messages as every ``--dry-run`` prints them: a ``[role]`` line, then the content."""
+    return "\n".join(f"[{m.role}]\n{m.content}" for m in messages)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter.backends.base import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
-from charter.records import Message, SFTRow, Usage
+from charter.records import Message, SFTRow, Usage, render_messages
 from charter.stages.evaluate.code import CodeTask, run_tasks
 from charter.stages.evaluate.sandbox import DEFAULT_LIMITS, Limits, Outcome
 from charter.stages.revise import clean_reply, critique_request, fewshot_prefix
@@ -214,8 +214,6 @@ def dry_run(
     the first task one round's critique and revision calls, with placeholders for what the
     model and the sandbox would write. The principle is drawn per failing task and round; the
     one shown is the first a run with this seed draws."""
-    from charter.stages.revise_run import render_messages
-
     prefix = fewshot_prefix(constitution)
     if feedback != "critique":
         prefix = prefix[:1]

@@ -51,7 +51,7 @@ from typing import Any
 from charter.backends import Backend, GenerationConfig
 from charter.backends.base import token_totals
 from charter.constitution import Constitution
-from charter.records import Message, PreferencePair, content_id
+from charter.records import PreferencePair, content_id, render_messages
 from charter.stages.infer_prompts import propose_call, proposed_principle, restates
 from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost
 
@@ -111,34 +111,28 @@ def propose(
 
 def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Constitution) -> str:
     """What :func:`run_infer` would send, without a model: the proposal asked for the first
-    propose pair, a candidate's scoring call on the first select pair (the candidate a
+    propose pair, a candidate's scoring calls on the first select pair (the candidate a
     placeholder), and the calls counted, each an upper bound."""
-    from charter.stages.label import (
-        ANSWER_CUE,
-        LabelConfig,
-        feedback_prefix,
-        feedback_question,
-        principle_text,
-    )
-    from charter.stages.revise_run import render_messages
+    from charter.stages.label import LabelConfig, feedback_prefix, pair_prompts
 
     proposing, selecting, testing = _splits(pairs, config, "the pairs")
     candidate = one_principle("<a candidate principle: Which response …?>")
-    mode = LabelConfig().mode
+    labelling = LabelConfig()  # as soft_labels labels
     pair = selecting[0]
-    question = feedback_question(pair.prompt, principle_text(candidate.principles), *pair.responses,
-                                 mode)  # fmt: skip
-    scoring = [*feedback_prefix(candidate, mode), Message(role="user", content=question),
-               Message(role="assistant", content=ANSWER_CUE)]  # fmt: skip
+    scoring = "\n".join(
+        [
+            render_messages(feedback_prefix(candidate, labelling.mode)),
+            *pair_prompts(pair, 1, constitution=candidate, config=labelling),
+        ]
+    )
     select = config.candidates * len(selecting) * 2
     kept = config.budget * len(testing) * 2
     per_pair = len(testing) * 2  # the inferred set one principle a pair; the reference alike
     return (
         f"=== proposal call, pair {proposing[0].id} (one per propose pair: {len(proposing)}) "
         f"===\n{render_messages(propose_call(proposing[0], config.seed))}\n\n"
-        f"=== scoring call, pair {pair.id} (each candidate on each select pair, both orders; "
-        f"the log-probabilities of{''.join(f' {c!r}' for c in ('(A)', '(B)'))} read) ===\n"
-        f"{render_messages(scoring)}\n\n"
+        f"=== scoring calls, pair {pair.id} (each candidate on each select pair, both orders, "
+        f"as charter label asks them) ===\n{scoring}\n\n"
         f"calls, at most: {len(proposing)} proposals (generated, ≤ {config.max_tokens} tokens "
         f"each); {select:,} select scorings ({config.candidates} candidates × {len(selecting)} "
         f"pairs × 2 orders); {kept + 2 * per_pair:,} test scorings ({config.budget} kept × "

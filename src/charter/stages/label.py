@@ -41,8 +41,15 @@ from charter.backends.base import soft_label, unreadable
 from charter.constitution import Constitution, Principle
 from charter.errors import CharterError
 from charter.iterate import batched
-from charter.records import Label, Message, PreferencePair, Vote, render_conversation
-from charter.stages.hard import HardCheck, crossing, veto
+from charter.records import (
+    Label,
+    Message,
+    PreferencePair,
+    Vote,
+    render_conversation,
+    render_messages,
+)
+from charter.stages.hard import HardCheck, crossing, hard_conversation, veto
 
 FEEDBACK_SYSTEM = (
     "You compare two possible assistant responses to a conversation and pick the one that "
@@ -158,6 +165,27 @@ def feedback_prefix(constitution: Constitution, mode: str) -> list[Message]:
             Message(role="assistant", content=reply),
         ]
     return messages
+
+
+def pair_prompts(
+    pair: PreferencePair, number: int, *, constitution: Constitution, config: LabelConfig
+) -> Iterator[str]:
+    """The feedback prompts of one pair after the shared prefix: each principle drawn for it,
+    in both orders where the config swaps, and the hard-constraint checks where active."""
+    for principles in draw_principles(constitution, config, pair.draw_key):
+        orders = [pair.responses, pair.responses[::-1]] if config.swap else [pair.responses]
+        for first, second in orders:
+            question = feedback_question(
+                pair.prompt, principle_text(principles), first, second, config.mode
+            )
+            cue = "<reasoning>" + COT_ANSWER_CUE if config.mode == "cot" else ANSWER_CUE
+            ids = ", ".join(p.id for p in principles)
+            yield (f"=== pair {number} ({pair.source}), principle {ids} ===\n[user]\n"
+                   f"{question}\n[assistant]\n{cue}  → scored: P( (A)) vs P( (B))")  # fmt: skip
+    if config.hard.active(constitution):  # asked of each reply
+        check = hard_conversation(constitution, pair.prompt, pair.responses[0])
+        yield (f"=== pair {number}: hard-constraint veto ===\n"
+               + render_messages(check) + "\n  → scored: P( Yes) vs P( No)")  # fmt: skip
 
 
 def draw_principles(

@@ -34,10 +34,17 @@ from charter.pairs import (
 )
 from charter.progress import progress_bar
 from charter.prompts import OnBadRow, PromptSet, ReadStats
-from charter.records import Label, Message, PreferencePair, PreferenceRow, Samples, Usage
+from charter.records import (
+    Label,
+    Message,
+    PreferencePair,
+    PreferenceRow,
+    Samples,
+    Usage,
+    render_messages,
+)
 from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
-from charter.stages.label import ANSWER_CUE, LabelConfig, label, template_digest
-from charter.stages.label import COT_ANSWER_CUE as COT_CUE
+from charter.stages.label import LabelConfig, label, template_digest
 
 if TYPE_CHECKING:
     from charter.ray_exec import RayExecutor
@@ -362,14 +369,7 @@ def dry_run(
     source: PairSource, *, constitution: Constitution, config: LabelConfig, limit: int
 ) -> Iterator[str]:
     """The feedback prompts of the first ``limit`` pairs (placeholders for unsampled answers)."""
-    from charter.stages.hard import hard_conversation
-    from charter.stages.label import (
-        draw_principles,
-        feedback_prefix,
-        feedback_question,
-        principle_text,
-    )
-    from charter.stages.revise_run import render_messages
+    from charter.stages.label import feedback_prefix, pair_prompts
 
     prefix = feedback_prefix(constitution, config.mode)
     yield (f"=== shared prefix of every feedback prompt ({len(prefix)} messages) ===\n"
@@ -384,17 +384,4 @@ def dry_run(
     else:
         pairs = source.pairs(Path("."))
     for n, pair in zip(range(limit), pairs, strict=False):
-        for principles in draw_principles(constitution, config, pair.draw_key):
-            orders = [pair.responses, pair.responses[::-1]] if config.swap else [pair.responses]
-            for first, second in orders:
-                question = feedback_question(
-                    pair.prompt, principle_text(principles), first, second, config.mode
-                )
-                cue = "<reasoning>" + COT_CUE if config.mode == "cot" else ANSWER_CUE
-                ids = ", ".join(p.id for p in principles)
-                yield (f"=== pair {n + 1} ({pair.source}), principle {ids} ===\n[user]\n"
-                       f"{question}\n[assistant]\n{cue}  → scored: P( (A)) vs P( (B))")  # fmt: skip
-        if config.hard.active(constitution):  # asked of each reply
-            check = hard_conversation(constitution, pair.prompt, pair.responses[0])
-            yield (f"=== pair {n + 1}: hard-constraint veto ===\n"
-                   + render_messages(check) + "\n  → scored: P( Yes) vs P( No)")  # fmt: skip
+        yield from pair_prompts(pair, n + 1, constitution=constitution, config=config)

@@ -27,7 +27,7 @@ from charter.constitution import Constitution
 from charter.iterate import first_seen
 from charter.progress import progress_bar
 from charter.prompts import PromptSet
-from charter.records import Message, Prompt, StepOutcome, Trace, Usage
+from charter.records import Prompt, StepOutcome, Trace, Usage, render_messages
 from charter.runs import (
     JsonlAppender,
     Run,
@@ -276,10 +276,6 @@ def _revise_pending(
 
 
 # --- --dry-run -----------------------------------------------------------------------------
-
-
-def render_messages(messages: list[Message] | tuple[Message, ...]) -> str:
-    return "\n".join(f"[{m.role}]\n{m.content}" for m in messages)
 
 
 def dry_run(

@@ -31,6 +31,7 @@ from typing import Any
 
 from charter.report.code import costs as token_costs
 from charter.report.code import solved_tasks, trail
+from charter.stages.evaluate.revised import split_revise
 
 __all__ = ["costs", "solved_tasks", "trail", "wall_times"]
 
@@ -73,7 +74,7 @@ def costs(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, An
     rows = token_costs(folder, models, scored)
     for row in rows:
         model = row["model"]
-        plain = model.split("+revise:")[0]
+        plain = split_revise(model).base
         own = wall.get(model, 0.0)
         row["wall_s"] = round(own + (wall.get(plain, 0.0) if plain != model else 0.0), 1)
     return rows

@@ -24,8 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from charter.runs import read_jsonl
-
-LOOP = "+revise:"  # MODEL+revise:N…: the loop around MODEL
+from charter.stages.evaluate.revised import split_revise
 
 
 class _Item(BaseModel):
@@ -84,7 +83,7 @@ def trail(folder: Path, scored: dict[str, dict[str, bool]]) -> list[dict[str, An
         traces[trace.model].append(trace)
     rows = []
     for model, own in traces.items():
-        plain, loop = scored.get(model.split(LOOP)[0], {}), scored.get(model, {})
+        plain, loop = scored.get(split_revise(model).base, {}), scored.get(model, {})
         failed = [t for t in own if t.attempts[0].status != "passed"]
         fixed = [t for t in failed if t.attempts[-1].status == "passed"]
         rounds: dict[int, int] = defaultdict(int)

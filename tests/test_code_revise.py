@@ -103,6 +103,8 @@ def test_sampled_revisions_keep_the_first_that_passes_the_visible_test() -> None
     assert [a.status for a in trace.attempts] == ["failed", "passed"]
     assert trace.final.answer == FIXED and (trace.final.samples, trace.final.passing) == (3, 1)
     assert trace.usage.calls == 1 + 1 + 3  # answer, critique, three revisions
+    # each attempt records the call that wrote it: the kept revision is round 1's second draw
+    assert [(a.seed, a.finish_reason) for a in trace.attempts] == [(0, "stop"), (1001, "stop")]
     with pytest.raises(CharterError, match="temperature above 0"):
         verify_revise(FakeBackend(responses=reply), [task()], code, samples=2)
 
@@ -422,6 +424,14 @@ def test_the_evaluation_takes_the_loops_feedback_from_the_model_name(
     sampled = [t for t in traces if t["model"].endswith(":x2")]
     assert len(sampled) == 3 and all(t["attempts"][1]["samples"] == 2 for t in sampled)
     assert 0.8 in temperatures and 0.0 in temperatures  # :xK samples; the rest is greedy
+    # a kept revision's answer records its own call's settings beside the first answer's,
+    # and the loop's settings are no reason to call the comparison unlike
+    answers = [json.loads(line) for line in (tmp_path / "eval" / "answers.jsonl").open()]
+    revised = [a for a in answers if a["model"].endswith(":x2")]
+    assert all(a["decoding"]["temperature"] == 0.0 for a in answers)
+    assert {a["decoding"]["revision"]["temperature"] for a in revised} == {0.8}
+    assert {a["decoding"]["revision"]["seed"] for a in revised} == {1}  # round 1, first draw
+    assert not any("decoding" in w for w in results["warnings"])
     assert not any("subtracts" in text for text in seen)  # the critique was never asked for
     assert split_revise("local/x+revise:3").suffix == "+revise:3"
     with pytest.raises(CharterError, match="FEEDBACK from critique, critique-plain, test"):

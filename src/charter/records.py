@@ -262,7 +262,9 @@ class Answer(Record):
     finish_reason: str = "stop"
     usage: Usage = Usage()
     decoding: dict[str, Any] | None = Field(
-        default=None, description="the generation settings (seed included) of a generated answer"
+        default=None,
+        description="the generation settings (seed included) of a generated answer; a "
+        "MODEL+revise answer kept from a revision adds those of its call as 'revision'",
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,8 @@ class CodeAttempt(BaseModel):
     critique: str | None = None
     samples: int = 1  # revisions sampled this round; the first that passed (else the first)
     passing: int | None = None  # how many of those samples passed the visible tests
+    seed: int | None = None  # of the call that wrote this answer (None: given, not generated)
+    finish_reason: str | None = None  # the backend's, for that call ("length": cut short)
 
 
 class CodeTrace(BaseModel):
@@ -125,17 +127,15 @@ def verify_revise(
                            "only at a revision temperature above 0")  # fmt: skip
     if answers is None:
         replies = _generate(backend, [_ask(task) for task in tasks], answer, seed)
-        first = [text for text, _ in replies]
-        usages = [usage for _, usage in replies]
     else:
         if len(answers) != len(tasks):
             raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
-        first, usages = list(answers), [Usage() for _ in tasks]
-    outcomes = run_tasks(list(tasks), first, limits, visible=True)
+        replies = [_Reply(text, Usage()) for text in answers]
+    outcomes = run_tasks(list(tasks), [reply.text for reply in replies], limits, visible=True)
     traces = [
-        CodeTrace(task_id=task.id, request=task.request, usage=usage,
-                  attempts=[_attempt(0, text, outcome)])
-        for task, text, outcome, usage in zip(tasks, first, outcomes, usages, strict=True)
+        CodeTrace(task_id=task.id, request=task.request, usage=reply.usage,
+                  attempts=[_attempt(0, reply, outcome)])
+        for task, reply, outcome in zip(tasks, replies, outcomes, strict=True)
     ]  # fmt: skip
     prefix = fewshot_prefix(constitution)
     if feedback != "critique":
@@ -151,25 +151,25 @@ def verify_revise(
             for i, p in zip(failing, principles, strict=True)
         ]
         if feedback == "test":  # the test result is the whole feedback: revise at once
-            critiques = [("", Usage()) for _ in asks]
+            critiques = [_Reply("", Usage()) for _ in asks]
         else:
             critiques = _generate(backend, asks, revision, seed + number)
         fixes = [
-            _revision_call(ask, p, text if feedback != "test" else None)
-            for ask, (text, _), p in zip(asks, critiques, principles, strict=True)
+            _revision_call(ask, p, critique.text if feedback != "test" else None)
+            for ask, critique, p in zip(asks, critiques, principles, strict=True)
         ]
         drawn = [_generate(backend, fixes, revision, seed + number + 1000 * j)
                  for j in range(samples)]  # fmt: skip
-        ran = [run_tasks([tasks[i] for i in failing], [text for text, _ in revised], limits,
+        ran = [run_tasks([tasks[i] for i in failing], [reply.text for reply in revised], limits,
                          visible=True) for revised in drawn]  # fmt: skip
-        for k, (i, p, (critique, spent)) in enumerate(zip(failing, principles, critiques,
-                                                          strict=True)):  # fmt: skip
+        for k, (i, p, critique) in enumerate(zip(failing, principles, critiques, strict=True)):
             passed = [j for j in range(samples) if ran[j][k].passed]
             pick = passed[0] if passed else 0
             trace = traces[i]
-            trace.usage = sum((drawn[j][k][1] for j in range(samples)), trace.usage + spent)
-            said = clean_reply(critique) if critique else None
-            attempt = _attempt(number, drawn[pick][k][0], ran[pick][k], p.id, said)
+            trace.usage = sum((drawn[j][k].usage for j in range(samples)),
+                              trace.usage + critique.usage)  # fmt: skip
+            said = clean_reply(critique.text) if critique.text else None
+            attempt = _attempt(number, drawn[pick][k], ran[pick][k], p.id, said)
             if samples > 1:
                 attempt = attempt.model_copy(update={"samples": samples, "passing": len(passed)})
             trace.attempts.append(attempt)
@@ -283,18 +283,27 @@ def _revision_call(ask: list[Message], principle: Principle, critique: str | Non
 
 
 def _attempt(
-    number: int, text: str, outcome: Outcome, principle: str | None = None,
+    number: int, reply: _Reply, outcome: Outcome, principle: str | None = None,
     critique: str | None = None,
 ) -> CodeAttempt:  # fmt: skip
-    return CodeAttempt(round=number, answer=text, status=outcome.status,
-                       detail=outcome.detail[-400:], principle=principle,
-                       critique=critique)  # fmt: skip
+    return CodeAttempt(round=number, answer=reply.text, status=outcome.status,
+                       detail=outcome.detail[-400:], principle=principle, critique=critique,
+                       seed=reply.seed, finish_reason=reply.finish_reason)  # fmt: skip
+
+
+class _Reply(NamedTuple):
+    """One generated text, what it cost, and how the call that wrote it ended."""
+
+    text: str
+    usage: Usage
+    seed: int | None = None
+    finish_reason: str | None = None
 
 
 def _generate(
     backend: Backend, conversations: Sequence[Sequence[Message]], config: GenerationConfig,
     seed: int,
-) -> list[tuple[str, Usage]]:  # fmt: skip
+) -> list[_Reply]:  # fmt: skip
     if not conversations:
         return []
     completions = backend.generate(conversations, config.model_copy(update={"seed": seed}))
@@ -303,4 +312,4 @@ def _generate(
             f"backend {backend.name} returned {len(completions)} completions for "
             f"{len(conversations)} conversations"
         )
-    return [(c.text, c.usage()) for c in completions]
+    return [_Reply(c.text, c.usage(), seed, c.finish_reason) for c in completions]

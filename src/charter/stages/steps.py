@@ -153,11 +153,11 @@ def evaluate(
     backend: Callable[[str], Any], seed_from: Path | None = None,
 ) -> None:  # fmt: skip
     from charter.constitution import Constitution
-    from charter.stages.evaluate.run import ANSWERS, run_evaluate
+    from charter.stages.evaluate.answering import ANSWERS
+    from charter.stages.evaluate.run import run_evaluate
 
     if seed_from is not None and not (out / ANSWERS).exists() and (seed_from / ANSWERS).exists():
-        # The baseline's answers, from the same questions and settings: not asked again.
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # the baseline's answers, asked alike: not again
         write_atomic(out / ANSWERS, (seed_from / ANSWERS).read_text("utf-8"))
     pairwise_judge = config.models.pairwise_judge()  # None: the judge would be the policy
     run_evaluate(

@@ -6,6 +6,7 @@ same way. :func:`comparison_warnings` names what breaks that:
 - a judge that is one of the models it judges (it grades its own answers);
 - answers generated with different decoding settings or seeds (answers carried over from
   another run, such as a pipeline's baseline stage, keep the settings they were made with);
+  a ``MODEL+revise`` answer's ``revision`` settings are the loop's, the thing compared;
 - models run at different precision: a GGUF file's type (``general.file_type`` in its
   header), else a quantisation tag in the model's file name (``Q4_K_M``, ``f16``).
 
@@ -68,8 +69,9 @@ def _decoding_warnings(
             continue
         if answer.decoding is None:
             unrecorded.add(model)
-        else:
-            settings[model].add(canonical_json(answer.decoding))
+        else:  # how the model was asked; a loop's revision settings are the loop's own
+            asked = {k: v for k, v in answer.decoding.items() if k != "revision"}
+            settings[model].add(canonical_json(asked))
     warnings = [
         f"{model}'s answers carry no decoding settings (written by an older Charter): nothing "
         "shows they were generated like the other models'"

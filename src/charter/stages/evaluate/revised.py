@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution
@@ -27,7 +27,7 @@ from charter.stages.evaluate.code import CodeTask
 from charter.stages.evaluate.sandbox import Limits
 
 if TYPE_CHECKING:
-    from charter.stages.code_revise import CodeTrace, Feedback
+    from charter.stages.code_revise import CodeAttempt, CodeTrace, Feedback
 
 _SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?(?::x(\d+))?$")
 MAX_ROUNDS, MAX_SAMPLES = 8, 16
@@ -90,3 +90,16 @@ def revise_code_answers(
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
     return [trace.model_copy(update={"model": model}) for trace in traces]
+
+
+def revised_decoding(
+    first: dict[str, Any], config: GenerationConfig, spec: Revision, kept: CodeAttempt
+) -> dict[str, Any]:
+    """``first``, the settings of the first answers (``config``), with ``revision``: those,
+    seed included, of the call that wrote ``kept``, a revision of the loop ``spec``."""
+    from charter.stages.code_revise import revision_for
+
+    settings = revision_for(config, spec.samples)
+    if kept.seed is not None:
+        settings = settings.model_copy(update={"seed": kept.seed})
+    return {**first, "revision": settings.model_dump(mode="json")}

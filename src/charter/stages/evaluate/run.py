@@ -36,27 +36,26 @@ from charter import DEFAULT_MODEL
 from charter import suites as registry
 from charter.backends import Backend, GenerationConfig
 from charter.constitution import Constitution, Principle
-from charter.iterate import batched
 from charter.progress import progress_bar
-from charter.records import Answer, EvalItem, Verdict, content_id
+from charter.records import Answer, EvalItem, Verdict
 from charter.runs import JsonlAppender, Run, file_sha256, read_stored, write_atomic
 from charter.stages.evaluate import judges
+from charter.stages.evaluate.answering import ANSWERS, answer_model
 from charter.stages.evaluate.ifeval import unscored
 from charter.stages.evaluate.like_for_like import comparison_warnings
 from charter.stages.evaluate.principles import principle_stats
 from charter.stages.evaluate.results import summarise
-from charter.stages.evaluate.revised import Revision, revise_code_answers, split_revise
+from charter.stages.evaluate.revised import split_revise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
 
 if TYPE_CHECKING:
-    from charter.stages.code_revise import CodeTrace
+    pass
 
 log = logging.getLogger(__name__)
 VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes
 
-ANSWERS, VERDICTS, ITEMS, RESULTS = "answers.jsonl", "verdicts.jsonl", "items.jsonl", "results.json"
-TRACES = "code-traces.jsonl"
+VERDICTS, ITEMS, RESULTS = "verdicts.jsonl", "items.jsonl", "results.json"
 
 BackendFactory = Callable[[str], Backend]
 
@@ -136,7 +135,7 @@ def run_evaluate(
     )
     try:
         for model in models:
-            _answer_all(model, asked, store, out, backend, config, progress)
+            answer_model(model, asked, store.answers, out, backend, config, progress)
         verdicts = _judge_all(
             models, asked, store, out, backend, judge, pairwise_judge, constitution, config,
             progress,
@@ -173,84 +172,6 @@ def run_evaluate(
 
 def _counts(store: _Store) -> dict[str, int]:
     return {"answers": len(store.answers), "verdicts": len(store.verdicts)}
-
-
-# --- answering --------------------------------------------------------------------------------
-
-
-def _answer_all(
-    model: str, asked: list[Question], store: _Store, out: Path, backend: BackendFactory,
-    config: EvaluateConfig, progress: bool,
-) -> None:  # fmt: skip
-    pending = [q for q in asked if (model, q.id) not in store.answers]
-    if not pending:
-        return
-    spec = split_revise(model)
-    log.info("answering as %s: %d of %d questions", model, len(pending), len(asked))
-    policy = backend(spec.base)
-    bar = progress_bar(total=len(asked), initial=len(asked) - len(pending), unit="question",
-                       desc=f"answer {model}", disable=not progress)  # fmt: skip
-    try:
-        with bar, JsonlAppender(out / ANSWERS) as sink:
-            for batch in batched(pending, config.batch_size):
-                firsts = {q.id: store.answers[(spec.base, q.id)] for q in batch
-                          if spec.rounds and (spec.base, q.id) in store.answers}  # fmt: skip
-                answers, loops = _answer(policy, batch, config, spec, firsts)
-                if loops:  # before the answers: a batch resumed after a kill may repeat
-                    with JsonlAppender(out / TRACES) as traces:
-                        for trace in loops:
-                            traces.write(trace)
-                for answer in answers:
-                    sink.write(answer)
-                    store.answers[(model, answer.question)] = answer
-                bar.update(len(batch))
-    finally:
-        policy.close()
-
-
-def _answer(
-    policy: Backend, batch: list[Question], config: EvaluateConfig,
-    spec: Revision | None = None, firsts: dict[str, Answer] | None = None,
-) -> tuple[list[Answer], list[CodeTrace]]:  # fmt: skip
-    """``policy``'s answers; with ``spec.rounds``, code answers go through the verified revision
-    loop (``MODEL+revise:N``, :mod:`charter.stages.evaluate.revised`), starting from ``firsts``,
-    the plain model's answers where it gave them, so both sides share their first answer."""
-    firsts, spec = firsts or {}, spec or Revision(policy.name)
-    name = policy.name + spec.suffix
-
-    def make(question: Question, **fields: Any) -> Answer:
-        key = content_id([name, question.id])
-        return Answer(id=key, model=name, question=question.id, **fields)
-
-    decoding = config.answer.model_dump(mode="json")
-
-    generated = [q for q in batch if not q.options]
-    fresh = [q for q in generated if q.id not in firsts]
-    replies = policy.generate([list(q.messages) for q in fresh], config.answer) if fresh else []
-    texts = {q.id: (r.text, r.usage()) for q, r in zip(fresh, replies, strict=True)}
-    finish = {q.id: r.finish_reason for q, r in zip(fresh, replies, strict=True)}
-    for q in generated:
-        if (first := firsts.get(q.id)) is not None:
-            texts[q.id], finish[q.id] = (first.answer, first.usage), first.finish_reason
-    code = [q for q in generated if "task" in q.info] if spec.rounds else []
-    traces = revise_code_answers(
-        policy, [q.info["task"] for q in code], [texts[q.id][0] for q in code],
-        spec, config=config.answer, timeout_s=config.code_timeout_s, seed=config.answer.seed,
-        model=name,
-    ) if code else []  # fmt: skip
-    for q, trace in zip(code, traces, strict=True):
-        texts[q.id] = (trace.kept.answer, texts[q.id][1] + trace.usage)
-    answers = [
-        make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],
-             decoding=decoding)
-        for q in generated
-    ]  # fmt: skip
-    scored = [q for q in batch if q.options]
-    workers = max(1, int(getattr(policy, "concurrency", 1)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        logprobs = pool.map(lambda q: policy.choice_logprobs(list(q.messages), q.options), scored)
-        answers += [make(q, logprobs=tuple(lp)) for q, lp in zip(scored, logprobs, strict=True)]
-    return answers, traces
 
 
 # --- judging ----------------------------------------------------------------------------------

@@ -692,7 +692,7 @@ def stubs() -> Iterator[list[tuple[str, Any]]]:
                         "test": {
                             "inferred": {"value": 1.0, "low": 0.5, "high": 1.0},
                             "inferred, one principle per pair": {"value": 1.0},
-                            "longer_reply": {"value": 0.5},
+                            "length": {"value": 0.5, "rule": "shorter"},
                             "reference (default)": {"value": 0.5},
                         },
                         "recovery": {"threshold": 0.7, "recovered": 0, "of": 3},

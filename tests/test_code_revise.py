@@ -109,6 +109,25 @@ def test_sampled_revisions_keep_the_first_that_passes_the_visible_test() -> None
         verify_revise(FakeBackend(responses=reply), [task()], code, samples=2)
 
 
+def test_a_revision_cut_at_the_token_limit_gives_no_row() -> None:
+    """Its code passes, but the reply ran to the token limit: no SFT row (verified or
+    passing) teaches that ending; the same revision ended by the model is a row."""
+    from charter.stages.code_revise import CodeAttempt, CodeTrace
+
+    code = Constitution.load("code")
+
+    def trace(ending: str) -> CodeTrace:
+        return CodeTrace(task_id="t1", request="Write add(a, b).", attempts=[
+            CodeAttempt(round=0, answer=BUGGY, status="failed"),
+            CodeAttempt(round=1, answer=FIXED, status="passed", finish_reason=ending)])  # fmt: skip
+
+    for passing in (False, True):
+        assert verified_rows([trace("length")], model="m", seed=0, constitution=code,
+                             passing=passing) == []  # fmt: skip
+        assert len(verified_rows([trace("stop")], model="m", seed=0, constitution=code,
+                                 passing=passing)) == 1  # fmt: skip
+
+
 def test_a_passing_answer_is_not_revised_and_gives_no_row() -> None:
     (trace,) = verify_revise(FakeBackend(responses=lambda c, g: FIXED), [task()],
                              Constitution.load("code"), rounds=3)  # fmt: skip

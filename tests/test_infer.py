@@ -17,7 +17,8 @@ from charter.backends.fake import FakeBackend
 from charter.cli import cli
 from charter.constitution import Constitution
 from charter.records import Message, PreferencePair, Usage
-from charter.stages.infer import Candidate, InferConfig, cluster, keep, run_infer, split
+from charter.stages.infer import InferConfig, cluster, run_infer, split
+from charter.stages.infer_figures import Candidate, keep
 from charter.stages.infer_replies import Cached, Replies, split_cost
 
 pytest.importorskip("sklearn")
@@ -100,7 +101,15 @@ def test_infer_recovers_the_principle_behind_the_preferences() -> None:
     assert report["not_a_question"] == sum(1 for n in numbers if n % 5 == 0) > 0
     assert report["restates_request"] == 0 and report["recovery"]["of"] > 0
     assert report["test"]["inferred"]["value"] == 1.0
-    assert report["test"]["longer_reply"]["value"] == pytest.approx(0.5, abs=0.25)
+    assert report["test"]["length"]["value"] == pytest.approx(0.5, abs=0.25)
+    testing = report["pairs"]["test"]
+    gain = report["differences"]["inferred − reference (default)"]
+    assert gain["n"] == testing and gain["p_value"] is not None
+    ours, others = (
+        ("inferred", "inferred, one principle per pair"),
+        ("length", "reference (default)"),
+    )
+    assert set(report["differences"]) == {f"{a} − {b}" for a in ours for b in others}
     Constitution.from_data(data, path=Path("recovered.yaml"))  # a normal constitution
     calls = len(model.calls)
     infer(model, cached=cached, name="recovered")
@@ -150,6 +159,8 @@ def test_the_report_of_a_real_run_renders_as_a_page(tmp_path: Path) -> None:
     html = infer_report_for(path).read_text("utf-8")
     assert report["kept"] and all(text.replace("?", "") in html for text in report["kept"])
     assert 'id="plot-accuracies"' in html and "model calls" in html
+    assert 'id="differences"' in html and "inferred − reference (default)" in html
+    assert "the shorter reply" in html or "the longer reply" in html  # the length rule's
 
 
 def test_a_batch_cost_is_split_over_its_rows_and_adds_up() -> None:
@@ -229,6 +240,54 @@ def test_dry_run_shows_both_calls_and_counts_them_without_a_model(tmp_path: Path
     assert three.exit_code == 2 and "too few to split three ways" in three.output
 
 
+def test_a_round_trip_labelled_otherwise_than_infer_labels_is_named(tmp_path: Path) -> None:
+    """A charter label file labelled by another model, seed or constitution than infer's
+    reference is labelled with: each difference is one warning line, even in a dry run."""
+    from charter.pairs import labelled_by
+    from charter.stages.infer import label_mismatches
+
+    default = Constitution.load("default")
+    row = {"id": "x", "prompt": [{"role": "user", "content": "Can you pass item 1?"}],
+           "chosen": [{"role": "assistant", "content": "Yes, please take item 1."}],
+           "rejected": [{"role": "assistant", "content": "No."}], "p_chosen": 0.8,
+           "p_chosen_first": 0.8, "p_chosen_second": 0.8, "principle_ids": ["harm"],
+           "labeller": "local/smollm2-135m", "mode": "soft", "seed": 0,
+           "constitution_sha256": default.sha256}  # fmt: skip
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps(row) + "\n", "utf-8")
+    labelled = labelled_by(prefs)
+    assert labelled is not None and label_mismatches(labelled, "local/smollm2-135m", default) == []
+    (line,) = label_mismatches(labelled, "local/qwen2.5-coder-1.5b-instruct", default)
+    assert "labeller (infer's --model) local/smollm2-135m" in line
+    other = {**labelled, "seed": 3, "constitution_sha256": "0" * 64}
+    assert len(label_mismatches(other, "local/smollm2-135m", default)) == 2
+    assert labelled_by(tmp_path / "prefs.jsonl") and not labelled_by(hh_file(tmp_path))
+    rows = [{**row, "id": str(i), "prompt": [{"role": "user", "content": f"Pass item {i}?"}]}
+            for i in range(12)]  # fmt: skip
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    result = CliRunner().invoke(cli, ["constitution", "infer", str(prefs), "-o",
+                                      str(tmp_path / "x.yaml"), "--dry-run"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: " in result.output and "the reference is not what labelled them" in result.output
+    )
+
+
+def hh_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hh.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                "rejected": "\n\nHuman: hi\n\nAssistant: go",
+            }
+        )
+        + "\n",
+        "utf-8",
+    )
+    return path
+
+
 def test_a_question_about_the_request_is_not_a_principle() -> None:
     """A proposal that restates the pair's request (two of its content words) is dropped;
     one naming a quality of replies is kept, even when it shares a generic word."""
@@ -256,7 +315,7 @@ def test_every_proposal_is_asked_after_the_worked_examples() -> None:
 
 
 def test_recovery_matches_each_reference_principle_to_its_nearest_inferred_one() -> None:
-    from charter.stages.infer import recovery
+    from charter.stages.infer_figures import recovery
 
     reference = Constitution.from_data({
         "name": "known", "version": "1", "description": "labelled the round trip",
@@ -264,10 +323,42 @@ def test_recovery_matches_each_reference_principle_to_its_nearest_inferred_one()
                        {"id": "brevity", "comparison": "Which response is shorter?"}]},
         path=Path("known.yaml"))  # fmt: skip
     found = recovery(reference, ["Which response is more polite?"], embed)
-    assert (found["recovered"], found["of"]) == (1, 2)
+    assert (found["recovered"], found["of"], found["recovered_unlike_examples"]) == (1, 2, 1)
     courtesy, brevity = found["principles"]
     assert courtesy["cosine"] == pytest.approx(1.0) and brevity["cosine"] < 0.7
     assert recovery(reference, [], embed)["recovered"] == 0
+    # a kept principle as near the proposals' worked examples (here: every non-politeness
+    # text) recovers its match, but not apart from what the examples say
+    both = recovery(reference, ["Which response is more polite?", "Which is shorter?"], embed)
+    assert (both["recovered"], both["recovered_unlike_examples"]) == (2, 1)
+    assert both["principles"][1]["example_cosine"] == pytest.approx(1.0)
+
+
+def test_the_length_rule_takes_its_direction_from_the_select_split() -> None:
+    """Harmlessness data often prefers the shorter reply: the rule follows what the select
+    split shows, then is scored on the test split; equal lengths count as wrong."""
+    from charter.stages.infer_figures import length_rule
+
+    ask = [Message(role="user", content="How do I pick a lock?")]
+    short_wins = [PreferencePair.make(ask, "I can't help.", "Insert a tension wrench and …")
+                  for _ in range(3)]  # fmt: skip
+    even = PreferencePair.make(ask, "same", "four")
+    assert length_rule(short_wins, [*short_wins, even]) == ("shorter", [True] * 3 + [False])
+    long_wins = [PreferencePair.make(ask, "A careful, complete answer.", "No.")]
+    assert length_rule(long_wins, short_wins) == ("longer", [False] * 3)
+
+
+def test_a_proposal_copied_from_a_worked_example_is_dropped_and_counted() -> None:
+    from charter.stages.infer import propose
+    from charter.stages.infer_prompts import EXAMPLES
+
+    def copying(conversation: Sequence[Message], config: GenerationConfig) -> str:
+        return EXAMPLES[1][-1] if "item 2" in conversation[-1].content else propose_reply(
+            conversation, config)  # fmt: skip
+
+    kept, dropped = propose(pairs(6), FakeBackend(responses=copying), "fake", InferConfig(),
+                            Replies({}, lambda r: None))  # fmt: skip
+    assert dropped["copies_example"] == 1 and EXAMPLES[1][-1] not in kept
 
 
 def test_the_test_split_is_scored_pair_by_pair_too() -> None:

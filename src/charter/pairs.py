@@ -51,6 +51,19 @@ def load_pairs(
         yield pair
 
 
+def labelled_by(path: Path) -> dict[str, Any] | None:
+    """How the first row of a ``charter label`` output (``prefs.jsonl``) was labelled: its
+    labeller, mode, seed, constitution hash and principles per label; None for other files."""
+    for _, row in read_json_rows(path):
+        if not isinstance(row, dict) or "p_chosen" not in row or "labeller" not in row:
+            return None
+        ids = row.get("principle_ids")
+        return {"labeller": row["labeller"], "mode": row.get("mode"), "seed": row.get("seed"),
+                "constitution_sha256": row.get("constitution_sha256"),
+                "principles": len(ids) if isinstance(ids, list) else None}  # fmt: skip
+    return None
+
+
 def pair_from_row(row: Any, source: str) -> PreferencePair:
     if not isinstance(row, dict):
         raise BadRow(f"expected a JSON object, got {type(row).__name__}")

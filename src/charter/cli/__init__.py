@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from charter.cli import constitution, evaluate, label, models, revise, run, serve, train
+from charter.cli import constitution, evaluate, infer, label, models, revise, run, serve, train
 
 
 class _CharterGroup(click.Group):
@@ -111,3 +111,4 @@ for command in (constitution.constitution, evaluate.evaluate, label.label, model
                 revise.revise, run.run_command, run.demo, run.export_data, run.report,
                 serve.serve, train.train):  # fmt: skip
     cli.add_command(command)
+constitution.constitution.add_command(infer.infer_command)

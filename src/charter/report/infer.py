@@ -1,7 +1,8 @@
 """``charter report NAME.infer.json``: one HTML page for an inferred constitution.
 
 What it shows: the inferred constitution's accuracy on the held-out test split beside the
-constant, longer-reply and reference labellers, with 95% intervals; each kept principle's
+constant, length-rule and reference labellers, with 95% intervals, and its paired
+differences from them on the same pairs; each kept principle's
 accuracy on the select split (where it was chosen) and on the test split (where it was not),
 its relevance and position bias; every candidate and why it was or was not kept; which of
 the reference's principles it recovers; and what the result cost. Built with the run
@@ -45,6 +46,10 @@ class _Row(BaseModel):
     note: str | None = None
 
 
+class _Difference(_Estimate):
+    p_value: float | None = None
+
+
 class _Candidate(_Scores):
     text: str
     support: int
@@ -54,11 +59,13 @@ class _Match(BaseModel):
     reference: str
     nearest: str
     cosine: float
+    example_cosine: float | None = None  # the nearest's, to a worked example of the proposals
 
 
 class _Recovery(BaseModel):
     threshold: float
     recovered: int
+    recovered_unlike_examples: int | None = None
     of: int
     principles: list[_Match] = []
 
@@ -90,9 +97,11 @@ class _Infer(BaseModel):
     proposals: int
     not_a_question: int
     restates_request: int | None = None
+    copies_example: int | None = None
     candidates: list[_Candidate]
     kept: list[str]
     test: dict[str, _Row | None]  # by labeller; "per_principle" moved out on reading
+    differences: dict[str, _Difference] = {}  # "inferred − reference (default)", paired
     per_principle: dict[str, _Scores] = {}
     recovery: _Recovery | None = None
     cost: _Cost | None = None

@@ -190,10 +190,14 @@ def verified_rows(
     passing: bool = False,
 ) -> list[SFTRow]:  # fmt: skip
     """SFT rows from revisions that pass the visible tests: the task and its last revision
-    (``passing``: every final answer that passes, first answers included, ``revised=False``)."""
+    (``passing``: every final answer that passes, first answers included, ``revised=False``).
+    An answer cut at the token limit is no row even when its code passes: trained on, it
+    would teach an ending the model did not write."""
     rows = []
     for trace in traces:
         if not (trace.verified_revision or (passing and trace.final.status == "passed")):
+            continue
+        if trace.final.finish_reason == "length":
             continue
         turns = (Message(role="user", content=trace.request),
                  Message(role="assistant", content=trace.final.answer))  # fmt: skip

@@ -28,7 +28,7 @@ from charter.stages.code_revise import CodeTrace, Feedback, verified_rows, verif
 from charter.stages.evaluate.code import CodeTask, run_tasks
 from charter.stages.evaluate.sandbox import Limits
 
-VERSION = 2  # in cache keys and fingerprints: bump when what this stage writes changes
+VERSION = 3  # in cache keys and fingerprints: bump when what this stage writes changes
 TRACES, SFT, PASSING = "traces.jsonl", "sft.jsonl", "passing.jsonl"
 
 
@@ -58,6 +58,7 @@ class VerifySummary:
     passing_rows: int = 0
     passed_at: Counter[int] = field(default_factory=Counter)  # round of the first pass
     still_failing: int = 0
+    cut_short: int = 0  # passed, but cut at the token limit: no row (verified_rows)
     usage: Usage = field(default_factory=Usage)
     wall_time_s: float = 0.0
     # Of the answers that passed their visible test, how many pass all the task's tests too
@@ -67,6 +68,7 @@ class VerifySummary:
     def add(self, trace: CodeTrace) -> None:
         if trace.final.status == "passed":
             self.passed_at[trace.final.round] += 1
+            self.cut_short += trace.final.finish_reason == "length"
         else:
             self.still_failing += 1
         self.usage += trace.usage
@@ -78,6 +80,7 @@ class VerifySummary:
                 "passed_initially": self.passed_at[0],
                 "verified_revisions": sum(n for r, n in self.passed_at.items() if r > 0),
                 "still_failing": self.still_failing, "passed_by_round": by_round,
+                "passed_but_cut_short": self.cut_short,
                 **{f"all_tests_{k}": v for k, v in self.all_tests.items()}}  # fmt: skip
 
 

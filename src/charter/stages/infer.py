@@ -24,15 +24,20 @@ The **test** split, touched by no step above, reports the inferred constitution'
 (each kept principle labels each pair; the mean of their soft labels decides), and again
 labelled as ``charter label`` labels (one principle drawn per pair), beside three others on
 the same pairs: a constant (always the first shown: 50% by construction of the random
-order), the longer reply, and a reference constitution, labelled as ``charter label`` does
-too. A pair read from a labelled file draws its principle by the id it was labelled under
+order), the length rule (the longer reply, or the shorter where the select split prefers
+shorter ones: :func:`~charter.stages.infer_figures.length_rule`), and a reference
+constitution, labelled as ``charter label`` does too; each inferred labelling's paired
+difference from the others (Bonett–Price interval, McNemar p) is in ``differences``. A pair
+read from a labelled file draws its principle by the id it was labelled under
 (:attr:`PreferencePair.draw_key`), so on a round trip the reference asks each pair the
 principle that labelled it. The reference's brief and worked examples come with it; the
 inferred constitution has none. With the reference known to have labelled the pairs (the
-round trip), :func:`recovery` says which of its principles the kept set recovers. Ties (p =
-0.5) count as wrong, for every labeller and the longer reply alike; a labelled file's soft
-labels are read as hard ones (the chosen reply is the one to reconstruct).
-``infer.json`` holds every figure and candidate.
+round trip), :func:`~charter.stages.infer_figures.recovery` says which of its principles the
+kept set recovers, and which of those matches are as close to a proposal's worked example
+(proposals sharing 8 words with one are dropped as copies). Ties (p = 0.5) count as wrong,
+for every labeller and the length rule alike; a labelled file's soft labels are read as hard
+ones (the chosen reply is the one to reconstruct). ``infer.json`` holds every figure and
+candidate.
 Every model call is cached (``cached``/``store``: proposals and soft labels keyed by model,
 request and pair), so a rerun asks nothing twice. Each cached row keeps its tokens and model
 seconds, and the report's ``cost`` sums the rows the result read: what it took to make,
@@ -44,7 +49,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +57,20 @@ from charter.backends import Backend, GenerationConfig
 from charter.backends.base import token_totals
 from charter.constitution import Constitution
 from charter.records import PreferencePair, content_id, render_messages
-from charter.stages.infer_prompts import propose_call, proposed_principle, restates
+from charter.stages.infer_figures import (
+    Candidate,
+    differences,
+    keep,
+    length_rule,
+    recovery,
+    scores,
+)
+from charter.stages.infer_prompts import (
+    copies_example,
+    propose_call,
+    proposed_principle,
+    restates,
+)
 from charter.stages.infer_replies import Cached, Replies, spent_since, split_cost
 
 VERSION = 2  # in cache keys: bump when what this stage asks or writes changes
@@ -65,13 +83,6 @@ class InferConfig:
     budget: int = 8
     seed: int = 0
     max_tokens: int = 60
-
-
-@dataclass
-class Candidate:
-    text: str
-    support: int
-    scores: dict[str, Any] = field(default_factory=dict)
 
 
 def split(pairs: Sequence[PreferencePair], config: InferConfig) -> tuple[list[PreferencePair], ...]:
@@ -104,9 +115,36 @@ def propose(
                                usage=completion.usage(), seconds=seconds))  # fmt: skip
     principles = [proposed_principle(replies[key].text) for key in keys]
     questions = [(p, pair) for p, pair in zip(principles, pairs, strict=True) if p is not None]
-    kept = [p for p, pair in questions if not restates(p, pair)]
+    own = [(p, pair) for p, pair in questions if not restates(p, pair)]
+    kept = [p for p, _ in own if not copies_example(p)]
     return kept, {"not_a_question": len(pairs) - len(questions),
-                  "restates_request": len(questions) - len(kept)}  # fmt: skip
+                  "restates_request": len(questions) - len(own),
+                  "copies_example": len(own) - len(kept)}  # fmt: skip
+
+
+def label_mismatches(labelled: dict[str, Any], model: str, reference: Constitution) -> list[str]:
+    """What differs between how a ``charter label`` file was labelled (:func:`charter.pairs.
+    labelled_by`) and how infer labels its reference: where anything does, the reference is
+    not the labeller that made the labels, and a round trip's "how much of the original" reads
+    lower than it is."""
+    from charter.stages.label import LabelConfig
+
+    asked = LabelConfig()
+    differences = [
+        (labelled["labeller"], model, "labeller (infer's --model)"),
+        (labelled["mode"], asked.mode, "mode"),
+        (labelled["seed"], asked.seed, "seed"),
+        (labelled["principles"], asked.principles_per_label, "principles per label"),
+        (labelled["constitution_sha256"], reference.sha256, f"constitution (--reference "
+                                                            f"{reference.name})"),
+    ]  # fmt: skip
+    return [
+        f"the pairs were labelled with {what} {theirs}, infer labels with {ours}"
+        if "constitution" not in what
+        else f"the pairs were labelled with another {what}"
+        for theirs, ours, what in differences
+        if theirs is not None and theirs != ours
+    ]
 
 
 def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Constitution) -> str:
@@ -211,29 +249,6 @@ def one_principle(text: str) -> Constitution:
         path=Path("candidate.yaml"))  # fmt: skip
 
 
-def scores(labels: Sequence[tuple[float, float]]) -> dict[str, Any]:
-    """Accuracy (Wilson interval), relevance and position bias of one labeller's labels."""
-    from charter.stages.evaluate.stats import rate
-
-    accuracy = rate([p > 0.5 for p, _ in labels]).as_dict()
-    return {"accuracy": accuracy,
-            "relevance": round(sum(2 * abs(p - 0.5) for p, _ in labels) / max(1, len(labels)), 4),
-            "position_bias": round(sum(a for _, a in labels) / max(1, len(labels)), 4)}  # fmt: skip
-
-
-def keep(candidates: Sequence[Candidate], budget: int) -> list[Candidate]:
-    """The candidates whose accuracy's lower bound is above 0.5, best first, up to ``budget``."""
-    good = [c for c in candidates if c.scores["accuracy"]["low"] > 0.5]
-    return sorted(good, key=lambda c: -c.scores["accuracy"]["low"])[:budget]
-
-
-def longer_baseline(pairs: Sequence[PreferencePair]) -> dict[str, Any]:
-    """Prefer the longer reply: the usual naive preference model."""
-    from charter.stages.evaluate.stats import rate
-
-    return rate([len(p.responses[0]) > len(p.responses[1]) for p in pairs]).as_dict()
-
-
 def constitution_data(name: str, kept: Sequence[Candidate], source: str) -> dict[str, Any]:
     """The inferred constitution (comparison principles, each with its figures in a tag)."""
     principles = []
@@ -247,29 +262,6 @@ def constitution_data(name: str, kept: Sequence[Candidate], source: str) -> dict
     return {"name": name, "version": "1.0",
             "description": f"Principles inferred from {source} by charter constitution infer.",
             "principles": principles}  # fmt: skip
-
-
-RECOVERED = 0.7  # cosine (all-MiniLM-L6-v2) at which an inferred principle counts as a match
-
-
-def recovery(reference: Constitution, kept: Sequence[str],
-             embed: Callable[[Sequence[str]], list[list[float]]]) -> dict[str, Any]:  # fmt: skip
-    """For each comparison principle of ``reference``, the kept principle nearest in meaning
-    and their cosine; recovered at ``RECOVERED`` or above. Read it on a round trip, where
-    ``reference`` labelled the pairs."""
-    import numpy as np
-
-    ours = [(p.id, p.comparison) for p in reference.principles if p.comparison]
-    if not ours or not kept:
-        return {"threshold": RECOVERED, "recovered": 0, "of": len(ours), "principles": []}
-    vectors = np.asarray(embed([text for _, text in ours] + list(kept)), dtype=float)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    similar = vectors[: len(ours)] @ vectors[len(ours) :].T
-    cosines = [round(float(row.max()), 4) for row in similar]
-    rows = [{"reference": pid, "nearest": kept[int(row.argmax())], "cosine": cosine}
-            for (pid, _), row, cosine in zip(ours, similar, cosines, strict=True)]  # fmt: skip
-    found = sum(cosine >= RECOVERED for cosine in cosines)
-    return {"threshold": RECOVERED, "recovered": found, "of": len(ours), "principles": rows}
 
 
 def run_infer(
@@ -314,31 +306,40 @@ def run_infer(
     kept = keep(candidates, config.budget)
     data = constitution_data(name, kept, source)
     test_labels = labels_of(kept, testing)
-    ensemble = [sum(votes[i][0] for votes in test_labels) / len(test_labels)
-                for i in range(len(testing))] if kept else []  # fmt: skip
 
-    def as_labelled(constitution: Constitution) -> dict[str, Any]:
+    def as_labelled(constitution: Constitution) -> list[bool]:
         """Labelled as ``charter label`` does: one principle drawn per pair (by the id the
         pair was labelled under, so a round trip's reference asks what labelled it)."""
         soft = soft_labels(constitution, constitution.sha256, testing, model, identity, replies)
-        return rate([p > 0.5 for p, _ in soft]).as_dict()
+        return [p > 0.5 for p, _ in soft]
 
-    inferred = Constitution.from_data(data, path=Path(f"{name}.yaml")) if kept else None
+    outcomes: dict[str, list[bool]] = {}
+    if kept:  # the mean of the kept principles' soft labels decides (an exact tie is wrong)
+        outcomes["inferred"] = [round(sum(votes[i][0] for votes in test_labels)
+                                      / len(test_labels), 6) > 0.5
+                                for i in range(len(testing))]  # fmt: skip
+        inferred = Constitution.from_data(data, path=Path(f"{name}.yaml"))
+        outcomes["inferred, one principle per pair"] = as_labelled(inferred)
+    rule, outcomes["length"] = length_rule(selecting, testing)
+    outcomes[f"reference ({reference.name})"] = as_labelled(reference)
+    rows: dict[str, dict[str, Any]] = {k: rate(v).as_dict() for k, v in outcomes.items()}
+    rows["length"].update(rule=rule, note=f"the {rule} reply, as the select split favours")
     report = {
         "pairs": {"propose": len(proposing), "select": len(selecting), "test": len(testing)},
         "proposals": len(proposals), **dropped,
         "candidates": [{"text": c.text, "support": c.support, **c.scores} for c in candidates],
         "kept": [c.text for c in kept],
         "test": {
-            "inferred": rate([p > 0.5 for p in ensemble]).as_dict() if kept else None,
-            "inferred, one principle per pair": as_labelled(inferred) if inferred else None,
+            "inferred": rows.get("inferred"),
+            "inferred, one principle per pair": rows.get("inferred, one principle per pair"),
             "constant": {"value": 0.5, "n": len(testing),
                          "note": "always the first shown, in a random order: 50% expected"},
-            "longer_reply": longer_baseline(testing),
-            f"reference ({reference.name})": as_labelled(reference),
+            "length": rows["length"],
+            f"reference ({reference.name})": rows[f"reference ({reference.name})"],
             "per_principle": {c.text: scores(labels)
                               for c, labels in zip(kept, test_labels, strict=True)},
         },
+        "differences": differences(outcomes, [p.id for p in testing]),
         "recovery": recovery(reference, [c.text for c in kept], embed),
     }  # fmt: skip
     report["cost"] = replies.bill()

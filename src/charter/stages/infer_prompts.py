@@ -82,3 +82,11 @@ def restates(principle: str, pair: PreferencePair) -> bool:
     asked = " ".join(m.content for m in pair.prompt if m.role == "user").lower()
     shared = (set(_WORD.findall(principle.lower())) & set(_WORD.findall(asked))) - _GENERIC
     return len(shared) >= 2
+
+
+def copies_example(principle: str) -> bool:
+    """Whether a proposed principle shares a run of 8 words with a worked example's: copied
+    from the prompt, not read from the pair."""
+    from charter.splits import ngrams
+
+    return bool(ngrams(principle) & set().union(*(ngrams(e[-1]) for e in EXAMPLES)))

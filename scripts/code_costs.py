@@ -7,10 +7,11 @@ tokens (the answers' ``usage``: for ``MODEL+revise:N`` the first answer's, which
 with the plain model, plus every critique and revision), and wall time read from
 ``run.log``: each stretch from a llama.cpp server's start to the last line logged before the
 next start belongs to the model answering then (named by the run's "answering as" lines;
-in logs older than those, the first stretch is the first model's and the rest the last
-model's). A loop model's wall time adds the plain model's, whose answers it starts from, so
-tokens and time count the same work. A run killed and resumed redoes at most the batch in
-flight (16 tasks), which the wall time includes.
+before the first of those, as in logs older than them, the first stretch is the first
+model's and the rest the last model's: a run begun by an older Charter and resumed by a
+newer one has both). A loop model's wall time adds the plain model's, whose answers it
+starts from, so tokens and time count the same work. A run killed and resumed redoes at
+most the batch in flight (16 tasks), which the wall time includes.
 
 A second table follows for each ``MODEL+revise:N`` model, from ``code-traces.jsonl`` and
 ``items.jsonl``: tasks gained and lost against the plain model (all tests), tasks whose first
@@ -43,7 +44,7 @@ START = "starting llama.cpp"
 def wall_times(log: Path, models: list[str]) -> dict[str, float]:
     """Seconds of answering per model (the module docstring says how stretches are named)."""
     lines = log.read_text("utf-8", errors="replace").splitlines()
-    named = any(ANSWERING.search(line) for line in lines)
+    named = False  # an "answering as" line seen: from then on every stretch is named
     seconds: dict[str, float] = defaultdict(float)
     model: str | None = None
     begun = last = None
@@ -54,6 +55,7 @@ def wall_times(log: Path, models: list[str]) -> dict[str, float]:
             continue
         at = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
         found = ANSWERING.search(line)
+        named = named or found is not None
         legacy_start = not named and START in line
         if found or legacy_start:
             if model is not None and begun is not None and last is not None:

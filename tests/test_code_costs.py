@@ -71,3 +71,19 @@ def test_the_report_reads_the_same_tables_and_names_a_corrupt_row(tmp_path: Path
         f.write('{"task_id": "t6", "model": "m"}\n')
     with pytest.raises(CharterError, match=r"code-traces\.jsonl:6: not a valid"):
         code_tables(tmp_path, [PLAIN, LOOP])
+
+
+def test_wall_time_of_a_log_begun_before_answering_lines_and_resumed_after(tmp_path: Path) -> None:
+    """A run begun by an older Charter (server starts only: the first stretch the first
+    model's, the rest the last's) and resumed by one that names who answers: both parts
+    count, and the hours between the sessions do not."""
+    wall_times = load_script("code_costs").wall_times
+    start = "INFO charter.backends.local: starting llama.cpp on m.gguf (1 slots)"
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([
+        f"2026-12-06 05:00:00,000 {start}", "2026-12-06 05:06:00,000 INFO httpx: POST",
+        f"2026-12-06 05:06:01,000 {start}", "2026-12-06 05:40:01,000 INFO httpx: POST",
+        f"2026-12-06 19:00:00,000 INFO charter.stages.evaluate.run: answering as {LOOP}: 9 of 9",
+        f"2026-12-06 19:00:01,000 {start}", "2026-12-06 20:00:00,000 INFO httpx: POST",
+    ]) + "\n", "utf-8")  # fmt: skip
+    assert wall_times(log, [PLAIN, LOOP]) == {PLAIN: 360.0, LOOP: 2040.0 + 3600.0}

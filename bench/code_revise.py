@@ -36,7 +36,8 @@ from charter.stages.evaluate.revised import split_revise
 
 
 def loop_name(text: str) -> str:
-    """``FEEDBACK[:xK]``, checked as the evaluation checks ``MODEL+revise:N:FEEDBACK:xK``."""
+    """``FEEDBACK[:xK][:values]``, checked as the evaluation checks
+    ``MODEL+revise:N:FEEDBACK:xK:values``."""
     try:
         split_revise(f"m+revise:1:{text}")
     except CharterError as error:
@@ -60,9 +61,10 @@ def main() -> None:
         nargs="+",
         default=["critique"],
         type=loop_name,
-        help="one loop per kind of feedback, all from the same plain answers: FEEDBACK[:xK] "
-        f"({', '.join(FEEDBACKS)}; :xK draws K revisions a round at temperature "
-        f"{SAMPLED_TEMPERATURE}, the evaluation's MODEL+revise:N:FEEDBACK:xK)",
+        help="one loop per kind of feedback, all from the same plain answers: "
+        f"FEEDBACK[:xK][:values] ({', '.join(FEEDBACKS)}; :xK draws K revisions a round at "
+        f"temperature {SAMPLED_TEMPERATURE}; :values has a failed visible assert say what the "
+        "code gave; the evaluation's MODEL+revise:N:FEEDBACK:xK:values)",
     )
     parser.add_argument("--revision-temperature", type=float, default=0.0)
     parser.add_argument("--record", action="store_true", help="add the row to the docs")
@@ -89,8 +91,8 @@ def main() -> None:
         start = time.perf_counter()
         traces = verify_revise(backend, tasks, Constitution.load("code"), rounds=args.rounds,
                                answers=texts, answer=config, feedback=spec.feedback,
-                               revision=loop_revision,
-                               samples=spec.samples)  # fmt: skip
+                               revision=loop_revision, samples=spec.samples,
+                               values=spec.values)  # fmt: skip
         loop_s = plain_s + time.perf_counter() - start
         if args.traces:
             with args.traces.open("a", encoding="utf-8") as f:

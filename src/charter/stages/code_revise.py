@@ -104,6 +104,7 @@ def verify_revise(
     answers: Sequence[str] | None = None,
     feedback: Feedback = "critique",
     samples: int = 1,
+    values: bool = False,
 ) -> list[CodeTrace]:
     """Answer each task (or start from ``answers``), then critique and revise while the
     visible tests fail, at most ``rounds`` times; calls go to ``backend`` in batches.
@@ -119,6 +120,10 @@ def verify_revise(
     visible tests is kept, else the first goes on to the next round. A task whose revisions
     all fail keeps its first answer (:attr:`CodeTrace.kept`). The visible tests choose; the
     hidden ones are never run here.
+
+    ``values``: each failed visible assert says what the code gave ("f(2) gave 3; the test
+    expects 5", :func:`~charter.stages.evaluate.explain.explain_asserts`) where Python says
+    only ``AssertionError``; pass or fail is unchanged.
     """
     answer = answer or GenerationConfig(temperature=0.0, max_tokens=512)
     revision = revision or GenerationConfig(temperature=0.0, max_tokens=512)
@@ -131,7 +136,8 @@ def verify_revise(
         if len(answers) != len(tasks):
             raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
         replies = [_Reply(text, Usage()) for text in answers]
-    outcomes = run_tasks(list(tasks), [reply.text for reply in replies], limits, visible=True)
+    outcomes = run_tasks(list(tasks), [reply.text for reply in replies], limits, visible=True,
+                         explain=values)  # fmt: skip
     traces = [
         CodeTrace(task_id=task.id, request=task.request, usage=reply.usage,
                   attempts=[_attempt(0, reply, outcome)])
@@ -161,7 +167,7 @@ def verify_revise(
         drawn = [_generate(backend, fixes, revision, seed + number + 1000 * j)
                  for j in range(samples)]  # fmt: skip
         ran = [run_tasks([tasks[i] for i in failing], [reply.text for reply in revised], limits,
-                         visible=True) for revised in drawn]  # fmt: skip
+                         visible=True, explain=values) for revised in drawn]  # fmt: skip
         for k, (i, p, critique) in enumerate(zip(failing, principles, critiques, strict=True)):
             passed = [j for j in range(samples) if ran[j][k].passed]
             pick = passed[0] if passed else 0

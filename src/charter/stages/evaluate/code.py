@@ -258,16 +258,26 @@ def extract_code(answer: str) -> str:
     return match.group(1) if match else answer
 
 
-def program_for(task: CodeTask, answer: str, sentinel: str = "", *, visible: bool = False) -> str:
+def program_for(
+    task: CodeTask, answer: str, sentinel: str = "", *, visible: bool = False,
+    explain: bool = False,
+) -> str:  # fmt: skip
     """The answer's code followed by the task's tests (and, after them, ``print(sentinel)``).
 
-    ``visible``: only the tests the model may see (:attr:`CodeTask.visible`).
+    ``visible``: only the tests the model may see (:attr:`CodeTask.visible`); with
+    ``explain``, rewritten to say what the code gave when one fails
+    (:func:`~charter.stages.evaluate.explain.explain_asserts`).
     """
+    from charter.stages.evaluate.explain import explain_asserts
+
     code = extract_code(answer)
     if task.kind == "humaneval":
         code = _with_prompt(task, code)
     finish = f"\nprint({sentinel!r}, flush=True)\n" if sentinel else ""
-    return f"{code}\n\n{task.visible if visible else task.tests}{finish}"
+    tests = task.tests
+    if visible:
+        tests = explain_asserts(task.visible) if explain else task.visible
+    return f"{code}\n\n{tests}{finish}"
 
 
 def _with_prompt(task: CodeTask, code: str) -> str:
@@ -284,14 +294,14 @@ def _with_prompt(task: CodeTask, code: str) -> str:
 
 def run_tasks(
     tasks: list[CodeTask], answers: list[str], limits: Limits = DEFAULT_LIMITS, workers: int = 2,
-    *, visible: bool = False,
+    *, visible: bool = False, explain: bool = False,
 ) -> list[Outcome]:  # fmt: skip
-    """Each answer's outcome against its task's tests (``visible``: the visible ones only),
-    ``workers`` programs at a time."""
+    """Each answer's outcome against its task's tests (``visible``: the visible ones only;
+    ``explain``: saying what the code gave, :func:`program_for`), ``workers`` at a time."""
     if len(tasks) != len(answers):
         raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
     sentinels = [f"charter-tests-done-{secrets.token_hex(16)}" for _ in tasks]
-    programs = [program_for(t, a, s, visible=visible)
+    programs = [program_for(t, a, s, visible=visible, explain=explain)
                 for t, a, s in zip(tasks, answers, sentinels, strict=True)]  # fmt: skip
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: run_program(job[0], limits, sentinel=job[1]),

@@ -12,6 +12,9 @@ loop applies to code questions; every other question gets the model's plain answ
 :func:`~charter.stages.code_revise.verify_revise`). A last ``:xK`` draws K revisions a round
 at :data:`~charter.stages.code_revise.SAMPLED_TEMPERATURE` and keeps the first that passes
 the visible tests (``MODEL+revise:3:critique-plain:x4``); without it, one greedy revision.
+A last ``:values`` makes each failed visible assert say what the code gave ("f(2) gave 3;
+the test expects 5") where Python says only ``AssertionError``
+(:mod:`charter.stages.evaluate.explain`).
 """
 
 from __future__ import annotations
@@ -29,18 +32,20 @@ from charter.stages.evaluate.sandbox import Limits
 if TYPE_CHECKING:
     from charter.stages.code_revise import CodeAttempt, CodeTrace, Feedback
 
-_SUFFIX = re.compile(r"\+revise:(\d+)(?::([a-z-]+))?(?::x(\d+))?$")
+_SUFFIX = re.compile(r"\+revise:(\d+)(?::(?!values$)([a-z-]+))?(?::x(\d+))?(:values)?$")
 MAX_ROUNDS, MAX_SAMPLES = 8, 16
 
 
 class Revision(NamedTuple):
-    """A model name split: ``base`` and, for ``base+revise:N[:FEEDBACK][:xK]``, the loop's
-    rounds (0: plain answers), feedback and revisions sampled per round."""
+    """A model name split: ``base`` and, for ``base+revise:N[:FEEDBACK][:xK][:values]``, the
+    loop's rounds (0: plain answers), feedback, revisions sampled per round, and whether a
+    failed visible assert says what the code gave."""
 
     base: str
     rounds: int = 0
     feedback: Feedback = "critique"
     samples: int = 1
+    values: bool = False  # failed visible asserts say what the code gave
 
     @property
     def suffix(self) -> str:
@@ -49,7 +54,7 @@ class Revision(NamedTuple):
             return ""
         feedback = "" if self.feedback == "critique" else f":{self.feedback}"
         samples = f":x{self.samples}" if self.samples > 1 else ""
-        return f"+revise:{self.rounds}{feedback}{samples}"
+        return f"+revise:{self.rounds}{feedback}{samples}{':values' if self.values else ''}"
 
 
 def split_revise(model: str) -> Revision:
@@ -59,7 +64,7 @@ def split_revise(model: str) -> Revision:
     if found is None:
         if "+revise" in model:
             raise CharterError(f"model '{model}': write the loop as MODEL+revise:N"
-                               f"[:FEEDBACK][:xK], N from 1 to {MAX_ROUNDS}")  # fmt: skip
+                               f"[:FEEDBACK][:xK][:values], N from 1 to {MAX_ROUNDS}")  # fmt: skip
         return Revision(model)
     from charter.stages.code_revise import FEEDBACKS
 
@@ -72,7 +77,8 @@ def split_revise(model: str) -> Revision:
     if feedback not in FEEDBACKS:
         raise CharterError(f"model '{model}': +revise:N:FEEDBACK takes FEEDBACK from "
                            f"{', '.join(FEEDBACKS)}, not '{feedback}'")  # fmt: skip
-    return Revision(model[: found.start()], rounds, cast("Feedback", feedback), samples)
+    return Revision(model[: found.start()], rounds, cast("Feedback", feedback), samples,
+                    values=found.group(4) is not None)  # fmt: skip
 
 
 def revise_code_answers(
@@ -86,7 +92,7 @@ def revise_code_answers(
     traces = verify_revise(
         policy, list(tasks), Constitution.load("code"), rounds=spec.rounds, seed=seed,
         revision=revision_for(config, spec.samples), answers=texts, feedback=spec.feedback,
-        samples=spec.samples,
+        samples=spec.samples, values=spec.values,
         limits=Limits(cpu_seconds=timeout_s, wall_seconds=2.0 * timeout_s),
     )  # fmt: skip
     return [trace.model_copy(update={"model": model}) for trace in traces]

@@ -7,7 +7,7 @@ MODEL in ``--name`` is a model's full name or any part of it, e.g. its stage fol
 
 Reads, from every ``evaluate-*`` stage under the run root, ``items.jsonl`` (each judged answer)
 and recomputes each metric with its 95% interval (Wilson), and each trained model's paired
-difference from the baseline (bootstrap over items) with an exact McNemar p-value — the same
+difference from the baseline (Bonett–Price interval) with an exact McNemar p-value — the same
 functions ``charter evaluate`` uses. Then the calibration of the teacher, what the guided stage
 kept and rejected, and the wall time and tokens of each stage from the manifests.
 """

@@ -243,7 +243,8 @@ def _calibrate_and_baseline(
             [config.evaluate.model_dump(exclude={"trained"}), run.ident(m.policy),
              run.ident(m.role("judge")), run.templates["judge"], m.pairwise_judge() is not None],
             [run.digest["data"], run.digest["constitution"]["baseline"]],
-            estimate(run.n_questions, config.evaluate.max_tokens, "answer_s", run.n_questions),
+            estimate(run.n_questions, config.evaluate.max_tokens, "answer_s",
+                     judged(config, run.n_questions)),
             lambda out, f: steps.evaluate(config, out, [baseline_model(f)], run.data,
                                           backend))  # fmt: skip
     return exported, baseline_model
@@ -320,7 +321,7 @@ def _evaluate_and_report(
             [config.evaluate, run.ident(m.policy), run.ident(m.role("judge")),
              run.templates["judge"], m.pairwise_judge() is not None],
             [run.digest["data"], run.digest["constitution"]["baseline"]],
-            estimate(n, config.evaluate.max_tokens, "answer_s", n),
+            estimate(n, config.evaluate.max_tokens, "answer_s", judged(config, n)),
             lambda out, f: steps.evaluate(
                 config, out, [baseline_model(f), *(steps.gguf_model(f[t]) for t in trained)],
                 run.data, run.backend, seed_from=f["baseline"],
@@ -352,6 +353,12 @@ def _steps(settings: dict[str, Any], rows: int) -> int:
         return int(config.max_steps)
     per_step = config.batch_size * config.gradient_accumulation
     return max(1, math.ceil(rows * float(config.epochs) / int(per_step)))
+
+
+def judged(config: RunConfig, answers: int) -> int:
+    """The LLM judge's scorings of ``answers`` (one each with ``evaluate.harm_judge``; the
+    pairwise judge's few helpfulness questions are left out of the estimate)."""
+    return answers if config.evaluate.harm_judge else 0
 
 
 def estimate(calls: int, max_tokens: int, rate: str, scorings: int) -> dict[str, float]:

@@ -175,3 +175,20 @@ def test_stage_counts_and_like_for_like_warnings_are_shown(tmp_path: Path) -> No
     assert "fallback_labels: 3" in table and "labeller_calls_this_session: 4" in table
     assert "ifeval_unscored_prompts: 2" in table
     assert 'id="warnings"' in html and "the judge &lt;b&gt; is also a model" in html
+
+
+def test_the_page_shows_items_of_every_suite_when_it_shows_only_some() -> None:
+    """600 items at most: a suite at the end of items.jsonl (the constitution's clauses) is
+    still among them, in the file's order."""
+    from charter.records import EvalItem
+    from charter.report import _spread
+
+    def items(suite: str, n: int) -> list[EvalItem]:
+        return [EvalItem(suite=suite, key=str(i), model="m", prompt=(), answer="", score=1.0,
+                         judgement={}) for i in range(n)]  # fmt: skip
+
+    everything = items("harmlessness", 700) + items("xstest", 5) + items("constitution", 53)
+    shown = _spread(everything, 600)
+    assert len(shown) == 600 and [i.suite for i in shown].count("constitution") == 53
+    assert shown == [i for i in everything if i in shown]  # the file's order
+    assert _spread(everything[:10], 600) == everything[:10]

@@ -94,8 +94,8 @@ def build_report(stages: dict[str, Path], title: str = "Charter run") -> str:
         title=title, results=results,
         calibration=read_stage_json(stages.get("calibrate"), "calibration.json", _Calibration),
         principles=principles, figures={k: plots.data_uri(v) for k, v in figures.items() if v},
-        traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES], items=items[:MAX_EXAMPLES * 2],
-        guided=guided[:MAX_EXAMPLES],
+        traces=traces[:MAX_EXAMPLES], labels=labels[:MAX_EXAMPLES],
+        items=_spread(items, MAX_EXAMPLES * 2), guided=guided[:MAX_EXAMPLES],
         guided_counts=read_stage_json(stages.get("revise"), "manifest.json"),
         all_principles=all_principles, counts={"traces": len(traces), "labels": len(labels),
                                                "items": len(items), "guided": len(guided)},
@@ -136,6 +136,25 @@ class _Calibration(BaseModel):
     flip_rate: float | None = None
     at_chance: bool
     position_biased: bool
+
+
+def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
+    """At most ``limit`` items, taken from each suite in turn so that a suite late in the file
+    (the constitution's clauses come last) still shows; each suite's items keep their order."""
+    by_suite: dict[str, list[EvalItem]] = {}
+    for item in items:
+        by_suite.setdefault(item.suite, []).append(item)
+    queues = [iter(group) for group in by_suite.values()]
+    shown: list[EvalItem] = []
+    while queues and len(shown) < limit:
+        for queue in list(queues):
+            taken = next(queue, None)
+            if taken is None:
+                queues.remove(queue)
+            elif len(shown) < limit:
+                shown.append(taken)
+    picked = {id(item) for item in shown}
+    return [item for item in items if id(item) in picked]  # in the file's order
 
 
 def _stage_counts(stages: dict[str, Path]) -> dict[str, dict[str, Any]]:

@@ -31,10 +31,11 @@ DATA_HELP = (
 @click.command()
 @click.option("--model", "models", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
               help=f"Model to evaluate; repeat to compare (the first is the baseline). "
-                   f"{MODEL_HELP} MODEL+revise:N[:FEEDBACK][:xK]: its code answers after at "
-                   "most N rounds of critique -> revision against their visible tests "
+                   f"{MODEL_HELP} MODEL+revise:N[:FEEDBACK][:xK][:values]: its code answers "
+                   "after at most N rounds of critique -> revision against their visible tests "
                    "(FEEDBACK: critique, critique-plain or test; xK: K sampled revisions a "
-                   "round, the first passing kept).")  # fmt: skip
+                   "round, the first passing kept; values: a failed assert says what the code "
+                   "gave).")  # fmt: skip
 @connection_options
 @click.option("--suite", "suites", multiple=True, type=click.Choice(SUITE_NAMES),
               help="Suite to run; repeatable.  [default: all model suites, and principles when "

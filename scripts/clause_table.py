@@ -105,7 +105,7 @@ def main() -> None:
         i["judgement"].get("section") for i in items if i["model"] == models[0]
     )
     print("\n" + head, rule, sep="\n")
-    for section in sections:
+    for section in (s for s in sections if s is not None):  # a clause with no source: none
         name = str(section).split(" > ")[-1]
         cells = row(models, scores(items, section, args.layer))
         print(f"| {name} | " + " | ".join(cells) + " |")

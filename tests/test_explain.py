@@ -63,3 +63,16 @@ def test_the_loop_with_values_shows_the_model_what_its_code_gave() -> None:
     assert spec.values and (spec.feedback, spec.samples) == ("critique-plain", 4)
     assert spec.base + spec.suffix == "local/x+revise:3:critique-plain:x4:values"
     assert split_revise("local/x+revise:3:values").feedback == "critique"
+
+
+def test_each_expression_runs_once_and_the_asserts_own_message_stays() -> None:
+    rewritten = explain_asserts("assert bump() == 5, 'the fifth call'\n")
+    scope: dict[str, object] = {"calls": []}
+    exec("def bump():\n    calls.append(1)\n    return len(calls)\n", scope)
+    with pytest.raises(AssertionError) as failed:
+        exec(rewritten, scope)
+    assert str(failed.value) == "bump() gave 1; the test expects 5 (the fifth call)"
+    assert scope["calls"] == [1]  # evaluated once, though the message shows the value
+    is_not = explain_asserts("assert bump() is not 2\n")
+    with pytest.raises(AssertionError, match="bump\\(\\) gave 2; the test expects it is not 2"):
+        exec(is_not, scope)

@@ -58,7 +58,8 @@ class VerifySummary:
     passing_rows: int = 0
     passed_at: Counter[int] = field(default_factory=Counter)  # round of the first pass
     still_failing: int = 0
-    cut_short: int = 0  # passed, but cut at the token limit: no row (verified_rows)
+    cut_short: int = 0  # final answers (first or revised) that passed but were cut at the
+    # token limit: no row of either file (verified_rows)
     usage: Usage = field(default_factory=Usage)
     wall_time_s: float = 0.0
     # Of the answers that passed their visible test, how many pass all the task's tests too

@@ -101,7 +101,8 @@ def answer_batch(
     for q, trace in zip(code, traces, strict=True):
         texts[q.id] = (trace.kept.answer, texts[q.id][1] + trace.usage)
         if trace.kept.round:  # a revision: its own call's settings and ending
-            finish[q.id] = trace.kept.finish_reason or finish[q.id]
+            if trace.kept.finish_reason is not None:  # None: a trace written before it was kept
+                finish[q.id] = trace.kept.finish_reason
             decodings[q.id] = revised_decoding(decoding, config.answer, spec, trace.kept)
     answers = [
         make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],

@@ -6,11 +6,12 @@ rewrites each top-level assert of a visible test so that, failing, it reports th
 
     assert f(2) == 5   →   AssertionError: f(2) gave 3; the test expects 5
 
-Comparisons with one operator, ``assert not X`` and ``assert X`` are rewritten; anything
-else, and a test that does not parse, runs as written. Pass or fail is unchanged: the same
-expressions are evaluated once each, in the same order. Values are shortened with
-:mod:`reprlib`. Only visible tests are ever rewritten, and only for the loop's feedback; the
-score comes from the task's tests as written.
+Comparisons with one operator, ``assert not X`` and ``assert X`` where X is a call, a name,
+an attribute, a subscript or an ``and``/``or`` are rewritten, keeping the assert's own
+message after the value; anything else, and a test that does not parse, runs as written.
+Pass or fail is unchanged: the same expressions are evaluated once each, in the same order.
+Values are shortened with :mod:`reprlib`. Only visible tests are ever rewritten, and only
+for the loop's feedback; the score comes from the task's tests as written.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def explain_asserts(tests: str) -> str:
 
 
 def _explained(statement: ast.Assert) -> str | None:
-    test = statement.test
+    found = _rewritten(statement.test)
+    if found is None or statement.msg is None:
+        return found
+    return f"{found} + ' (' + str({ast.unparse(statement.msg)}) + ')'"
+
+
+def _rewritten(test: ast.expr) -> str | None:
     if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _OPS:
         left, right = ast.unparse(test.left), ast.unparse(test.comparators[0])
         op = _OPS[type(test.ops[0])]

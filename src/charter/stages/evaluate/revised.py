@@ -74,6 +74,9 @@ def split_revise(model: str) -> Revision:
         raise CharterError(f"model '{model}': +revise:N takes N from 1 to {MAX_ROUNDS}")
     if not 1 <= samples <= MAX_SAMPLES:
         raise CharterError(f"model '{model}': :xK takes K from 1 to {MAX_SAMPLES}")
+    if feedback == "values":
+        raise CharterError(f"model '{model}': write :values last, as in "
+                           "MODEL+revise:N:FEEDBACK:xK:values")  # fmt: skip
     if feedback not in FEEDBACKS:
         raise CharterError(f"model '{model}': +revise:N:FEEDBACK takes FEEDBACK from "
                            f"{', '.join(FEEDBACKS)}, not '{feedback}'")  # fmt: skip

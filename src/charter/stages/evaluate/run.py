@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,9 +48,6 @@ from charter.stages.evaluate.results import summarise
 from charter.stages.evaluate.revised import split_revise
 from charter.stages.evaluate.suites import MODEL_SUITES, Question, questions
 from charter.suites.base import Judged
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 VERSION = 1  # in cache keys and fingerprints: bump when what this stage writes changes

@@ -76,3 +76,13 @@ def test_each_expression_runs_once_and_the_asserts_own_message_stays() -> None:
     is_not = explain_asserts("assert bump() is not 2\n")
     with pytest.raises(AssertionError, match="bump\\(\\) gave 2; the test expects it is not 2"):
         exec(is_not, scope)
+
+
+def test_the_dry_run_shows_what_a_values_loop_prints() -> None:
+    from charter.stages.code_revise import dry_run
+
+    task = CodeTask(id="t", kind="mbpp", request="Write add.", tests="assert add(1, 2) == 3\n",
+                    visible="assert add(1, 2) == 3\n")  # fmt: skip
+    code = Constitution.load("code")
+    assert "f(2) gave 3" in dry_run([task], code, values=True)
+    assert "gave" not in dry_run([task], code)

@@ -159,7 +159,9 @@ def _loop_prompts(models: tuple[str, ...], asked: list[Question], seed: int) -> 
     for model in models:
         spec = split_revise(model)
         if spec.rounds and tasks:
-            shown = dry_run(tasks, Constitution.load("code"), feedback=spec.feedback, seed=seed)
+            shown = dry_run(tasks, Constitution.load("code"), feedback=spec.feedback, seed=seed,
+                            values=spec.values)  # fmt: skip
             click.echo(f"=== {model}: the loop's calls on the first code task, at most "
-                       f"{spec.rounds} round(s), {spec.samples} revision(s) a round ===\n"
-                       f"{shown}\n")  # fmt: skip
+                       f"{spec.rounds} round(s), {spec.samples} revision(s) a round"
+                       f"{', failed asserts saying what the code gave' if spec.values else ''}"
+                       f" ===\n{shown}\n")  # fmt: skip

@@ -216,9 +216,15 @@ def verified_rows(
     return rows
 
 
+VALUES_SHOWN = (
+    "<what the run printed: the failed assert with what the code gave, as in "
+    "'AssertionError: f(2) gave 3; the test expects 5'; an exception>"
+)
+
+
 def dry_run(
     tasks: Sequence[CodeTask], constitution: Constitution, *, feedback: Feedback = "critique",
-    seed: int = 0,
+    seed: int = 0, values: bool = False,
 ) -> str:  # fmt: skip
     """Every kind of call the loop sends, for ``tasks``: each first answer's request, then for
     the first task one round's critique and revision calls, with placeholders for what the
@@ -237,7 +243,7 @@ def dry_run(
         round=0,
         answer="<the model's answer>",
         status="<failed, timeout, …>",
-        detail="<what the run printed: a failed assert, an exception>",
+        detail=VALUES_SHOWN if values else "<what the run printed: a failed assert, an exception>",
     )
     call = _critique_call(prefix, task, shown, principle, ask=feedback != "test")
     where = f"task {task.id}, round 1, principle '{principle.id}'"

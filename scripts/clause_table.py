@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from results_table import label_of
+
 from charter.stages.evaluate.stats import paired_difference, rate
 
 SUITE = "constitution"
@@ -89,10 +91,8 @@ def main() -> None:
                         "(the classifier, usually) or the phrase layer")  # fmt: skip
     args = parser.parse_args()
     models, items = read_items(folder_of(args.folder))
-    labels = {m: m for m in models}
-    for pair in args.name:
-        part, label = pair.split("=", 1)
-        labels.update({m: label for m in models if part in m})
+    names = dict(pair.split("=", 1) for pair in args.name)
+    labels = {m: label_of(m, names) for m in models}
     head = "| " + " | ".join(["", *(labels[m] for m in models)]) + " |"
     rule = "|" + "---|" * (len(models) + 1)
     print(head, rule, sep="\n")

@@ -66,7 +66,7 @@ from charter.stages.infer_figures import (
     scores,
 )
 from charter.stages.infer_prompts import (
-    copies_example,
+    copied_from_examples,
     propose_call,
     proposed_principle,
     restates,
@@ -115,8 +115,9 @@ def propose(
                                usage=completion.usage(), seconds=seconds))  # fmt: skip
     principles = [proposed_principle(replies[key].text) for key in keys]
     questions = [(p, pair) for p, pair in zip(principles, pairs, strict=True) if p is not None]
-    own = [(p, pair) for p, pair in questions if not restates(p, pair)]
-    kept = [p for p, _ in own if not copies_example(p)]
+    own = [p for p, pair in questions if not restates(p, pair)]
+    copies = copied_from_examples(own)
+    kept = [p for i, p in enumerate(own) if i not in copies]
     return kept, {"not_a_question": len(pairs) - len(questions),
                   "restates_request": len(questions) - len(own),
                   "copies_example": len(own) - len(kept)}  # fmt: skip
@@ -130,21 +131,21 @@ def label_mismatches(labelled: dict[str, Any], model: str, reference: Constituti
     from charter.stages.label import LabelConfig
 
     asked = LabelConfig()
-    differences = [
-        (labelled["labeller"], model, "labeller (infer's --model)"),
-        (labelled["mode"], asked.mode, "mode"),
-        (labelled["seed"], asked.seed, "seed"),
-        (labelled["principles"], asked.principles_per_label, "principles per label"),
-        (labelled["constitution_sha256"], reference.sha256, f"constitution (--reference "
-                                                            f"{reference.name})"),
-    ]  # fmt: skip
-    return [
+    settings = [
+        ("labeller (infer's --model)", labelled["labeller"], model),
+        ("mode", labelled["mode"], asked.mode),
+        ("seed", labelled["seed"], asked.seed),
+        ("principles per label", labelled["principles"], asked.principles_per_label),
+    ]
+    lines = [
         f"the pairs were labelled with {what} {theirs}, infer labels with {ours}"
-        if "constitution" not in what
-        else f"the pairs were labelled with another {what}"
-        for theirs, ours, what in differences
+        for what, theirs, ours in settings
         if theirs is not None and theirs != ours
     ]
+    if labelled["constitution_sha256"] not in (None, reference.sha256):
+        lines.append(f"the pairs were labelled with another constitution (--reference "
+                     f"{reference.name})")  # fmt: skip
+    return lines
 
 
 def dry_run(pairs: Sequence[PreferencePair], config: InferConfig, reference: Constitution) -> str:

@@ -84,9 +84,10 @@ def restates(principle: str, pair: PreferencePair) -> bool:
     return len(shared) >= 2
 
 
-def copies_example(principle: str) -> bool:
-    """Whether a proposed principle shares a run of 8 words with a worked example's: copied
-    from the prompt, not read from the pair."""
-    from charter.splits import ngrams
+def copied_from_examples(principles: list[str]) -> set[int]:
+    """The indices of proposed principles that repeat a worked example's principle or share a
+    run of 8 words with one (:func:`charter.splits.overlap`): copied from the prompt, not read
+    from the pair."""
+    from charter.splits import overlap
 
-    return bool(ngrams(principle) & set().union(*(ngrams(e[-1]) for e in EXAMPLES)))
+    return {index for index, _ in overlap(principles, [example[-1] for example in EXAMPLES])}

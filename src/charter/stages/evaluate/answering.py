@@ -103,7 +103,7 @@ def answer_batch(
         if trace.kept.round:  # a revision: its own call's settings and ending
             if trace.kept.finish_reason is not None:  # None: a trace written before it was kept
                 finish[q.id] = trace.kept.finish_reason
-            decodings[q.id] = revised_decoding(decoding, config.answer, spec, trace.kept)
+            decodings[q.id] = revised_decoding(config.answer, spec, trace.kept)
     answers = [
         make(q, answer=texts[q.id][0], finish_reason=finish[q.id], usage=texts[q.id][1],
              decoding=decodings[q.id])

@@ -54,16 +54,20 @@ def _rewritten(test: ast.expr) -> str | None:
     if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _OPS:
         left, right = ast.unparse(test.left), ast.unparse(test.comparators[0])
         op = _OPS[type(test.ops[0])]
-        expects = f"'; the test expects ' + {_REPR}.repr({_WANT})" if op == "==" else (
-            f"'; the test expects it {op} ' + {_REPR}.repr({_WANT})")  # fmt: skip
-        return (f"assert ({_GOT} := ({left})) {op} ({_WANT} := ({right})), "
-                f"{left + ' gave '!r} + {_REPR}.repr({_GOT}) + {expects}")  # fmt: skip
+        return _failing(f"({_GOT} := ({left})) {op} ({_WANT} := ({right}))", left,
+                        "" if op == "==" else f"it {op} ", wanted=True)  # fmt: skip
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         operand = ast.unparse(test.operand)
-        return (f"assert not ({_GOT} := ({operand})), {operand + ' gave '!r} + "
-                f"{_REPR}.repr({_GOT}) + '; the test expects a false value'")  # fmt: skip
+        return _failing(f"not ({_GOT} := ({operand}))", operand, "a false value")
     if isinstance(test, (ast.Call, ast.Name, ast.Attribute, ast.Subscript, ast.BoolOp)):
         expression = ast.unparse(test)
-        return (f"assert ({_GOT} := ({expression})), {expression + ' gave '!r} + "
-                f"{_REPR}.repr({_GOT}) + '; the test expects a true value'")  # fmt: skip
+        return _failing(f"({_GOT} := ({expression}))", expression, "a true value")
     return None
+
+
+def _failing(condition: str, shown: str, expects: str, wanted: bool = False) -> str:
+    """``assert condition``, failing with what ``shown`` gave (bound to the got-name), then
+    what the test expects: ``expects``, followed by the wanted value's repr if ``wanted``."""
+    value = f" + {_REPR}.repr({_WANT})" if wanted else ""
+    return (f"assert {condition}, {shown + ' gave '!r} + {_REPR}.repr({_GOT}) + "
+            f"{'; the test expects ' + expects!r}{value}")  # fmt: skip

@@ -101,14 +101,12 @@ def revise_code_answers(
     return [trace.model_copy(update={"model": model}) for trace in traces]
 
 
-def revised_decoding(
-    first: dict[str, Any], config: GenerationConfig, spec: Revision, kept: CodeAttempt
-) -> dict[str, Any]:
-    """``first``, the settings of the first answers (``config``), with ``revision``: those,
-    seed included, of the call that wrote ``kept``, a revision of the loop ``spec``."""
+def revised_decoding(config: GenerationConfig, spec: Revision, kept: CodeAttempt) -> dict[str, Any]:
+    """The first answers' settings (``config``) with ``revision``: those, seed included, of
+    the call that wrote ``kept``, a revision of the loop ``spec``."""
     from charter.stages.code_revise import revision_for
 
     settings = revision_for(config, spec.samples)
     if kept.seed is not None:
         settings = settings.model_copy(update={"seed": kept.seed})
-    return {**first, "revision": settings.model_dump(mode="json")}
+    return {**config.model_dump(mode="json"), "revision": settings.model_dump(mode="json")}
